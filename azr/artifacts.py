@@ -1,0 +1,99 @@
+"""Atomic file writes and the on-disk schemas of buffer rows.
+
+A run can be killed at any moment (pre-emption, OOM, Ctrl-C). Every artifact is therefore
+written to a temporary file in the destination directory, fsynced, and renamed over the target,
+so a reader sees either the old file or the complete new one, never a torn one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import IO, Any, Callable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+PathLike = str | os.PathLike[str]
+
+TRIPLET_SCHEMA = pa.schema(
+    [
+        pa.field("program", pa.string(), nullable=False),
+        pa.field("input", pa.string(), nullable=False),
+        pa.field("output", pa.string(), nullable=False),
+        pa.field("imports", pa.list_(pa.string()), nullable=False),
+        pa.field("step", pa.int64(), nullable=False),
+    ]
+)
+"""Deduction/abduction rows. Explicit, so an empty step file still has typed columns."""
+
+INDUCTION_SCHEMA = pa.schema(
+    [
+        pa.field("program", pa.string(), nullable=False),
+        pa.field("inputs", pa.list_(pa.string()), nullable=False),
+        pa.field("outputs", pa.list_(pa.string()), nullable=False),
+        pa.field("message", pa.string(), nullable=False),
+        pa.field("imports", pa.list_(pa.string()), nullable=False),
+        pa.field("step", pa.int64(), nullable=False),
+    ]
+)
+"""Induction rows: the program with its input/output pairs and the proposer's message."""
+
+
+def atomic_write_bytes(path: PathLike, data: bytes) -> None:
+    """Replace `path` with `data` so that readers never see a partial file."""
+    _atomic_write(path, lambda handle: handle.write(data))
+
+
+def atomic_write_text(path: PathLike, text: str, encoding: str = "utf-8") -> None:
+    """Text flavour of `atomic_write_bytes`."""
+    atomic_write_bytes(path, text.encode(encoding))
+
+
+def atomic_write_json(path: PathLike, obj: Any, *, indent: int | None = 2) -> None:
+    """Serialise first, then write: a value json cannot encode leaves the old file untouched."""
+    atomic_write_text(path, json.dumps(obj, indent=indent) + "\n")
+
+
+def write_parquet_atomic(table: pa.Table, path: PathLike) -> None:
+    """Write `table` as Parquet with the same all-or-nothing guarantee as the other writers."""
+    _atomic_write(path, lambda handle: pq.write_table(table, handle))
+
+
+def _atomic_write(path: PathLike, write: Callable[[IO[bytes]], object]) -> None:
+    """Temp file in the same directory (same filesystem, so the rename is atomic), fsync,
+    `os.replace`, then fsync the directory so the rename itself survives a power loss."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = target.parent / f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    # os.open honours the umask (mkstemp would force 0600 on every artifact).
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise
+    _fsync_directory(target.parent)
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Persist a rename. Some filesystems refuse fsync on directories; the rename is still
+    atomic there, only its durability is up to the OS, so that refusal is not an error."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

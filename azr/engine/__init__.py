@@ -1,0 +1,1 @@
+"""The model side of AZR: loading, generation backends, the TRR++ update, checkpoints."""
