@@ -71,6 +71,8 @@ class TaskBuffer:
         self.max_size = max_size
         self.cap_policy = cap_policy
         self.added_per_step: dict[int, int] = {}
+        self.version = 0
+        """Bumped on every append, so derived views (distinct references) know to refresh."""
         self._entries: list[BufferEntry] = []
 
     def append(self, entries: Iterable[BufferEntry], step: int) -> list[BufferEntry]:
@@ -81,6 +83,7 @@ class TaskBuffer:
         stamped = [self._stamp(entry, step) for entry in entries]
         self.added_per_step[step] = self.added_per_step.get(step, 0) + len(stamped)
         self._entries.extend(stamped)
+        self.version += 1
         overflow = len(self._entries) - self.max_size
         if overflow > 0:
             if self.cap_policy == "keep_oldest":
@@ -113,24 +116,18 @@ class TaskBuffer:
 class Buffers:
     """The three task buffers, their config, and the one Generator used for all sampling."""
 
-    def __init__(
-        self,
-        config: BufferConfig,
-        rng: np.random.Generator,
-        buffers: dict[TaskType, TaskBuffer] | None = None,
-        step: int = -1,
-    ) -> None:
+    def __init__(self, config: BufferConfig, rng: np.random.Generator) -> None:
+        """Empty buffers; use `initial` to seed them or `load` to resume a run."""
         self.config = config
         self.rng = rng
-        self.buffers = buffers or {
+        self.buffers: dict[TaskType, TaskBuffer] = {
             task_type: TaskBuffer(ENTRY_CLASS[task_type], config.max_size, config.cap_policy)
             for task_type in TaskType
         }
-        self.step = step
+        self.step = -1
         """The newest step whose entries have been added (-1: none yet)."""
         self._initial: dict[TaskType, list[BufferEntry]] = {}
         self._distinct_cache: dict[TaskType, tuple[int, list[Triplet]]] = {}
-        self._version = 0
 
     @classmethod
     def initial(cls, config: BufferConfig, seed: int) -> "Buffers":
@@ -168,7 +165,7 @@ class Buffers:
         Distinct by content (program, input, output); each distinct task is one candidate,
         represented by its newest occurrence, drawn uniformly or weighted by step + 1.
         """
-        if task_type is TaskType.INDUCTION:
+        if task_type == TaskType.INDUCTION:
             raise ValueError(
                 "induction proposers take one program via sample_induction_program(), not "
                 "references"
@@ -244,15 +241,16 @@ class Buffers:
 
     def _distinct_triplets(self, task_type: TaskType) -> list[Triplet]:
         """Distinct contents in first-seen order, each as its newest entry; cached per append."""
+        buffer = self.buffers[task_type]
         cached = self._distinct_cache.get(task_type)
-        if cached is not None and cached[0] == self._version:
+        if cached is not None and cached[0] == buffer.version:
             return cached[1]
         newest: dict[tuple[str, str, str], Triplet] = {}
-        for entry in self.buffers[task_type].entries:
+        for entry in buffer.entries:
             assert isinstance(entry, Triplet)
             newest[(entry.program, entry.input, entry.output)] = entry
         distinct = list(newest.values())
-        self._distinct_cache[task_type] = (self._version, distinct)
+        self._distinct_cache[task_type] = (buffer.version, distinct)
         return distinct
 
     # -------------------------------------------------------------------------- persistence
@@ -332,7 +330,6 @@ class Buffers:
             for task_type in TaskType
         }
         self.step = step
-        self._version += 1
         return added
 
     def _write_step(

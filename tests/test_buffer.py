@@ -1,4 +1,4 @@
-"""Task buffers, data selection and the append-only buffer log (reference §6, §11.5, §11.11-13)."""
+"""Task buffers, data selection and the append-only buffer log (reference §6, §11)."""
 
 from __future__ import annotations
 
@@ -188,7 +188,7 @@ def test_references_for_induction_are_refused() -> None:
 
 def test_induction_program_counts_duplicates_across_both_buffers() -> None:
     buffers = Buffers(BufferConfig(), np.random.default_rng(1))
-    buffers.add_step(0, {A: [triplet("a")], D: [triplet("d")] * 3, IND: [zero_induction_task()]})
+    buffers.add_step(0, {A: [triplet("a")], D: [triplet("d")] * 3})
     picks = Counter(buffers.sample_induction_program().input for _ in range(2000))
     assert set(picks) == {"'a'", "'d'"}
     assert 0.2 < picks["'a'"] / 2000 < 0.3  # 1 of 4 entries
@@ -454,3 +454,10 @@ def test_failed_write_keeps_the_old_file_and_no_temp(
     monkeypatch.undo()
     assert pq.read_table(table_path).column("x").to_pylist() == [1]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json", "t.parquet"]
+
+
+def test_references_see_entries_added_after_a_sample() -> None:
+    buffers = make_buffers([triplet(i) for i in range(3)])
+    assert len(buffers.sample_references(D, 10)) == 3
+    buffers[D].append([triplet("late")], step=1)
+    assert triplet("late", step=1) in buffers.sample_references(D, 10)

@@ -1,0 +1,188 @@
+"""The `azr` command. Each subcommand is a thin shell over the library; errors the user can fix
+are printed as one paragraph with a non-zero exit code, never as a traceback."""
+
+from __future__ import annotations
+
+import statistics
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from azr.config import AZRConfig
+from azr.config_loader import DEFAULT_PRESET, ConfigError, build_config, config_to_yaml, preset_description, preset_names
+
+app = typer.Typer(
+    help="Absolute Zero Reasoner: self-play code reasoning with Prefect, MLflow and Accelerate.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(help="Inspect run configurations and presets.", no_args_is_help=True)
+prompts_app = typer.Typer(help="Build and inspect the prompts of an iteration.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(prompts_app, name="prompts")
+
+console = Console()
+err_console = Console(stderr=True)
+
+PresetOption = Annotated[
+    Optional[str], typer.Option("--preset", "-p", help=f"Preset name (default {DEFAULT_PRESET}); see `azr config presets`.")
+]
+ConfigOption = Annotated[
+    Optional[Path], typer.Option("--config", "-c", help="YAML file with settings, applied over the preset.")
+]
+SetOption = Annotated[
+    Optional[list[str]], typer.Option("--set", "-s", help="Override one setting: section.key=value (repeatable).")
+]
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print a user-facing error and exit; `code` 2 for bad input, 1 for failures."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def resolve_config(preset: str | None, config_file: Path | None, overrides: list[str] | None) -> AZRConfig:
+    try:
+        return build_config(preset or (None if config_file else DEFAULT_PRESET), config_file, overrides or [])
+    except ConfigError as exc:
+        fail(str(exc))
+        raise  # unreachable: fail() exits
+
+
+@config_app.command("show")
+def config_show(preset: PresetOption = None, config: ConfigOption = None, set_: SetOption = None) -> None:
+    """Print the resolved configuration as YAML (preset < file < --set)."""
+    console.print(config_to_yaml(resolve_config(preset, config, set_)), end="", highlight=False, markup=False)
+
+
+@config_app.command("presets")
+def config_presets() -> None:
+    """List the presets with what each one is for."""
+    table = Table("preset", "model", "batch/group", "description")
+    for name in preset_names():
+        config = build_config(name)
+        table.add_row(name, config.model.name_or_path, str(config.rollout.batch_size), preset_description(name))
+    console.print(table)
+
+
+@prompts_app.command("build")
+def prompts_build(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the Parquet files.")],
+    preset: PresetOption = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+    step: Annotated[int, typer.Option(help="Iteration number the prompts are for (>= 1).", min=1)] = 1,
+    show: Annotated[Optional[str], typer.Option(help="Print the first prompt of this group.")] = None,
+    force: Annotated[bool, typer.Option(help="Replace prompt files already in --out.")] = False,
+) -> None:
+    """Build the first iteration's propose and solve prompts from the seed buffers.
+
+    Writes propose_prompts.parquet, solve_prompts.parquet and config.yaml into --out, and
+    prints a table of the six groups.
+    """
+    from azr.artifacts import atomic_write_text, write_parquet_atomic
+    from azr.batches import PromptBuildError, build_iteration_prompts, prompts_table, tokenizer_counter
+    from azr.buffer import Buffers, BufferStoreError
+    from azr.engine.model_source import ModelSourceError
+    from azr.engine.tokenizer import load_tokenizer
+    from azr.seeds import SeedFileError
+    from azr.task_types import GROUP_NAMES, Group
+    from azr.wrappers import make_wrapper
+
+    run_config = resolve_config(preset, config, set_)
+    if show is not None and show not in GROUP_NAMES:
+        fail(f"--show {show!r} is not a group; groups are: {', '.join(GROUP_NAMES)}")
+    targets = [out / "propose_prompts.parquet", out / "solve_prompts.parquet", out / "config.yaml"]
+    existing = [p for p in targets if p.exists()]
+    if existing and not force:
+        fail(f"{existing[0]} already exists; choose another --out or pass --force to replace it")
+    if out.exists() and not out.is_dir():
+        fail(f"--out {out} is a file, not a directory")
+    try:
+        with console.status("loading the tokenizer"):
+            tokenizer = load_tokenizer(run_config.model)
+        wrapper = make_wrapper(run_config.model.prompt_wrapper, tokenizer)
+        buffers = Buffers.initial(run_config.buffer, run_config.seed)
+        prompts = build_iteration_prompts(buffers, step, run_config, wrapper, tokenizer_counter(tokenizer))
+    except (ModelSourceError, SeedFileError, BufferStoreError, PromptBuildError, ValueError, OSError) as exc:
+        fail(str(exc), code=1)
+        raise
+    out.mkdir(parents=True, exist_ok=True)
+    write_parquet_atomic(prompts_table(step, prompts.propose), targets[0])
+    write_parquet_atomic(prompts_table(step, prompts.solve), targets[1])
+    atomic_write_text(targets[2], config_to_yaml(run_config))
+
+    table = Table("group", "prompts", "tokens (mean)", "tokens (max)", "distinct")
+    for name in GROUP_NAMES:
+        records = [r for r in prompts.propose + prompts.solve if r.group == Group.from_name(name)]
+        if not records:
+            continue
+        tokens = [r.prompt_tokens or 0 for r in records]
+        table.add_row(name, str(len(records)), f"{statistics.fmean(tokens):.0f}", str(max(tokens)), str(len({r.prompt for r in records})))
+    console.print(table)
+    if show is not None:
+        record = next((r for r in prompts.propose + prompts.solve if r.group.name == show), None)
+        if record is not None:
+            console.rule(show)
+            console.print(record.prompt, markup=False, highlight=False)
+    console.print(f"wrote {targets[0]}, {targets[1].name} and {targets[2].name}")
+
+
+@app.command("parse")
+def parse_response(
+    response_file: Annotated[Path, typer.Argument(help="File with one model response ('-' for stdin).")],
+    group: Annotated[str, typer.Option(help="Group the response belongs to, e.g. deduction_propose.")],
+    preset: PresetOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Show how a response is read: format score, answer, parsed fields or the failure reason."""
+    import json
+
+    from azr.parsing import ParseFailure, parse_generation, parse_induction_proposal, parse_program_proposal, parse_solution
+    from azr.task_types import Group, Role, TaskType
+
+    run_config = resolve_config(preset, None, set_)
+    try:
+        parsed_group = Group.from_name(group)
+    except ValueError as exc:
+        fail(str(exc))
+        raise
+    try:
+        text = sys.stdin.read() if str(response_file) == "-" else response_file.read_text(encoding="utf-8")
+    except OSError as exc:
+        fail(f"cannot read {response_file}: {exc.strerror or exc}")
+        raise
+    generation = parse_generation(text)
+    tasks = run_config.tasks
+    if parsed_group.role is Role.SOLVE:
+        parsed = parse_solution(parsed_group.task_type, generation.answer)
+    elif parsed_group.task_type is TaskType.INDUCTION:
+        parsed = parse_induction_proposal(generation.answer, tasks.induction_inputs)
+    else:
+        parsed = parse_program_proposal(
+            generation.answer,
+            reject_multiple_functions=tasks.reject_multiple_functions,
+            rename_function=tasks.rename_function,
+            code_location=tasks.code_location,
+        )
+    result: dict[str, object] = {"group": parsed_group.name, "format_ok": generation.format_ok, "answer": generation.answer}
+    if isinstance(parsed, ParseFailure):
+        result.update(parsed=False, reason=parsed.reason.value, detail=parsed.detail)
+    elif isinstance(parsed, str):
+        result.update(parsed=True, value=parsed)
+    else:
+        result.update(parsed=True, **{k: list(v) if isinstance(v, tuple) else v for k, v in vars(parsed).items()})
+    console.print_json(json.dumps(result))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
