@@ -7,7 +7,7 @@ setup:
 	@bash scripts/setup.sh
 
 run: setup
-	$(AZR) prompts build --preset cpu --out runs/first-prompts
+	$(AZR) prompts build --preset cpu --out runs/cpu-prompts --force
 
 test: setup
 	$(VENV)/bin/python -m pytest -q
