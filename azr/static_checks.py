@@ -135,16 +135,21 @@ def _unique(uses: list[BannedUse]) -> list[BannedUse]:
     return list(first.values())
 
 
-def call_syntax_error(code: str, input_text: str) -> str | None:
-    """Why `code` + the call `f(<input>)` is not a program of the expected shape, or None.
-
-    The input must be argument text only: `1) or (True` parses as an expression but is not a
-    single call of `f`, so it is refused here rather than spliced into source.
-    """
+def program_syntax_error(code: str) -> str | None:
+    """Why the program does not parse, or None."""
     try:
         ast.parse(code)
     except _AST_ERRORS as exc:
         return f"program: {type(exc).__name__}: {exc}"
+    return None
+
+
+def argument_syntax_error(input_text: str) -> str | None:
+    """Why `f(<input>)` is not a single call of `f`, or None.
+
+    The input must be argument text only: `1) or (True` parses as an expression but is not a
+    single call of `f`, so it is refused here rather than spliced into source.
+    """
     try:
         call = ast.parse(f"f({input_text})", mode="eval").body
     except _AST_ERRORS as exc:

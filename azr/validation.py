@@ -16,7 +16,7 @@ from azr.executor import CallResult, ExecStatus, Executor, ProgramRun
 from azr.parsing import InductionProposal, ProgramProposal
 from azr.reasons import Reason
 from azr.records import InductionTask, Triplet
-from azr.static_checks import call_syntax_error, calls_input_builtin, find_banned_imports
+from azr.static_checks import argument_syntax_error, calls_input_builtin, find_banned_imports, program_syntax_error
 
 _STATUS_REASONS = {
     ExecStatus.ERROR: Reason.RUNTIME_ERROR,
@@ -77,10 +77,9 @@ def _static_failure(program: str, inputs: Sequence[str], banned: Sequence[str]) 
             return Validation(
                 None, Reason.BANNED_IMPORT, "; ".join(f"{u.entry} ({u.where})" for u in uses)
             )
-    for input_text in inputs:
-        problem = call_syntax_error(program, input_text)
-        if problem:
-            return Validation(None, Reason.SYNTAX_ERROR, problem)
+    problem = program_syntax_error(program) or next(filter(None, map(argument_syntax_error, inputs)), None)
+    if problem:
+        return Validation(None, Reason.SYNTAX_ERROR, problem)
     if calls_input_builtin(program, *(f"f({i})" for i in inputs)):
         return Validation(None, Reason.INPUT_CALL_GUARD, "the program or an input calls input()")
     return None

@@ -15,8 +15,8 @@ RESPONSE_PREFIX = "<think>"
 # the parser isolates the generation at the first "Assistant:" of the decoded text.
 _INSTRUCTIONS = (
     "Below, a User and an Assistant talk. The User brings a problem and the Assistant works on "
-    "it, first thinking the problem through and only then giving the User its answer. The reasoning is enclosed in <think> </think> tags and the answer in "
-    "<answer> </answer> tags, like this: <think> step-by-step reasoning goes here </think> "
+    "it, first thinking the problem through and only then giving the User its answer. The "
+    "reasoning is enclosed in <think> </think> tags and the answer in <answer> </answer> tags, like this: <think> step-by-step reasoning goes here </think> "
     "<answer> final answer goes here </answer>."
 )
 

@@ -24,7 +24,7 @@ from azr.buffer import Buffers
 from azr.config import AZRConfig
 from azr.parsing import parse_generation, parse_program_proposal
 from azr.records import Triplet
-from azr.static_checks import call_syntax_error, calls_input_builtin, find_banned_imports
+from azr.static_checks import argument_syntax_error, calls_input_builtin, find_banned_imports, program_syntax_error
 from azr.task_types import TaskType
 from azr.trrpp import trrpp_advantages
 from azr.wrappers import R1Wrapper
@@ -68,7 +68,7 @@ def check_response(text: str, banned: list[str]) -> bool:
         return False
     if find_banned_imports(parsed.program, banned):
         return False
-    if call_syntax_error(parsed.program, parsed.input):
+    if program_syntax_error(parsed.program) or argument_syntax_error(parsed.input):
         return False
     return not calls_input_builtin(parsed.program)
 

@@ -9,7 +9,7 @@ from azr.executor import CallResult, ExecStatus
 from azr.parsing import InductionProposal, ProgramProposal
 from azr.reasons import Reason
 from azr.records import InductionTask, Triplet
-from azr.static_checks import call_syntax_error, calls_input_builtin, find_banned_imports
+from azr.static_checks import argument_syntax_error, calls_input_builtin, find_banned_imports, program_syntax_error
 from azr.validation import truncate_output, validate_induction_proposals, validate_program_proposals
 from tests.fakes import ScriptedExecutor, ok
 
@@ -67,14 +67,16 @@ class TestBannedImports:
 
 class TestCallShape:
     def test_good_call(self) -> None:
-        assert call_syntax_error("def f(a, b):\n    return a", "1, 'x'") is None
-        assert call_syntax_error("def f(**k):\n    return k", "a=1, **{'b': 2}") is None
+        assert argument_syntax_error("1, 'x'") is None
+        assert argument_syntax_error("a=1, **{'b': 2}") is None
 
     def test_splice_attack_is_refused(self) -> None:
-        assert call_syntax_error("def f(a):\n    return a", "0) or (True") is not None
+        assert "not an argument list" in argument_syntax_error("0) or (True")
+        assert argument_syntax_error("1)\nimport os\nf(2") is not None
 
     def test_program_syntax_error(self) -> None:
-        assert call_syntax_error("def f(a:\n    return a", "1").startswith("program:")
+        assert program_syntax_error("def f(a:\n    return a").startswith("program:")
+        assert program_syntax_error("def f(a):\n    return a") is None
 
     def test_input_guard_uses_call_nodes(self) -> None:
         assert calls_input_builtin("def f(a):\n    return input()")
