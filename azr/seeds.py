@@ -86,15 +86,24 @@ def load_induction_seeds(path: PathLike, limit: int) -> list[InductionTask]:
     return [_induction_from_row(row, where) for where, row in _read_rows(Path(path), limit)]
 
 
+def _with_imports(program: str, imports: tuple[str, ...]) -> str:
+    """The program with any listed import it does not already contain prepended.
+
+    The original kept imports beside the snippet and prepended them at execution time; our
+    records hold the full source, so a snippet stored without its imports still runs.
+    """
+    present = {line.strip() for line in program.splitlines()}
+    missing = [line.strip() for line in imports if line.strip() and line.strip() not in present]
+    return "\n".join([*missing, program]) if missing else program
+
+
 def _triplet_from_row(row: dict[str, Any], where: str) -> Triplet:
     required = "snippet (or program), input, output, imports"
-    return Triplet(
-        program=_program(row, where, required),
-        input=_string(row, "input", where, required),
-        output=_string(row, "output", where, required),
-        imports=_string_list(row, "imports", where, required),
-        step=0,
-    )
+    program = _program(row, where, required)
+    input_text = _string(row, "input", where, required)
+    output = _string(row, "output", where, required)
+    imports = _string_list(row, "imports", where, required)
+    return Triplet(_with_imports(program, imports), input_text, output, imports, step=0)
 
 
 def _induction_from_row(row: dict[str, Any], where: str) -> InductionTask:
@@ -111,14 +120,10 @@ def _induction_from_row(row: dict[str, Any], where: str) -> InductionTask:
             f"{where}: has {len(inputs)} input/output pair(s); an induction task needs at least "
             "2, because the first half is shown to the solver and the rest is held out"
         )
-    return InductionTask(
-        program=_program(row, where, required),
-        inputs=inputs,
-        outputs=outputs,
-        message=_string(row, "message", where, required),
-        imports=_string_list(row, "imports", where, required),
-        step=0,
-    )
+    program = _program(row, where, required)
+    message = _string(row, "message", where, required)
+    imports = _string_list(row, "imports", where, required)
+    return InductionTask(_with_imports(program, imports), inputs, outputs, message, imports, step=0)
 
 
 def _program(row: dict[str, Any], where: str, required: str) -> str:

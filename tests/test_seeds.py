@@ -25,7 +25,8 @@ from azr.seeds import (
 def io_row(i: int, **overrides: Any) -> dict[str, Any]:
     """A row in the original `*_seed_io.jsonl` schema."""
     row = {
-        "snippet": f"def f(x):\n    return x + {i}",
+        # the original's snippets carry their own import lines, also listed in `imports`
+        "snippet": ("import math\n" if i % 2 else "") + f"def f(x):\n    return x + {i}",
         "input": str(i),
         "output": str(2 * i),
         "imports": ["import math"] if i % 2 else [],
@@ -99,7 +100,7 @@ def test_load_io_seeds_from_original_jsonl(tmp_path: Path) -> None:
     assert len(seeds) == 5
     assert all(isinstance(s, Triplet) and s.step == 0 for s in seeds)
     assert seeds[1] == Triplet(
-        program="def f(x):\n    return x + 1", input="1", output="2", imports=("import math",)
+        program="import math\ndef f(x):\n    return x + 1", input="1", output="2", imports=("import math",)
     )
 
 
@@ -135,7 +136,7 @@ def test_load_io_seeds_from_parquet_with_our_schema(tmp_path: Path) -> None:
         [
             {"program": "def f(a):\n    return a", "input": "1", "output": "1",
              "imports": [], "step": 7},
-            {"program": "def f(a):\n    return -a", "input": "1", "output": "-1",
+            {"program": "import math\ndef f(a):\n    return -a", "input": "1", "output": "-1",
              "imports": ["import math"], "step": 9},
         ],
         schema=TRIPLET_SCHEMA,
@@ -145,7 +146,7 @@ def test_load_io_seeds_from_parquet_with_our_schema(tmp_path: Path) -> None:
     seeds = load_io_seeds(path, limit=10)
     assert seeds == [
         Triplet("def f(a):\n    return a", "1", "1", (), 0),
-        Triplet("def f(a):\n    return -a", "1", "-1", ("import math",), 0),
+        Triplet("import math\ndef f(a):\n    return -a", "1", "-1", ("import math",), 0),
     ]
     assert len(load_io_seeds(path, limit=1)) == 1
 
@@ -155,7 +156,7 @@ def test_load_io_seeds_from_parquet_with_original_columns(tmp_path: Path) -> Non
     pq.write_table(pa.Table.from_pylist([io_row(i) for i in range(4)]), path)
     seeds = load_io_seeds(path, limit=3)
     assert [s.output for s in seeds] == ["0", "2", "4"]
-    assert seeds[1].program.startswith("def f(x)")
+    assert seeds[1].program.startswith("import math\ndef f(x)")
 
 
 def test_load_induction_seeds_from_parquet(tmp_path: Path) -> None:
@@ -289,3 +290,15 @@ def test_programs_are_never_executed(tmp_path: Path) -> None:
     [seed] = load_io_seeds(path, 1)
     assert seed.input == payload
     assert not marker.exists()
+
+
+def test_imports_kept_beside_the_snippet_are_prepended(tmp_path: Path) -> None:
+    path = tmp_path / "io.jsonl"
+    rows = [
+        {"snippet": "def f(a):\n    return math.floor(a)", "input": "1.5", "output": "1", "imports": ["import math"]},
+        {"snippet": "import math\ndef f(a):\n    return math.floor(a)", "input": "2.5", "output": "2", "imports": ["import math"]},
+    ]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    first, second = load_io_seeds(path, limit=2)
+    assert first.program == "import math\ndef f(a):\n    return math.floor(a)"
+    assert second.program == rows[1]["snippet"]  # already there: not repeated
