@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -24,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from azr.artifacts import (
+    PathLike,
     INDUCTION_SCHEMA,
     TRIPLET_SCHEMA,
     atomic_write_json,
@@ -34,7 +34,6 @@ from azr.records import BufferEntry, InductionTask, Triplet
 from azr.seeds import load_induction_seeds, load_io_seeds, zero_induction_task, zero_triplet
 from azr.task_types import TaskType
 
-PathLike = str | os.PathLike[str]
 
 ENTRY_CLASS: dict[TaskType, type[Triplet] | type[InductionTask]] = {
     TaskType.DEDUCTION: Triplet,

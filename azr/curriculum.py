@@ -10,14 +10,15 @@ from collections import Counter
 from statistics import fmean
 from typing import Iterable, Mapping, Sequence
 
-_AST_ERRORS = (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError)
+from azr.static_checks import AST_ERRORS
+
 _MAX_LITERAL_CHARS = 20_000  # longer texts are classified without parsing
 
 
 def _parse(program: str) -> ast.AST | None:
     try:
         return ast.parse(program)
-    except _AST_ERRORS:
+    except AST_ERRORS:
         return None
 
 
@@ -59,7 +60,7 @@ def value_kind(text: str) -> str:
         return "long"
     try:
         node = ast.parse(text.strip(), mode="eval").body
-    except _AST_ERRORS:
+    except AST_ERRORS:
         return "unparsable"
     if isinstance(node, ast.UnaryOp) and isinstance(node.operand, ast.Constant):
         node = node.operand

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from azr.static_checks import AST_ERRORS
 from azr.reasons import Reason
 from azr.task_types import TaskType
 
@@ -21,7 +22,6 @@ _TAG = re.compile(r"\s*([A-Za-z_][\w-]*)\s*")
 _CODE_TAGS = frozenset({"", "python", "py", "python3"})
 _DEF = re.compile(r"^[ \t]*def[ \t]+([A-Za-z_]\w*)[ \t]*\(", re.MULTILINE)
 _IMPORT_LINE = re.compile(r"^[ \t]*(?:import[ \t]+\S.*|from[ \t]+\S+[ \t]+import[ \t]+.+)$", re.M)
-_AST_ERRORS = (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError)
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,7 @@ def collect_imports(code: str) -> tuple[str, ...]:
     """Every import statement anywhere in the program, re-serialised one per line."""
     try:
         tree = ast.parse(code)
-    except _AST_ERRORS:
+    except AST_ERRORS:
         return tuple(line.strip() for line in _IMPORT_LINE.findall(code))
     return tuple(
         ast.unparse(node) for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))

@@ -7,7 +7,6 @@ shape and type only. Nothing from a file is evaluated here; the sandbox runs pro
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,9 +14,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from azr.artifacts import PathLike
 from azr.records import InductionTask, Triplet
 
-PathLike = str | os.PathLike[str]
 
 IDENTITY_PROGRAM = "def f(a):\n    return a"
 

@@ -16,7 +16,8 @@ import re
 from dataclasses import dataclass
 from typing import Iterable
 
-_AST_ERRORS = (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError)
+# What `ast.parse` of untrusted text can raise: bad syntax, NUL bytes, nesting too deep, size.
+AST_ERRORS = (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError)
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ def find_banned_imports(code: str, banned: Iterable[str]) -> list[BannedUse]:
     plain, dotted = _split_entries(banned)
     try:
         tree = ast.parse(code)
-    except _AST_ERRORS:
+    except AST_ERRORS:
         return [
             BannedUse(entry, "raw text")
             for entry in dict.fromkeys(banned)
@@ -139,7 +140,7 @@ def program_syntax_error(code: str) -> str | None:
     """Why the program does not parse, or None."""
     try:
         ast.parse(code)
-    except _AST_ERRORS as exc:
+    except AST_ERRORS as exc:
         return f"program: {type(exc).__name__}: {exc}"
     return None
 
@@ -152,7 +153,7 @@ def argument_syntax_error(input_text: str) -> str | None:
     """
     try:
         call = ast.parse(f"f({input_text})", mode="eval").body
-    except _AST_ERRORS as exc:
+    except AST_ERRORS as exc:
         return f"input {input_text[:80]!r}: {type(exc).__name__}: {exc}"
     if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "f"):
         return f"input {input_text[:80]!r} is not an argument list of f"
@@ -167,7 +168,7 @@ def calls_input_builtin(*sources: str) -> bool:
     for source in sources:
         try:
             tree = ast.parse(source)
-        except _AST_ERRORS:
+        except AST_ERRORS:
             continue
         for node in ast.walk(tree):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "input":
