@@ -12,7 +12,8 @@ import json
 import os
 import secrets
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any
+from collections.abc import Callable
 
 import pyarrow as pa
 import pyarrow.parquet as pq

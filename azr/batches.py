@@ -9,7 +9,7 @@ solve prompts are dropped and the batch is padded with duplicates of the ones ke
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import pyarrow as pa
 

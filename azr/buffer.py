@@ -129,7 +129,7 @@ class Buffers:
         self._distinct_cache: dict[TaskType, tuple[int, list[Triplet]]] = {}
 
     @classmethod
-    def initial(cls, config: BufferConfig, seed: int) -> "Buffers":
+    def initial(cls, config: BufferConfig, seed: int) -> Buffers:
         """Buffers at step 0: the seed files when configured, the zero tasks otherwise (§6.4).
 
         The same I/O seeds go into both the abduction and the deduction buffer (§11.13).
@@ -285,7 +285,7 @@ class Buffers:
     @classmethod
     def load(
         cls, directory: PathLike, config: BufferConfig, up_to_step: int | None = None
-    ) -> "Buffers":
+    ) -> Buffers:
         """Rebuild the buffers by replaying committed steps, and restore the RNG state.
 
         Replays every step with a state file up to the newest one (or the newest at or before

@@ -217,7 +217,7 @@ class AZRConfig(BaseModel):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     @model_validator(mode="after")
-    def _check_consistency(self) -> "AZRConfig":
+    def _check_consistency(self) -> AZRConfig:
         if self.rollout.content_max_tokens > self.rollout.max_prompt_tokens:
             raise ValueError(
                 "rollout.content_max_tokens must not exceed rollout.max_prompt_tokens "

@@ -8,7 +8,7 @@ from __future__ import annotations
 import ast
 from collections import Counter
 from statistics import fmean
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from azr.static_checks import AST_ERRORS
 

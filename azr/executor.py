@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol, Sequence, Union
+from typing import Protocol, Union
+from collections.abc import Sequence
 
 
 class ExecStatus(StrEnum):

@@ -8,7 +8,7 @@ the format penalty (reference §11.1).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from collections.abc import Sequence
 
 from azr.config import AZRConfig
 from azr.executor import Executor

@@ -5,7 +5,7 @@ Rewards are sequence-level scalars; the engine places them on the last response 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from azr.config import RewardConfig
 from azr.executor import Verdict

@@ -7,7 +7,7 @@ here. Identical checks within a call are sent once (the original cached identica
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from collections.abc import Sequence
 
 from azr.config import RewardConfig
 from azr.executor import AbductionCheck, Check, DeductionCheck, Executor, InductionCheck, Verdict

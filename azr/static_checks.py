@@ -14,7 +14,7 @@ from __future__ import annotations
 import ast
 import re
 from dataclasses import dataclass
-from typing import Iterable
+from collections.abc import Iterable
 
 # What `ast.parse` of untrusted text can raise: bad syntax, NUL bytes, nesting too deep, size.
 AST_ERRORS = (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError)

@@ -49,7 +49,7 @@ class Group:
         return f"{self.task_type.value}_{self.role.value}"
 
     @classmethod
-    def from_name(cls, name: str) -> "Group":
+    def from_name(cls, name: str) -> Group:
         """Parse `deduction_solve` style names; raises ValueError with the valid names."""
         for group in ALL_GROUPS:
             if group.name == name:

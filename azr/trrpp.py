@@ -10,7 +10,7 @@ advantage. There is one sample per prompt, so there are no per-prompt baselines.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

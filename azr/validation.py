@@ -9,7 +9,7 @@ Checks are batched: one executor call per batch of proposals.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from collections.abc import Sequence
 
 from azr.config import TaskConfig
 from azr.executor import CallResult, ExecStatus, Executor, ProgramRun

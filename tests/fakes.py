@@ -7,7 +7,7 @@ its own tests.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from azr.executor import CallResult, Check, ExecStatus, ProgramRun, RunResult, Verdict
 
