@@ -23,8 +23,10 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Inspect run configurations and presets.", no_args_is_help=True)
 prompts_app = typer.Typer(help="Build and inspect the prompts of an iteration.", no_args_is_help=True)
+sandbox_app = typer.Typer(help="Run programs in the sandboxed executor (debug proposals).", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(prompts_app, name="prompts")
+app.add_typer(sandbox_app, name="sandbox")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -178,6 +180,107 @@ def parse_response(
     else:
         result.update(parsed=True, **{k: list(v) if isinstance(v, tuple) else v for k, v in vars(parsed).items()})
     console.print_json(json.dumps(result))
+
+
+def _open_executor(preset: str | None, overrides: list[str] | None, workers: int | None = None, **sandbox: object):
+    """A SandboxExecutor from the resolved config, or a one-paragraph error."""
+    from azr.sandbox import IsolationUnavailable, SandboxError, SandboxExecutor
+
+    run_config = resolve_config(preset, None, overrides)
+    settings = run_config.sandbox.model_copy(update={k: v for k, v in sandbox.items() if v is not None})
+    try:
+        return SandboxExecutor(settings, workers=workers)
+    except (IsolationUnavailable, SandboxError) as exc:
+        fail(str(exc), code=1)
+        raise
+
+
+def _call_json(call: object, duration_ms: float, **extra: object) -> str:
+    import json
+
+    return json.dumps({**extra, "status": call.status.value, "output": call.output, "error": call.error,
+                       "duration_ms": round(duration_ms, 3)})
+
+
+@sandbox_app.command("run")
+def sandbox_run(
+    code: Annotated[Path, typer.Option("--code", help="File with the program (defines f).")],
+    input_text: Annotated[str, typer.Option("--input", help="Argument text for f, e.g. \"1, 'a'\".")],
+    timeout: Annotated[Optional[float], typer.Option(help="Wall-clock limit in seconds.", min=0.1)] = None,
+    check_determinism: Annotated[bool, typer.Option("--check-determinism", help="Also run it in a second process with another hash seed.")] = False,
+    preset: PresetOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Run f(<input>) once in the sandbox and print one JSON object (status, output, error, duration_ms)."""
+    from azr.executor import ProgramRun
+
+    try:
+        program = code.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        fail(f"cannot read --code {code}: {getattr(exc, 'strerror', None) or exc}")
+        raise
+    with _open_executor(preset, set_, workers=1, timeout_s=timeout, check_determinism=check_determinism) as executor:
+        (result,) = executor.run([ProgramRun(program, (input_text,), check_determinism)])
+    typer.echo(_call_json(result.calls[0], result.duration_ms))
+
+
+def _batch_entry(number: int, line: str, check_determinism: bool) -> tuple[object, "ProgramRun | str"]:
+    """(id, run) for a good line; (id if readable, error text) for a malformed one."""
+    import json
+
+    from azr.executor import ProgramRun
+
+    try:
+        row = json.loads(line)
+    except ValueError as exc:
+        return None, f"line {number} is not JSON: {exc}"
+    if not isinstance(row, dict):
+        return None, f"line {number} is not a JSON object"
+    missing = [key for key in ("code", "input") if not isinstance(row.get(key), str)]
+    if missing:
+        return row.get("id"), f"line {number}: missing or non-string {', '.join(missing)}"
+    return row.get("id"), ProgramRun(row["code"], (row["input"],), check_determinism)
+
+
+@sandbox_app.command("batch")
+def sandbox_batch(
+    in_file: Annotated[Path, typer.Argument(help='JSONL lines {"id", "code", "input"} (\'-\' for stdin).')],
+    out: Annotated[Optional[Path], typer.Option("-o", "--out", help="Write results here (default: stdout).")] = None,
+    check_determinism: Annotated[bool, typer.Option("--check-determinism")] = False,
+    workers: Annotated[Optional[int], typer.Option(help="Sandbox workers (default: all cores).", min=1)] = None,
+    preset: PresetOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Run every line through one executor; one JSON result line per input line, in order."""
+    import json
+
+    from azr.artifacts import atomic_write_text
+    from azr.executor import ProgramRun
+
+    try:
+        lines = (sys.stdin.read() if str(in_file) == "-" else in_file.read_text(encoding="utf-8")).splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        fail(f"cannot read {in_file}: {getattr(exc, 'strerror', None) or exc}")
+        raise
+    entries: list[tuple[object, ProgramRun | str]] = []
+    for number, line in enumerate(lines, start=1):
+        if line.strip():
+            entries.append(_batch_entry(number, line, check_determinism))
+    runs = [entry for _, entry in entries if isinstance(entry, ProgramRun)]
+    with _open_executor(preset, set_, workers=workers, check_determinism=check_determinism) as executor:
+        results = iter(executor.run(runs))
+    output_lines = []
+    for row_id, entry in entries:
+        if isinstance(entry, str):
+            output_lines.append(json.dumps({"id": row_id, "status": "error", "output": "", "error": entry, "duration_ms": 0.0}))
+        else:
+            result = next(results)
+            output_lines.append(_call_json(result.calls[0], result.duration_ms, id=row_id))
+    text = "\n".join(output_lines) + ("\n" if output_lines else "")
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        atomic_write_text(out, text)
 
 
 def main() -> None:

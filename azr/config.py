@@ -48,6 +48,13 @@ class ModelConfig(Section):
     )
     gradient_checkpointing: bool = Field(True, description="Trade compute for activation memory.")
     trust_remote_code: bool = False
+    master_dtype: Literal["float32", "same"] = Field(
+        "float32",
+        description="dtype of the trained weights and optimizer state. `float32`: fp32 master "
+        "weights, with `dtype` as the autocast compute dtype (mixed precision, as the original's "
+        "FSDP); `same`: weights stored in `dtype` (half the memory, but in bf16 a 1e-6 learning "
+        "rate update is below the rounding step of most weights and is lost).",
+    )
 
 
 class RolloutConfig(Section):
@@ -72,6 +79,15 @@ class RolloutConfig(Section):
     gpu_memory_utilization: float = Field(0.4, gt=0.0, le=1.0)
     max_num_batched_tokens: int = Field(16384, ge=1)
     seed: int | None = Field(None, description="Sampling seed; None derives it from `seed`.")
+    generation_batch_tokens: int = Field(
+        65536,
+        ge=1,
+        description="transformers backend: at most this many rows x (padded prompt + "
+        "max_new_tokens) tokens in one generate call; bounds the KV cache.",
+    )
+    generation_batch_size: int = Field(
+        64, ge=1, description="transformers backend: at most this many rows in one generate call."
+    )
 
 
 class TaskConfig(Section):
@@ -125,8 +141,16 @@ class SandboxConfig(Section):
     )
     timeout_s: float = Field(10.0, gt=0.0, description="Wall-clock limit of one task.")
     memory_mb: int = Field(2048, ge=64, description="Address-space limit of one task.")
-    cpu_time_s: int = Field(10, ge=1)
-    max_output_chars: int = Field(100_000, ge=100, description="Cap on captured result text.")
+    cpu_time_s: int = Field(10, ge=1, description="CPU-time limit of one task.")
+    file_size_mb: int = Field(16, ge=0, description="Largest file a task may write (scratch only).")
+    open_files: int = Field(64, ge=16, description="Open file descriptors of one task.")
+    max_processes: int = Field(
+        1,
+        ge=1,
+        description="RLIMIT_NPROC of the task uid: 1 allows no new process or thread at all.",
+    )
+    max_output_chars: int = Field(100_000, ge=100, description="A longer result repr is output_limit.")
+    max_stdout_chars: int = Field(10_000, ge=0, description="Printed text kept from one task.")
     workers: int | None = Field(None, ge=1, description="Worker processes; None uses all cores.")
     check_determinism: bool = Field(
         True, description="Run proposals twice, in processes with different hash seeds."
@@ -160,6 +184,12 @@ class TrainerConfig(Section):
     kl_coef: float = Field(0.0, ge=0.0, description="KL to a frozen reference; 0 = no reference.")
     clip_ratio: float = Field(0.2, gt=0.0)
     micro_batch_size: int = Field(16, ge=1)
+    logits_chunk_tokens: int = Field(
+        512,
+        ge=1,
+        description="Response tokens whose full-vocabulary logits exist at once in the update "
+        "(recomputed in backward); bounds the update's memory.",
+    )
     advantage_eps: float = Field(1e-8, gt=0.0)
     train_propose: bool = Field(True, description="Train on the propose groups too.")
     checkpoint_every: int = Field(10, ge=1)

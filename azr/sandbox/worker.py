@@ -1,0 +1,740 @@
+"""The code that runs inside the sandbox: a worker, two fork-server templates, task children.
+
+Standard library only, and run as a script (`python -I -S -B -c SOURCE ROLE CONFIG`), so the
+sandbox needs nothing from the project or its virtual environment.
+
+Process tree inside one sandbox:
+
+    worker            trusted: talks to the orchestrator (JSON), holds gold answers, compares
+      template A      a fork server with PYTHONHASHSEED=0; never sees gold answers
+      template B      the same with PYTHONHASHSEED=1, for the cross-process determinism check
+        task child    one per task: setsid, drop to the task uid, rlimits, run the program
+
+A template imports as little as possible: forking costs time in proportion to its memory.
+A task child's result is JSON that the template forwards as opaque bytes, framed by length, and
+the worker parses; nothing untrusted is ever unmarshalled or unpickled. The verdict of a solver
+check is computed by the worker from the repr strings the children return, so a program cannot
+forge a verdict: it never sees the value it would have to match.
+"""
+
+import builtins
+import errno
+import gc
+import marshal
+import os
+import resource
+import select
+import sys
+import time
+
+import _ast
+import _json
+
+# A program may patch builtins (`builtins.len = ...`); the harness binds its own references
+# so that what it reports about the program is not changed by the program.
+from builtins import (  # noqa: A004, E402
+    BaseException, callable, compile, dict, eval, exec, float, int, isinstance, len, list, max,
+    repr, str, tuple, type,
+)
+
+_SIGKILL, _SIGXCPU = 9, 24
+_MAX_MESSAGE = 256 * 1024 * 1024
+_PARSE_ONLY = 1024  # compile(..., flags=PyCF_ONLY_AST): a syntax tree without importing `ast`
+# errno values that mean "the sandbox said no": shown as status `blocked`.
+_DENIED_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENETUNREACH, errno.ENETDOWN,
+                  errno.EHOSTUNREACH, errno.ECONNREFUSED, errno.EAGAIN}
+
+
+# ---------------------------------------------------------------------------------- framing
+
+
+def write_frame(fd: int, data: bytes) -> None:
+    view = memoryview(len(data).to_bytes(4, "big") + data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _read_exact(fd: int, size: int, deadline: float | None) -> bytes | None:
+    chunks, remaining = [], size
+    while remaining:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise TimeoutError
+        chunk = os.read(fd, min(remaining, 1 << 20))
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+def read_frame(fd: int, deadline: float | None = None) -> bytes | None:
+    """One length-prefixed frame, or None at end of file."""
+    header = _read_exact(fd, 4, deadline)
+    if header is None:
+        return None
+    size = int.from_bytes(header, "big")
+    if size > _MAX_MESSAGE:
+        raise ValueError(f"a frame of {size} bytes is too large")
+    return _read_exact(fd, size, deadline)
+
+
+def send_json(fd: int, obj: object) -> None:
+    import json
+
+    write_frame(fd, json.dumps(obj, separators=(",", ":")).encode())
+
+
+def receive_json(fd: int, deadline: float | None = None) -> object | None:
+    import json
+
+    frame = read_frame(fd, deadline)
+    return None if frame is None else json.loads(frame)
+
+
+def to_json(value: object) -> str:
+    """A small JSON encoder for task results, so task children need not import `json`."""
+    if isinstance(value, str):
+        return _json.encode_basestring_ascii(value)
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    if isinstance(value, (int, float)):
+        return repr(float(value)) if isinstance(value, float) else str(int(value))
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(to_json(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{to_json(str(k))}:{to_json(v)}" for k, v in value.items()) + "}"
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+# ------------------------------------------------------------------------------ task child
+
+
+class CappedText:
+    """A stdout/stderr stand-in that keeps the first `limit` characters and drops the rest."""
+
+    def __init__(self, limit: int) -> None:
+        self.parts: list[str] = []
+        self.size = 0
+        self.limit = limit
+
+    def write(self, text: str) -> int:
+        text = str(text)
+        if self.size < self.limit:
+            piece = text[: self.limit - self.size]
+            self.parts.append(piece)
+            self.size += len(piece)
+        return len(text)
+
+    def flush(self) -> None:
+        return None
+
+    def getvalue(self) -> str:
+        return "".join(self.parts)
+
+
+def call_parts(text: str, namespace: dict) -> tuple[list, dict]:
+    """Evaluate argument text in the program's namespace without splicing it into source: it
+    must parse as the argument list of one call of `f`; each argument is evaluated alone."""
+    tree = compile(f"f({text})", "<input>", "eval", _PARSE_ONLY)
+    call = tree.body
+    if not (isinstance(call, _ast.Call) and isinstance(call.func, _ast.Name) and call.func.id == "f"):
+        raise SyntaxError(f"{text[:80]!r} is not an argument list of f")
+
+    def value(node: object) -> object:
+        return eval(compile(_ast.Expression(body=node), "<input>", "eval"), namespace)  # noqa: S307 - sandboxed
+
+    args: list = []
+    for node in call.args:
+        if isinstance(node, _ast.Starred):
+            args.extend(value(node.value))
+        else:
+            args.append(value(node))
+    kwargs: dict = {}
+    for keyword in call.keywords:
+        if keyword.arg is None:
+            kwargs.update(value(keyword.value))
+        else:
+            kwargs[keyword.arg] = value(keyword.value)
+    return args, kwargs
+
+
+def guard_imports(banned: list) -> None:
+    """Refuse banned modules at run time too, however the program asks for them.
+
+    Only imports made by the program itself are checked: a standard-library module that the
+    program may use can still import what it needs internally.
+    """
+    if not banned:
+        return
+    original = builtins.__import__
+    entries = [tuple(b.split(".")) for b in banned]
+
+    def guarded(name, globals=None, locals=None, fromlist=(), level=0):  # noqa: A002, ANN001, ANN202
+        if globals is not None and globals.get("__name__") != "__sandbox__":
+            return original(name, globals, locals, fromlist, level)
+        path = tuple(name.split("."))
+        for full in [path + (item,) for item in (fromlist or ())] or [path]:
+            for entry in entries:
+                if (len(entry) == 1 and entry[0] in full) or full[: len(entry)] == entry:
+                    raise ImportError(f"blocked: import of {'.'.join(entry)} is not allowed")
+        return original(name, globals, locals, fromlist, level)
+
+    builtins.__import__ = guarded
+
+
+def failure(exc: BaseException) -> dict:
+    message = f"{type(exc).__name__}: {exc}"[:2000]
+    if isinstance(exc, MemoryError):
+        return {"status": "memory", "error": message}
+    if isinstance(exc, ImportError) and str(exc).startswith("blocked:"):
+        return {"status": "blocked", "error": message}
+    if isinstance(exc, OSError) and exc.errno in _DENIED_ERRNOS:
+        return {"status": "blocked", "error": message}
+    if isinstance(exc, RuntimeError) and "can't start new thread" in str(exc):
+        return {"status": "blocked", "error": message}
+    return {"status": "error", "error": message}
+
+
+def safe_repr(value: object, limit: int) -> dict:
+    try:
+        text = repr(value)
+        if type(text) is not str:
+            raise TypeError("__repr__ returned a non-string")
+    except BaseException as exc:  # noqa: BLE001 - a hostile __repr__
+        return failure(exc)
+    if len(text) > limit:
+        return {"status": "output_limit", "error": f"repr of {len(text)} characters exceeds {limit}"}
+    return {"status": "ok", "output": text}
+
+
+def execute_task(task: dict, limits: dict) -> dict:
+    """Run one task in this (child) process: per-input results as plain values."""
+    output_limit = limits["max_output_chars"]
+    stdout = CappedText(limits["max_stdout_chars"])
+    sys.stdout = sys.stderr = stdout
+    calls: list[dict] = []
+    try:
+        guard_imports(task.get("banned") or [])
+        namespace: dict = {"__name__": "__sandbox__", "__builtins__": builtins}
+        exec(compile(task["program"], "<program>", "exec"), namespace)  # noqa: S102 - sandboxed
+        function = namespace.get("f")
+        if not callable(function):
+            raise NameError("the program defines no callable f")
+        for text in task["inputs"]:
+            try:
+                args, kwargs = call_parts(text, namespace)
+                result = safe_repr(function(*args, **kwargs), output_limit)
+                if result["status"] == "ok" and task.get("repeat"):
+                    args, kwargs = call_parts(text, namespace)
+                    again = safe_repr(function(*args, **kwargs), output_limit)
+                    if again.get("output") != result["output"]:
+                        result = {"status": "nondeterministic",
+                                  "error": "a second call in the same process returned a different value"}
+            except BaseException as exc:  # noqa: BLE001 - anything the program raises
+                if not task.get("per_call_errors"):
+                    raise
+                result = failure(exc)
+            calls.append(result)
+    except BaseException as exc:  # noqa: BLE001
+        calls = [failure(exc)] * max(1, len(task["inputs"]))
+    return {"calls": calls, "stdout": stdout.getvalue()}
+
+
+def enter_child(limits: dict, scratch: str, result_fd: int) -> None:
+    """Become an isolated task: own session, unprivileged uid, rlimits, no inherited files."""
+    os.setsid()
+    os.chdir(scratch)
+    uid = limits.get("task_uid")
+    if uid is not None and os.getuid() == 0:
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)
+    mb = 1024 * 1024
+    for limit, value in (
+        (resource.RLIMIT_AS, limits["memory_mb"] * mb),
+        (resource.RLIMIT_CPU, int(limits["cpu_time_s"])),
+        (resource.RLIMIT_FSIZE, limits["file_size_mb"] * mb),
+        (resource.RLIMIT_NOFILE, limits["open_files"]),
+        (resource.RLIMIT_NPROC, limits["processes"]),
+        (resource.RLIMIT_CORE, 0),
+    ):
+        resource.setrlimit(limit, (value, value))
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.closerange(3, result_fd)
+    os.closerange(result_fd + 1, 1 << 20)
+
+
+def _make_scratch(root: str, uid: int | None) -> str:
+    path = os.path.join(root, os.urandom(8).hex())
+    os.mkdir(path, 0o700)
+    if uid is not None and os.getuid() == 0:
+        os.chown(path, uid, uid)
+    return path
+
+
+class Scratch:
+    """The task's private directory. An untouched one (still empty, same owner and mode) is
+    handed to the next task; anything else is removed and replaced."""
+
+    def __init__(self, root: str, uid: int | None) -> None:
+        self.root, self.uid = root, uid
+        self.path = ""
+        self.expected: tuple[int, int] | None = None
+
+    def take(self) -> str:
+        if not self.path:
+            self.path = _make_scratch(self.root, self.uid)
+            info = os.lstat(self.path)
+            self.expected = (info.st_mode, info.st_uid)
+        return self.path
+
+    def release(self) -> None:
+        try:
+            info = os.lstat(self.path)
+            untouched = (info.st_mode, info.st_uid) == self.expected and not os.listdir(self.path)
+        except OSError:
+            untouched = False
+        if not untouched:
+            remove_tree(self.path)
+            self.path = ""
+
+
+def remove_tree(path: str) -> None:
+    """shutil.rmtree without importing shutil (a lean template forks faster)."""
+    try:
+        entries = list(os.scandir(path))
+    except NotADirectoryError:
+        os.unlink(path)
+        return
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                remove_tree(entry.path)
+            else:
+                os.unlink(entry.path)
+        except OSError:
+            pass
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
+
+
+def run_child(task: dict, limits: dict, scratch_dir: "Scratch") -> tuple[bytes | None, dict]:
+    """Fork a child for the task, wait under the wall-clock limit, clean up after it.
+
+    Returns the child's raw JSON (untouched) and what the template observed.
+    """
+    scratch = scratch_dir.take()
+    read_fd, write_fd = os.pipe()
+    started = time.monotonic()
+    pid = os.fork()
+    if pid == 0:  # the task child: never returns
+        try:
+            os.close(read_fd)
+            enter_child(limits, scratch, write_fd)
+            write_frame(write_fd, to_json(execute_task(task, limits)).encode())
+        except BaseException as exc:  # noqa: BLE001
+            try:
+                write_frame(write_fd, to_json({"calls": [failure(exc)], "stdout": ""}).encode())
+            except BaseException:  # noqa: BLE001, S110
+                pass
+        os._exit(0)
+    os.close(write_fd)
+    meta: dict = {}
+    blob = None
+    try:
+        blob = read_frame(read_fd, started + limits["timeout_s"])
+        if blob is None:
+            meta = {"status": "error", "error": "the program ended its process without a result"}
+    except TimeoutError:
+        meta = {"status": "timeout", "error": f"no result within {limits['timeout_s']} s"}
+    except (ValueError, OSError) as exc:
+        meta = {"status": "error", "error": f"unreadable result: {exc}"}
+    finally:
+        os.close(read_fd)
+        kill_group(pid)
+        _, wait_status = os.waitpid(pid, 0)
+        sweep_strays()
+        scratch_dir.release()
+    if blob is None and os.WIFSIGNALED(wait_status):
+        number = os.WTERMSIG(wait_status)
+        if number == _SIGXCPU:
+            meta = {"status": "timeout", "error": f"CPU time limit of {limits['cpu_time_s']} s"}
+        elif number != _SIGKILL:
+            meta = {"status": "error", "error": f"the process was killed by signal {number}"}
+    meta["duration_ms"] = (time.monotonic() - started) * 1000
+    return blob, meta
+
+
+def kill_group(pid: int) -> None:
+    for kill in (os.killpg, os.kill):
+        try:
+            kill(pid, _SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _children() -> list[int]:
+    """Our direct children, from /proc (re-parented orphans included: we are a subreaper)."""
+    pid = os.getpid()
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children", "rb") as handle:
+            return [int(p) for p in handle.read().split()]
+    except OSError:
+        pass
+    children = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat", "rb") as handle:
+                    if int(handle.read().rsplit(b")", 1)[1].split()[1]) == pid:
+                        children.append(int(name))
+            except (OSError, ValueError, IndexError):
+                continue
+    return children
+
+
+def sweep_strays() -> None:
+    """Kill what a task left behind: processes that escaped its process group.
+
+    The template is a child subreaper, so orphaned descendants of a task are re-parented to
+    it; once a task is over, every child of the template is a leftover.
+    """
+    for _ in range(64):
+        leftovers = _children()
+        if not leftovers:
+            return
+        for pid in leftovers:
+            try:
+                os.kill(pid, _SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        for pid in leftovers:
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+
+
+def _prctl(option: int, value: int) -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def template_main(limits: dict) -> None:
+    """Serve batches from the worker: marshal in (trusted), framed raw child results out."""
+    _prctl(4, 0)  # PR_SET_DUMPABLE 0: a same-uid task cannot read our memory or pipes
+    _prctl(36, 1)  # PR_SET_CHILD_SUBREAPER: orphans of tasks come back to us
+    scratch_root = os.path.join("/tmp", f"azr-{os.getpid()}-{os.urandom(4).hex()}")
+    os.mkdir(scratch_root, 0o711)
+    scratch = Scratch(scratch_root, limits.get("task_uid"))
+    gc.freeze()  # children then never touch (copy) the template's objects when they collect
+    try:
+        while True:
+            frame = read_frame(0)
+            if frame is None:
+                break
+            tasks = marshal.loads(frame)
+            write_frame(1, marshal.dumps([run_child(task, limits, scratch) for task in tasks]))
+    finally:
+        remove_tree(scratch_root)
+
+
+# --------------------------------------------------------------------------------- worker
+
+
+def literal_value(text: str) -> tuple[bool, object]:
+    import ast
+
+    try:
+        return True, ast.literal_eval(text.strip())
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError, OverflowError):
+        return False, None
+
+
+def values_equal(gold: str, answer: str) -> bool:
+    """Value equality of two literal texts: spacing, quotes and `(1,)` vs `(1, )` do not
+    matter; a text that is not a literal (an object repr, `nan`, a truncated `...`) never
+    matches, as in the original."""
+    ok_gold, gold_value = literal_value(gold)
+    ok_answer, answer_value = literal_value(answer)
+    if not (ok_gold and ok_answer):
+        return False
+    try:
+        return bool(gold_value == answer_value)
+    except (RecursionError, MemoryError):
+        return False
+
+
+# Names an answer (a solver's input expression) may not use: they would let it rewrite `f` or
+# reach the interpreter instead of being an input.
+_ANSWER_DENIED_NAMES = {"setattr", "delattr", "getattr", "globals", "locals", "vars", "exec", "eval",
+                        "compile", "open", "input", "breakpoint", "exit", "quit", "help", "memoryview"}
+
+
+def answer_violation(text: str) -> str | None:
+    """Why an answer expression is refused (it reaches beyond being an input), or None."""
+    import ast
+
+    try:
+        tree = ast.parse(f"f({text})", mode="eval")
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None  # the child reports the syntax error
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr.startswith("__"):
+            return f"the answer accesses {node.attr}"
+        if isinstance(node, ast.Name) and (node.id.startswith("__") or node.id in _ANSWER_DENIED_NAMES):
+            return f"the answer uses {node.id}"
+        if isinstance(node, ast.NamedExpr):
+            return "the answer assigns a name"
+    return None
+
+
+def _parse_child_result(blob: bytes | None, meta: dict) -> dict:
+    """The child's JSON, checked for shape; a malformed one is the program's error."""
+    import json
+
+    duration = float(meta.get("duration_ms", 0.0))
+    if blob is None or "status" in meta:
+        return {"calls": [{"status": meta.get("status", "error"), "error": meta.get("error", "")}],
+                "stdout": "", "duration_ms": duration}
+    try:
+        result = json.loads(blob)
+        calls = result["calls"]
+        if not (isinstance(calls, list) and calls and all(
+            isinstance(c, dict) and isinstance(c.get("status"), str)
+            and isinstance(c.get("output", ""), str) and isinstance(c.get("error", ""), str) for c in calls
+        )):
+            raise ValueError("bad shape")
+        stdout = result.get("stdout", "")
+    except (ValueError, KeyError, TypeError, RecursionError):
+        return {"calls": [{"status": "error", "error": "the program wrote a malformed result"}],
+                "stdout": "", "duration_ms": duration}
+    return {"calls": calls, "stdout": stdout if isinstance(stdout, str) else "", "duration_ms": duration}
+
+
+class Template:
+    """A template process as the worker sees it."""
+
+    def __init__(self, hash_seed: int, limits: dict) -> None:
+        import subprocess
+
+        env = {"PYTHONHASHSEED": str(hash_seed), "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+        self.process = subprocess.Popen(
+            [sys.executable, "-I", "-S", "-B", "-c", own_source(), "template", marshal.dumps(limits).hex()],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True,
+        )
+
+    def run(self, tasks: list[dict], deadline: float) -> list[dict] | None:
+        try:
+            write_frame(self.process.stdin.fileno(), marshal.dumps(tasks))
+            frame = read_frame(self.process.stdout.fileno(), deadline)
+        except (TimeoutError, OSError, ValueError):
+            return None
+        if frame is None:
+            return None
+        replies = marshal.loads(frame)  # written by the template: trusted
+        return [_parse_child_result(blob, meta) for blob, meta in replies]
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
+class Worker:
+    def __init__(self, config: dict) -> None:
+        self.config = config
+        self.limits = dict(config["limits"])
+        self.templates: dict[str, Template] = {}
+
+    def template(self, name: str) -> Template:
+        current = self.templates.get(name)
+        if current is None or not current.alive():
+            if current is not None:
+                current.stop()
+            self.templates[name] = Template(0 if name == "A" else 1, self.limits)
+        return self.templates[name]
+
+    def _run_on(self, name: str, tasks: list[dict]) -> list[dict]:
+        if not tasks:
+            return []
+        deadline = time.monotonic() + len(tasks) * (self.limits["timeout_s"] + 2.0) + 5.0
+        results = self.template(name).run(tasks, deadline)
+        if results is None or len(results) != len(tasks):
+            self.templates.pop(name).stop()  # a task killed it, or it hung: start a new one
+            return [{"calls": [{"status": "error", "error": "the sandbox process running this batch died"}],
+                     "stdout": "", "duration_ms": 0.0} for _ in tasks]
+        return results
+
+    def handle(self, tasks: list[dict]) -> list[dict]:
+        """A batch of program runs (twice across hash seeds when asked) and solver checks."""
+        results: list = [None] * len(tasks)
+        to_run: list[tuple[int, dict]] = []
+        for index, task in enumerate(tasks):
+            kind = task["kind"]
+            if kind == "deduction":
+                started = time.monotonic()
+                matched = values_equal(task["gold_output"], task["answer"])
+                results[index] = {"matched": int(matched), "total": 1, "status": "ok", "error": "",
+                                  "duration_ms": (time.monotonic() - started) * 1000}
+            elif kind == "abduction":
+                violation = answer_violation(task["answer_input"])
+                if violation:
+                    results[index] = {"matched": 0, "total": 1, "status": "blocked", "error": violation,
+                                      "duration_ms": 0.0}
+                else:
+                    to_run.append((index, {"program": task["program"], "inputs": [task["answer_input"]],
+                                           "per_call_errors": True}))
+            elif kind == "induction":
+                program = "\n".join([*task.get("imports", []), task["candidate_program"]])
+                to_run.append((index, {"program": program, "inputs": task["inputs"], "per_call_errors": True}))
+            else:
+                to_run.append((index, {"program": task["program"], "inputs": task["inputs"],
+                                       "banned": task.get("banned", []), "repeat": bool(task.get("determinism"))}))
+
+        first = self._run_on("A", [child for _, child in to_run])
+        twice = [p for p, (index, _) in enumerate(to_run) if tasks[index].get("determinism")]
+        second = dict(zip(twice, self._run_on("B", [to_run[p][1] for p in twice])))
+        for position, (index, _) in enumerate(to_run):
+            task, result = tasks[index], first[position]
+            if task["kind"] in ("abduction", "induction"):
+                results[index] = verdict(task, result)
+            elif position in second:
+                results[index] = compare_runs(result, second[position])
+            else:
+                results[index] = result
+        return results
+
+    def serve(self) -> None:
+        _prctl(4, 0)
+        self.template("A")
+        if self.config.get("determinism", True):
+            self.template("B")
+        send_json(1, {"ready": True})
+        while True:
+            request = receive_json(0)
+            if request is None:
+                break
+            send_json(1, self.handle(request["tasks"]))
+        for template in self.templates.values():
+            template.stop()
+
+
+def verdict(task: dict, result: dict) -> dict:
+    golds = [task["gold_output"]] if task["kind"] == "abduction" else list(task["outputs"])
+    calls = result["calls"]
+    if len(calls) != len(golds):  # the whole program failed: one failure stands for every call
+        calls = [calls[0]] * len(golds)
+    matched = sum(1 for gold, call in zip(golds, calls)
+                  if call.get("status") == "ok" and values_equal(gold, call.get("output", "")))
+    failed = next((c for c in calls if c.get("status") != "ok"), None)
+    return {"matched": matched, "total": len(golds), "status": failed["status"] if failed else "ok",
+            "error": failed.get("error", "") if failed else "", "duration_ms": result.get("duration_ms", 0.0)}
+
+
+def compare_runs(first: dict, second: dict) -> dict:
+    """Merge two runs of one program made in processes with different hash seeds."""
+    if len(first["calls"]) != len(second["calls"]):
+        calls = [{"status": "nondeterministic", "error": "the two runs gave different numbers of results"}]
+        calls *= len(first["calls"])
+    else:
+        calls = []
+        for a, b in zip(first["calls"], second["calls"]):
+            if a.get("status") != "ok":
+                calls.append(a)
+            elif b.get("status") == "ok" and a.get("output") != b.get("output"):
+                calls.append({"status": "nondeterministic",
+                              "error": "the output differs between two processes with different hash seeds"})
+            elif b.get("status") != "ok":
+                calls.append(b if b.get("status") in ("timeout", "memory") else
+                             {"status": "nondeterministic", "error": f"a second process failed: {b.get('error', '')}"})
+            else:
+                calls.append(a)
+    return {"calls": calls, "stdout": first.get("stdout", ""),
+            "duration_ms": first.get("duration_ms", 0.0) + second.get("duration_ms", 0.0)}
+
+
+# ------------------------------------------------------------ file system (namespaces mode)
+
+_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 1, 2, 4, 8
+_MS_REMOUNT, _MS_BIND, _MS_REC, _MS_PRIVATE = 32, 4096, 16384, 1 << 18
+_MOUNT_FLAGS = {"ro": _MS_RDONLY, "nosuid": _MS_NOSUID, "nodev": _MS_NODEV, "noexec": _MS_NOEXEC}
+
+
+def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def encode(value: str | None) -> bytes | None:
+        return value.encode() if value is not None else None
+
+    if libc.mount(encode(source), encode(target), encode(fstype), flags, encode(data)) != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, f"mount {target}: {os.strerror(error)}")
+
+
+def isolate_filesystem(hide: str | None, prefix: str) -> None:
+    """In a fresh mount namespace: a private /tmp, every mount read-only, and (as root) the
+    directory that hides the interpreter from the task uid replaced by an empty one."""
+    _mount(None, "/", None, _MS_REC | _MS_PRIVATE)
+    _mount("tmpfs", "/tmp", "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=0755")
+    if hide:
+        keep = "/tmp/.azr-interpreter"
+        os.makedirs(keep)
+        _mount(prefix, keep, None, _MS_BIND | _MS_REC)
+        _mount("tmpfs", hide, "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=0755")
+        os.makedirs(prefix, exist_ok=True)
+        _mount(keep, prefix, None, _MS_BIND | _MS_REC)
+    with open("/proc/self/mountinfo", encoding="utf-8") as handle:
+        mounts = [line.split() for line in handle]
+    for fields in mounts:
+        target = fields[4].encode().decode("unicode_escape")
+        if target == "/tmp" or target.startswith(("/proc", "/tmp/")):
+            continue
+        flags = _MS_REMOUNT | _MS_BIND | _MS_RDONLY
+        for option in fields[5].split(","):
+            flags |= _MOUNT_FLAGS.get(option, 0)
+        try:
+            _mount(None, target, None, flags)
+        except OSError:
+            if target == "/":
+                raise
+
+
+def own_source() -> str:
+    """This file's text: the sandbox runs it with `-c`, and starts templates the same way."""
+    if "-c" in sys.orig_argv:
+        return sys.orig_argv[sys.orig_argv.index("-c") + 1]
+    with open(__file__, encoding="utf-8") as handle:
+        return handle.read()
+
+
+def main() -> None:
+    if sys.argv[1] == "template":  # limits come from the worker, marshalled (no json import)
+        template_main(marshal.loads(bytes.fromhex(sys.argv[2])))
+        return
+    import json
+
+    config = json.loads(sys.argv[2])
+    if config.get("isolate_filesystem"):
+        isolate_filesystem(config.get("hide"), config["prefix"])
+    Worker(config).serve()
+
+
+if __name__ == "__main__":
+    main()
