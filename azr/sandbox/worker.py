@@ -536,9 +536,15 @@ class Template:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True,
         )
 
-    def run(self, tasks: list[dict], deadline: float) -> list[dict] | None:
+    def submit(self, tasks: list[dict]) -> bool:
         try:
             write_frame(self.process.stdin.fileno(), marshal.dumps(tasks))
+            return True
+        except OSError:
+            return False
+
+    def collect(self, deadline: float) -> list[dict] | None:
+        try:
             frame = read_frame(self.process.stdout.fileno(), deadline)
         except (TimeoutError, OSError, ValueError):
             return None
@@ -569,15 +575,21 @@ class Worker:
             self.templates[name] = Template(0 if name == "A" else 1, self.limits)
         return self.templates[name]
 
-    def _run_on(self, name: str, tasks: list[dict]) -> list[dict]:
-        if not tasks:
-            return []
-        deadline = time.monotonic() + len(tasks) * (self.limits["timeout_s"] + 2.0) + 5.0
-        results = self.template(name).run(tasks, deadline)
-        if results is None or len(results) != len(tasks):
-            self.templates.pop(name).stop()  # a task killed it, or it hung: start a new one
-            return [{"calls": [{"status": "error", "error": "the sandbox process running this batch died"}],
-                     "stdout": "", "duration_ms": 0.0} for _ in tasks]
+    def _run_on(self, batches: dict[str, list[dict]]) -> dict[str, list[dict]]:
+        """Run batches on templates A and B at the same time; a template that dies or hangs is
+        replaced, and its batch answered with errors."""
+        batches = {name: tasks for name, tasks in batches.items() if tasks}
+        longest = max((len(tasks) for tasks in batches.values()), default=0)
+        deadline = time.monotonic() + longest * (self.limits["timeout_s"] + 2.0) + 5.0
+        submitted = {name: self.template(name).submit(tasks) for name, tasks in batches.items()}
+        results: dict[str, list[dict]] = {}
+        for name, tasks in batches.items():
+            replies = self.templates[name].collect(deadline) if submitted[name] else None
+            if replies is None or len(replies) != len(tasks):
+                self.templates.pop(name).stop()
+                replies = [{"calls": [{"status": "error", "error": "the sandbox process running this batch died"}],
+                            "stdout": "", "duration_ms": 0.0} for _ in tasks]
+            results[name] = replies
         return results
 
     def handle(self, tasks: list[dict]) -> list[dict]:
@@ -606,9 +618,10 @@ class Worker:
                 to_run.append((index, {"program": task["program"], "inputs": task["inputs"],
                                        "banned": task.get("banned", []), "repeat": bool(task.get("determinism"))}))
 
-        first = self._run_on("A", [child for _, child in to_run])
         twice = [p for p, (index, _) in enumerate(to_run) if tasks[index].get("determinism")]
-        second = dict(zip(twice, self._run_on("B", [to_run[p][1] for p in twice])))
+        replies = self._run_on({"A": [child for _, child in to_run], "B": [to_run[p][1] for p in twice]})
+        first = replies.get("A", [])
+        second = dict(zip(twice, replies.get("B", [])))
         for position, (index, _) in enumerate(to_run):
             task, result = tasks[index], first[position]
             if task["kind"] in ("abduction", "induction"):
