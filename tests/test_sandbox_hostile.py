@@ -28,9 +28,9 @@ def executor() -> Iterator[SandboxExecutor]:
     os.environ.pop("AZR_TEST_SECRET", None)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def canary() -> Iterator[Path]:
-    """A file outside /tmp (the sandbox has its own /tmp), readable by everyone."""
+    """A file outside /tmp (the sandbox has its own /tmp), writable by everyone on the host."""
     directory = Path(tempfile.mkdtemp(prefix="azr-canary-", dir="/var/tmp"))
     directory.chmod(0o777)
     path = directory / "canary.txt"
@@ -39,6 +39,17 @@ def canary() -> Iterator[Path]:
     yield path
     path.unlink(missing_ok=True)
     directory.rmdir()
+
+
+@pytest.fixture(scope="module")
+def listener() -> Iterator[socket.socket]:
+    """A loopback TCP listener on the host that no task may reach."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    server.setblocking(False)
+    yield server
+    server.close()
 
 
 def task_processes() -> list[int]:
@@ -64,10 +75,14 @@ def run_one(executor: SandboxExecutor, program: str, input_text: str = "0", dete
     return result.calls[0]
 
 
-def assert_host_ok(executor: SandboxExecutor) -> None:
+def assert_host_ok(executor: SandboxExecutor, canary: Path, listener: socket.socket) -> None:
+    """The next ordinary task is right; canary intact; no stray process; listener untouched."""
     (ordinary,) = executor.run([ORDINARY])
     assert ordinary.ok and ordinary.outputs == ("[3, 2, 1]",)
     assert task_processes() == []
+    assert canary.read_text() == "intact"
+    with pytest.raises(BlockingIOError):
+        listener.accept()
 
 
 HOSTILE = {
@@ -128,14 +143,14 @@ HOSTILE = {
 
 
 @pytest.mark.parametrize("name", sorted(HOSTILE))
-def test_hostile_program(executor: SandboxExecutor, name: str) -> None:
+def test_hostile_program(executor: SandboxExecutor, name: str, canary: Path, listener: socket.socket) -> None:
     program, expected = HOSTILE[name]
     call = run_one(executor, program)
     assert call.status in (expected if isinstance(expected, set) else {expected}), (name, call)
-    assert_host_ok(executor)
+    assert_host_ok(executor, canary, listener)
 
 
-def test_writes_and_deletes_aimed_at_a_canary(executor: SandboxExecutor, canary: Path) -> None:
+def test_writes_and_deletes_aimed_at_a_canary(executor: SandboxExecutor, canary: Path, listener: socket.socket) -> None:
     programs = [
         f"def f(a):\n    open({str(canary)!r}, 'w').write('owned')\n    return 1",
         f"import os\ndef f(a):\n    os.remove({str(canary)!r})\n    return 1",
@@ -150,7 +165,7 @@ def test_writes_and_deletes_aimed_at_a_canary(executor: SandboxExecutor, canary:
     call = run_one(executor, "import os\ndef f(a):\n    open('x.txt', 'w').write('hi')\n    return os.listdir('.')")
     assert call.status is ExecStatus.OK and call.output == "['x.txt']"
     assert run_one(executor, "import os\ndef f(a):\n    return os.listdir('.')").output == "[]"
-    assert_host_ok(executor)
+    assert_host_ok(executor, canary, listener)
 
 
 def test_environment_is_empty(executor: SandboxExecutor) -> None:
@@ -159,33 +174,23 @@ def test_environment_is_empty(executor: SandboxExecutor) -> None:
     assert "AZR_TEST_SECRET" not in call.output and "hunter2" not in call.output
 
 
-def test_no_network_even_to_loopback(executor: SandboxExecutor) -> None:
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(1)
-    listener.settimeout(0.5)
-    port = listener.getsockname()[1]
-    try:
-        program = (
-            "import socket\ndef f(port):\n    s = socket.create_connection(('127.0.0.1', port), timeout=1)\n"
-            "    s.sendall(b'leak')\n    return 1"
-        )
-        call = run_one(executor, program, str(port))
-        assert call.status in (ExecStatus.BLOCKED, ExecStatus.ERROR) and call.status is not ExecStatus.OK
-        with pytest.raises(socket.timeout):
-            listener.accept()
-    finally:
-        listener.close()
-    assert_host_ok(executor)
+def test_no_network_even_to_loopback(executor: SandboxExecutor, canary: Path, listener: socket.socket) -> None:
+    program = (
+        "import socket\ndef f(port):\n    s = socket.create_connection(('127.0.0.1', port), timeout=1)\n"
+        "    s.sendall(b'leak')\n    return 1"
+    )
+    call = run_one(executor, program, str(listener.getsockname()[1]))
+    assert call.status is ExecStatus.BLOCKED, call
+    assert_host_ok(executor, canary, listener)
 
 
-def test_orchestrator_cannot_be_signalled(executor: SandboxExecutor) -> None:
+def test_orchestrator_cannot_be_signalled(executor: SandboxExecutor, canary: Path, listener: socket.socket) -> None:
     call = run_one(executor, "import os\ndef f(pid):\n    os.kill(pid, 15)\n    return 1", str(os.getpid()))
     assert call.status is not ExecStatus.OK  # our pid does not exist in the sandbox
-    assert_host_ok(executor)
+    assert_host_ok(executor, canary, listener)
 
 
-def test_patched_builtins_and_modules_do_not_leak(executor: SandboxExecutor) -> None:
+def test_patched_builtins_and_modules_do_not_leak(executor: SandboxExecutor, canary: Path, listener: socket.socket) -> None:
     patch = (
         "import builtins, sys\ndef f(a):\n    builtins.len = lambda x: 42\n    builtins.sorted = None\n"
         "    sys.modules['math'] = None\n    sys.setrecursionlimit(50)\n    import os\n    os.chdir('/')\n    return 1"
@@ -193,7 +198,7 @@ def test_patched_builtins_and_modules_do_not_leak(executor: SandboxExecutor) -> 
     assert run_one(executor, patch).status is ExecStatus.OK
     normal = "import math, os\ndef f(a):\n    return (len(a), math.floor(2.5), os.getcwd() != '/')"
     assert run_one(executor, normal, "[1, 2]").output == "(2, 2, True)"
-    assert_host_ok(executor)
+    assert_host_ok(executor, canary, listener)
 
 
 NONDETERMINISTIC = {

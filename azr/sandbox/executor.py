@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from azr.config import SandboxConfig
+from azr.config import AZRConfig, SandboxConfig
 from azr.executor import (
     AbductionCheck,
     CallResult,
@@ -160,6 +160,11 @@ class SandboxExecutor:
         self._closed = False
         for worker in self._workers:  # fail early and clearly if the sandbox cannot start
             worker.start()
+
+    @classmethod
+    def from_run_config(cls, config: AZRConfig) -> SandboxExecutor:
+        """The executor of a run: its sandbox settings and the banned imports of its tasks."""
+        return cls(config.sandbox, banned_imports=config.tasks.banned_imports)
 
     def _launch(self, determinism: bool) -> Launch:
         config = {
