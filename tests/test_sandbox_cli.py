@@ -24,7 +24,7 @@ def test_run_prints_one_json_object(tmp_path: Path) -> None:
 
 def test_run_reports_failures_and_nondeterminism(tmp_path: Path) -> None:
     code = tmp_path / "p.py"
-    code.write_text("def f(a):\n    return id(a)\n")
+    code.write_text("def f(a):\n    return id(object())\n")
     payload = json.loads(runner.invoke(app, ["sandbox", "run", "--code", str(code), "--input", "1", "--check-determinism"]).stdout)
     assert payload["status"] == "nondeterministic"
     code.write_text("def f(a):\n    while True:\n        pass\n")

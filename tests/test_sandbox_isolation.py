@@ -72,3 +72,43 @@ def test_a_task_that_kills_its_fork_server_is_contained() -> None:
         (killer,) = executor.run([ProgramRun("import os\ndef f(a):\n    os.kill(os.getppid(), 9)", ("0",), False)])
         assert killer.calls[0].status in (ExecStatus.ERROR, ExecStatus.BLOCKED)
         assert executor.run([ORDINARY])[0].outputs == ("'cba'",)
+
+
+def test_namespaces_hiding_never_exposes_the_host_to_cleanup(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Regression: the interpreter is re-bound from a temporary mount under /tmp; cleaning the
+    sandbox's /tmp after a batch must never reach through a mount into the host's files."""
+    if os.geteuid() != 0 or not isolation.namespaces_work(True):
+        pytest.skip("needs root and mount namespaces")
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from azr.sandbox.executor import WORKER_SOURCE
+
+    hidden = Path(tempfile.mkdtemp(prefix="azr-hidden-", dir="/var/tmp"))
+    hidden.chmod(0o700)
+    prefix = hidden / "prefix"
+    prefix.mkdir()
+    (prefix / "keep.txt").write_text("host file")
+    script = WORKER_SOURCE.replace('if __name__ == "__main__":\n    main()', "") + f"""
+isolate_filesystem({str(hidden)!r}, {str(prefix)!r})
+open('/tmp/leftover', 'w').write('x')
+clean_private_tmp({{"private_tmp": True, "scratch_roots": []}})
+assert os.listdir('/tmp') == [], os.listdir('/tmp')
+try:
+    open({str(prefix / "new.txt")!r}, 'w')
+    raise SystemExit('the re-bound interpreter directory is writable')
+except OSError:
+    pass
+print('ok')
+"""
+    try:
+        result = subprocess.run(["unshare", "--mount", "--fork", "--", sys.executable, "-I", "-S", "-c", script],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+        assert (prefix / "keep.txt").read_text() == "host file"
+    finally:
+        (prefix / "keep.txt").unlink(missing_ok=True)
+        prefix.rmdir()
+        hidden.rmdir()

@@ -169,7 +169,8 @@ class SandboxExecutor:
     def _launch(self, determinism: bool) -> Launch:
         config = {
             "determinism": determinism,
-            "limits": {**self.limits.__dict__, "task_uid": task_uid_for(self.isolation)},
+            "limits": {**self.limits.__dict__, "task_uid": task_uid_for(self.isolation),
+                       "private_tmp": self.isolation != "none"},
             "isolate_filesystem": self.isolation == "namespaces",
             "prefix": os.path.realpath(sys.base_prefix),
             "hide": hidden_ancestor(self.isolation),

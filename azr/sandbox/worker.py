@@ -303,23 +303,32 @@ class Scratch:
             self.path = ""
 
 
-def remove_tree(path: str) -> None:
-    """shutil.rmtree without importing shutil (a lean template forks faster)."""
+def remove_tree(path: str, device: int | None = None) -> None:
+    """shutil.rmtree without importing shutil (a lean template forks faster).
+
+    It never leaves the file system it starts on: a mount point below `path` (a bind mount a
+    task should not reach anyway) is left alone, never emptied.
+    """
     try:
-        entries = list(os.scandir(path))
-    except NotADirectoryError:
-        os.unlink(path)
+        info = os.lstat(path)
+    except OSError:
         return
-    except FileNotFoundError:
+    if device is None:
+        device = info.st_dev
+    if info.st_dev != device:
         return
-    for entry in entries:
+    if not os.path.isdir(path) or os.path.islink(path):
         try:
-            if entry.is_dir(follow_symlinks=False):
-                remove_tree(entry.path)
-            else:
-                os.unlink(entry.path)
+            os.unlink(path)
         except OSError:
             pass
+        return
+    try:
+        entries = list(os.scandir(path))
+    except OSError:
+        return
+    for entry in entries:
+        remove_tree(entry.path, device)
     try:
         os.rmdir(path)
     except OSError:
@@ -423,6 +432,25 @@ def sweep_strays() -> None:
                 pass
 
 
+def clean_private_tmp(limits: dict) -> None:
+    """Remove what tasks left in the sandbox's own /tmp and /dev/shm (writable to tasks when
+    the sandbox runs as an ordinary user), so the next batch cannot see it. Never in the
+    unisolated mode, where /tmp is the host's."""
+    if not limits.get("private_tmp"):
+        return
+    keep = set(limits.get("scratch_roots", ()))
+    for directory in ("/tmp", "/dev/shm"):
+        try:
+            device = os.lstat(directory).st_dev
+            names = os.listdir(directory)
+        except OSError:
+            continue
+        for name in names:
+            path = os.path.join(directory, name)
+            if path not in keep:
+                remove_tree(path, device)
+
+
 def _prctl(option: int, value: int) -> None:
     try:
         import ctypes
@@ -436,7 +464,8 @@ def template_main(limits: dict) -> None:
     """Serve batches from the worker: marshal in (trusted), framed raw child results out."""
     _prctl(4, 0)  # PR_SET_DUMPABLE 0: a same-uid task cannot read our memory or pipes
     _prctl(36, 1)  # PR_SET_CHILD_SUBREAPER: orphans of tasks come back to us
-    scratch_root = os.path.join("/tmp", f"azr-{os.getpid()}-{os.urandom(4).hex()}")
+    scratch_root = limits["scratch_root"]
+    remove_tree(scratch_root)  # left by a template this one replaces
     os.mkdir(scratch_root, 0o711)
     scratch = Scratch(scratch_root, limits.get("task_uid"))
     gc.freeze()  # children then never touch (copy) the template's objects when they collect
@@ -447,6 +476,7 @@ def template_main(limits: dict) -> None:
                 break
             tasks = marshal.loads(frame)
             write_frame(1, marshal.dumps([run_child(task, limits, scratch) for task in tasks]))
+            clean_private_tmp(limits)
     finally:
         remove_tree(scratch_root)
 
@@ -566,13 +596,18 @@ class Worker:
         self.config = config
         self.limits = dict(config["limits"])
         self.templates: dict[str, Template] = {}
+        # Fixed for the worker's life, so each template knows what in /tmp is not a leftover.
+        token = os.urandom(6).hex()
+        self.scratch_roots = {name: f"/tmp/azr-{token}-{name}" for name in ("A", "B")}
 
     def template(self, name: str) -> Template:
         current = self.templates.get(name)
         if current is None or not current.alive():
             if current is not None:
                 current.stop()
-            self.templates[name] = Template(0 if name == "A" else 1, self.limits)
+            limits = dict(self.limits, scratch_root=self.scratch_roots[name],
+                          scratch_roots=sorted(self.scratch_roots.values()))
+            self.templates[name] = Template(0 if name == "A" else 1, limits)
         return self.templates[name]
 
     def _run_on(self, batches: dict[str, list[dict]]) -> dict[str, list[dict]]:
@@ -685,7 +720,9 @@ def compare_runs(first: dict, second: dict) -> dict:
 
 _MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 1, 2, 4, 8
 _MS_REMOUNT, _MS_BIND, _MS_REC, _MS_PRIVATE = 32, 4096, 16384, 1 << 18
-_MOUNT_FLAGS = {"ro": _MS_RDONLY, "nosuid": _MS_NOSUID, "nodev": _MS_NODEV, "noexec": _MS_NOEXEC}
+# Flags a remount must keep: in a user namespace, inherited mounts have them locked.
+_MOUNT_FLAGS = {"ro": _MS_RDONLY, "nosuid": _MS_NOSUID, "nodev": _MS_NODEV, "noexec": _MS_NOEXEC,
+                "noatime": 1024, "nodiratime": 2048, "relatime": 1 << 21, "strictatime": 1 << 24}
 
 
 def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
@@ -701,23 +738,35 @@ def _mount(source: str | None, target: str, fstype: str | None, flags: int, data
         raise OSError(error, f"mount {target}: {os.strerror(error)}")
 
 
+def _umount(target: str) -> None:
+    import ctypes
+
+    if ctypes.CDLL(None, use_errno=True).umount2(target.encode(), 2) != 0:  # MNT_DETACH
+        error = ctypes.get_errno()
+        raise OSError(error, f"umount {target}: {os.strerror(error)}")
+
+
 def isolate_filesystem(hide: str | None, prefix: str) -> None:
     """In a fresh mount namespace: a private /tmp, every mount read-only, and (as root) the
     directory that hides the interpreter from the task uid replaced by an empty one."""
     _mount(None, "/", None, _MS_REC | _MS_PRIVATE)
     _mount("tmpfs", "/tmp", "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=0755")
     if hide:
-        keep = "/tmp/.azr-interpreter"
-        os.makedirs(keep)
-        _mount(prefix, keep, None, _MS_BIND | _MS_REC)
+        # Park the interpreter on a temporary mount, cover `hide`, bring it back, and remove
+        # the parking mount again: nothing of the host may stay reachable under /tmp.
+        park = "/tmp/.azr-interpreter"
+        os.makedirs(park)
+        _mount(prefix, park, None, _MS_BIND | _MS_REC)
         _mount("tmpfs", hide, "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=0755")
         os.makedirs(prefix, exist_ok=True)
-        _mount(keep, prefix, None, _MS_BIND | _MS_REC)
+        _mount(park, prefix, None, _MS_BIND | _MS_REC)
+        _umount(park)
+        os.rmdir(park)
     with open("/proc/self/mountinfo", encoding="utf-8") as handle:
         mounts = [line.split() for line in handle]
     for fields in mounts:
         target = fields[4].encode().decode("unicode_escape")
-        if target == "/tmp" or target.startswith(("/proc", "/tmp/")):
+        if target == "/tmp" or target == "/proc" or target.startswith("/proc/"):
             continue
         flags = _MS_REMOUNT | _MS_BIND | _MS_RDONLY
         for option in fields[5].split(","):
