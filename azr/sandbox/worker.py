@@ -69,14 +69,14 @@ def _read_exact(fd: int, size: int, deadline: float | None) -> bytes | None:
     return b"".join(chunks)
 
 
-def read_frame(fd: int, deadline: float | None = None) -> bytes | None:
+def read_frame(fd: int, deadline: float | None = None, limit: int = _MAX_MESSAGE) -> bytes | None:
     """One length-prefixed frame, or None at end of file."""
     header = _read_exact(fd, 4, deadline)
     if header is None:
         return None
     size = int.from_bytes(header, "big")
-    if size > _MAX_MESSAGE:
-        raise ValueError(f"a frame of {size} bytes is too large")
+    if size > limit:
+        raise ValueError(f"a frame of {size} bytes is larger than the {limit} allowed")
     return _read_exact(fd, size, deadline)
 
 
@@ -359,7 +359,10 @@ def run_child(task: dict, limits: dict, scratch_dir: "Scratch") -> tuple[bytes |
     meta: dict = {}
     blob = None
     try:
-        blob = read_frame(read_fd, started + limits["timeout_s"])
+        # What an honest result can weigh (JSON escapes a character in at most 6 bytes): a
+        # hostile child cannot make the template hold more.
+        allowed = 8 * (limits["max_output_chars"] * max(1, len(task["inputs"])) + limits["max_stdout_chars"]) + 65536
+        blob = read_frame(read_fd, started + limits["timeout_s"], allowed)
         if blob is None:
             meta = {"status": "error", "error": "the program ended its process without a result"}
     except TimeoutError:
