@@ -1,4 +1,4 @@
-"""Atomic file writes and the on-disk schemas of buffer rows.
+"""Atomic file writes (the schemas of the files live in azr/schemas.py).
 
 A run can be killed at any moment (pre-emption, OOM, Ctrl-C). Every artifact is therefore
 written to a temporary file in the destination directory, fsynced, and renamed over the target,
@@ -11,38 +11,14 @@ import contextlib
 import json
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
-from collections.abc import Callable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 PathLike = str | os.PathLike[str]
-
-TRIPLET_SCHEMA = pa.schema(
-    [
-        pa.field("program", pa.string(), nullable=False),
-        pa.field("input", pa.string(), nullable=False),
-        pa.field("output", pa.string(), nullable=False),
-        pa.field("imports", pa.list_(pa.string()), nullable=False),
-        pa.field("step", pa.int64(), nullable=False),
-    ]
-)
-"""Deduction/abduction rows. Explicit, so an empty step file still has typed columns."""
-
-INDUCTION_SCHEMA = pa.schema(
-    [
-        pa.field("program", pa.string(), nullable=False),
-        pa.field("inputs", pa.list_(pa.string()), nullable=False),
-        pa.field("outputs", pa.list_(pa.string()), nullable=False),
-        pa.field("message", pa.string(), nullable=False),
-        pa.field("imports", pa.list_(pa.string()), nullable=False),
-        pa.field("step", pa.int64(), nullable=False),
-    ]
-)
-"""Induction rows: the program with its input/output pairs and the proposer's message."""
-
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> None:
     """Replace `path` with `data` so that readers never see a partial file."""

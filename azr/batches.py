@@ -8,8 +8,8 @@ solve prompts are dropped and the batch is padded with duplicates of the ones ke
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 
@@ -17,6 +17,7 @@ from azr.buffer import Buffers
 from azr.config import AZRConfig
 from azr.prompts import propose_prompt_for, solve_prompt_for
 from azr.records import InductionTask, Triplet
+from azr.schemas import PROMPT_SCHEMA
 from azr.task_types import Group, Role, TaskType
 from azr.wrappers import PromptWrapper
 
@@ -131,28 +132,6 @@ def build_iteration_prompts(
 def tokenizer_counter(tokenizer) -> TokenCounter:  # noqa: ANN001 - any HF tokenizer
     """Count prompt tokens the way generation will see them (no extra special tokens)."""
     return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
-_REFERENCE = pa.struct([("program", pa.string()), ("input", pa.string()), ("output", pa.string())])
-PROMPT_SCHEMA = pa.schema(
-    [
-        pa.field("step", pa.int64(), nullable=False),
-        pa.field("group", pa.string(), nullable=False),
-        pa.field("task_type", pa.string(), nullable=False),
-        pa.field("role", pa.string(), nullable=False),
-        pa.field("index", pa.int64(), nullable=False),
-        pa.field("prompt", pa.string(), nullable=False),
-        pa.field("prompt_tokens", pa.int64()),
-        pa.field("references", pa.list_(_REFERENCE), nullable=False),
-        pa.field("program", pa.string()),
-        pa.field("input", pa.string()),
-        pa.field("output", pa.string()),
-        pa.field("inputs", pa.list_(pa.string())),
-        pa.field("outputs", pa.list_(pa.string())),
-        pa.field("message", pa.string()),
-    ]
-)
-"""Prompt rows: what the model was shown and the task behind it, one column per field."""
 
 
 def _row(step: int, record: PromptRecord) -> dict:

@@ -22,18 +22,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from azr.artifacts import (
-    PathLike,
-    INDUCTION_SCHEMA,
-    TRIPLET_SCHEMA,
-    atomic_write_json,
-    write_parquet_atomic,
-)
+from azr.artifacts import PathLike, atomic_write_json, write_parquet_atomic
 from azr.config import BufferConfig
 from azr.records import BufferEntry, InductionTask, Triplet
-from azr.seeds import load_induction_seeds, load_io_seeds, zero_induction_task, zero_triplet
+from azr.schemas import INDUCTION_SCHEMA, TRIPLET_SCHEMA
+from azr.seeds import (
+    load_induction_seeds,
+    load_io_seeds,
+    zero_induction_task,
+    zero_triplet,
+)
 from azr.task_types import TaskType
-
 
 ENTRY_CLASS: dict[TaskType, type[Triplet] | type[InductionTask]] = {
     TaskType.DEDUCTION: Triplet,
@@ -375,7 +374,7 @@ def _check_entry_types(task_type: TaskType, entries: Iterable[BufferEntry]) -> N
 
 
 def entries_to_table(task_type: TaskType, entries: Sequence[BufferEntry]) -> pa.Table:
-    """Rows of one task type under its explicit schema (artifacts.TRIPLET/INDUCTION_SCHEMA)."""
+    """Rows of one task type under its explicit schema (schemas.TRIPLET/INDUCTION_SCHEMA)."""
     schema = SCHEMAS[task_type]
     rows = [_entry_row(entry) for entry in entries]
     return pa.Table.from_pylist(rows, schema=schema)

@@ -6,13 +6,16 @@ from __future__ import annotations
 import statistics
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from azr.config import AZRConfig
+
+if TYPE_CHECKING:
+    from azr.executor import ProgramRun
 from azr.config_loader import DEFAULT_PRESET, ConfigError, build_config, config_to_yaml, preset_description, preset_names
 
 app = typer.Typer(
@@ -224,7 +227,7 @@ def sandbox_run(
     typer.echo(_call_json(result.calls[0], result.duration_ms))
 
 
-def _batch_entry(number: int, line: str, check_determinism: bool) -> tuple[object, "ProgramRun | str"]:
+def _batch_entry(number: int, line: str, check_determinism: bool) -> tuple[object, ProgramRun | str]:
     """(id, run) for a good line; (id if readable, error text) for a malformed one."""
     import json
 

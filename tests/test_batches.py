@@ -6,11 +6,12 @@ import pandas as pd
 import pytest
 
 from azr.artifacts import write_parquet_atomic
-from azr.batches import PROMPT_SCHEMA, PromptBuildError, build_iteration_prompts, prompts_table
+from azr.batches import PromptBuildError, build_iteration_prompts, prompts_table
 from azr.buffer import Buffers
 from azr.config import AZRConfig
 from azr.config_loader import build_config
 from azr.records import Triplet
+from azr.schemas import PROMPT_SCHEMA
 from azr.task_types import GROUP_NAMES, TaskType
 from azr.wrappers import R1Wrapper
 

@@ -13,7 +13,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from azr.artifacts import (
-    TRIPLET_SCHEMA,
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
@@ -32,6 +31,7 @@ from azr.buffer import (
 )
 from azr.config import BufferConfig
 from azr.records import BufferEntry, InductionTask, Triplet
+from azr.schemas import TRIPLET_SCHEMA
 from azr.seeds import zero_induction_task, zero_triplet
 from azr.task_types import TaskType
 

@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from azr.artifacts import INDUCTION_SCHEMA, TRIPLET_SCHEMA
 from azr.records import InductionTask, Triplet
+from azr.schemas import INDUCTION_SCHEMA, TRIPLET_SCHEMA
 from azr.seeds import (
     IDENTITY_PROGRAM,
     SeedFileError,
