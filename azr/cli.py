@@ -31,6 +31,20 @@ app.add_typer(config_app, name="config")
 app.add_typer(prompts_app, name="prompts")
 app.add_typer(sandbox_app, name="sandbox")
 
+
+def _mount_eval_commands() -> None:
+    """`azr eval ...` lives in azr/cli_eval.py (the evaluation commands)."""
+    try:
+        from azr.cli_eval import eval_app
+    except ModuleNotFoundError as exc:
+        if exc.name != "azr.cli_eval":
+            raise
+        return
+    app.add_typer(eval_app, name="eval")
+
+
+_mount_eval_commands()
+
 console = Console()
 err_console = Console(stderr=True)
 
