@@ -156,10 +156,18 @@ def build_config(
     preset: str | None = DEFAULT_PRESET,
     config_file: Path | None = None,
     overrides: Iterable[str] = (),
+    base: AZRConfig | None = None,
 ) -> AZRConfig:
-    """Resolve a run configuration; raises ConfigError naming what to fix."""
-    data: dict[str, Any] = load_preset(preset) if preset else {}
-    sources = [f"preset {preset!r}"] if preset else []
+    """Resolve a run configuration; raises ConfigError naming what to fix.
+
+    `base` (a whole config) takes the place of the preset when given.
+    """
+    if base is not None:
+        data: dict[str, Any] = base.model_dump(mode="json")
+        sources = ["the given config"]
+    else:
+        data = load_preset(preset) if preset else {}
+        sources = [f"preset {preset!r}"] if preset else []
     if config_file is not None:
         data = _deep_merge(data, load_config_file(config_file))
         sources.append(f"file {str(config_file)!r}")

@@ -55,3 +55,111 @@ PROMPT_SCHEMA = pa.schema(
 """Prompt rows: what the model was shown and the task behind it, one column per field."""
 
 
+
+_KEYS = [
+    pa.field("step", pa.int64(), nullable=False),
+    pa.field("group", pa.string(), nullable=False),
+    pa.field("task_type", pa.string(), nullable=False),
+    pa.field("index", pa.int64(), nullable=False),
+]
+_GENERATION = [
+    pa.field("response", pa.string(), nullable=False),
+    pa.field("prompt_token_ids", pa.list_(pa.int32()), nullable=False),
+    pa.field("response_token_ids", pa.list_(pa.int32()), nullable=False),
+    pa.field("response_tokens", pa.int64(), nullable=False),
+    pa.field("finish_reason", pa.string(), nullable=False),  # stop | length
+]
+
+PROPOSALS_SCHEMA = pa.schema(_KEYS + [pa.field("prompt", pa.string(), nullable=False)] + _GENERATION)
+"""proposals.parquet: one proposer response per propose prompt."""
+
+VALIDATED_SCHEMA = pa.schema(
+    _KEYS
+    + [
+        pa.field("format_ok", pa.bool_(), nullable=False),
+        pa.field("valid", pa.bool_(), nullable=False),
+        pa.field("reason", pa.string(), nullable=False),  # '' when valid and formatted
+        pa.field("detail", pa.string(), nullable=False),
+        pa.field("program", pa.string()),
+        pa.field("input", pa.string()),
+        pa.field("output", pa.string()),
+        pa.field("inputs", pa.list_(pa.string())),
+        pa.field("outputs", pa.list_(pa.string())),
+        pa.field("message", pa.string()),
+        pa.field("imports", pa.list_(pa.string())),
+    ]
+)
+"""validated.parquet: the executor's verdict on each proposal, and the task when valid."""
+
+MC_ROLLOUTS_SCHEMA = pa.schema(
+    _KEYS
+    + [
+        pa.field("sample", pa.int64(), nullable=False),
+        pa.field("prompt_tokens", pa.int64(), nullable=False),
+        pa.field("response", pa.string(), nullable=False),
+        pa.field("response_tokens", pa.int64(), nullable=False),
+        pa.field("solve_rate", pa.float64(), nullable=False),  # of the task, repeated per sample
+        pa.field("in_buffer", pa.bool_(), nullable=False),  # False: solve prompt over the limit
+    ]
+)
+"""mc_rollouts.parquet: the Monte-Carlo solves of each valid proposal (group = its propose group)."""
+
+SOLUTIONS_SCHEMA = pa.schema(
+    _KEYS
+    + [pa.field("prompt", pa.string(), nullable=False)]
+    + _GENERATION
+    + [
+        pa.field("format_ok", pa.bool_(), nullable=False),
+        pa.field("answer", pa.string()),
+        pa.field("accuracy", pa.float64()),  # None: not scored
+        pa.field("reward", pa.float64(), nullable=False),
+        pa.field("reason", pa.string(), nullable=False),
+    ]
+)
+"""solutions.parquet: solver responses scored by the executor."""
+
+SCORED_SCHEMA = pa.schema(
+    _KEYS
+    + [
+        pa.field("role", pa.string(), nullable=False),
+        pa.field("prompt_token_ids", pa.list_(pa.int32()), nullable=False),
+        pa.field("response_token_ids", pa.list_(pa.int32()), nullable=False),
+        pa.field("response_tokens", pa.int64(), nullable=False),
+        pa.field("reward", pa.float64(), nullable=False),
+        pa.field("advantage", pa.float64(), nullable=False),
+        pa.field("trained", pa.bool_(), nullable=False),
+    ]
+)
+"""scored.parquet: one row per sequence of the TRR++ batch, with its reward and advantage."""
+
+
+EVAL_RESPONSES_SCHEMA = pa.schema(
+    [
+        pa.field("benchmark", pa.string(), nullable=False),
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("prompt", pa.string(), nullable=False),
+        pa.field("response", pa.string(), nullable=False),
+        pa.field("prompt_tokens", pa.int64(), nullable=False),
+        pa.field("response_tokens", pa.int64(), nullable=False),
+        pa.field("finish_reason", pa.string(), nullable=False),  # stop | length
+    ]
+)
+"""Evaluation responses.parquet: the model's greedy answer to each benchmark prompt."""
+
+EVAL_RESULTS_SCHEMA = pa.schema(
+    [
+        pa.field("benchmark", pa.string(), nullable=False),
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("prompt", pa.string()),  # None when scoring a prediction file (no model)
+        pa.field("response", pa.string()),  # None when scoring a prediction file
+        pa.field("prediction", pa.string()),  # None: no prediction for this id
+        pa.field("scored_prediction", pa.string(), nullable=False),  # after reducing an assertion
+        pa.field("correct", pa.bool_(), nullable=False),
+        pa.field("status", pa.string(), nullable=False),  # ok | missing | empty | restates_call | executor status
+        pa.field("error", pa.string(), nullable=False),
+        pa.field("format_ok", pa.bool_()),  # think/answer format (azr prompts only)
+        pa.field("finish_reason", pa.string()),
+        pa.field("response_tokens", pa.int64()),
+    ]
+)
+"""Evaluation results.parquet: one verdict per benchmark problem."""

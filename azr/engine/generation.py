@@ -1,0 +1,283 @@
+"""Rollout generation: one interface for propose, Monte-Carlo and solve stages.
+
+A backend takes fully formatted prompt texts (the wrappers in `azr.wrappers` already applied the
+chat template, so no special tokens are added again) and returns `n` completions per prompt,
+each with its token ids and why it ended. `TransformersBackend` is the default; a vLLM backend
+implements the same `GenerationBackend` protocol.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import torch
+
+from azr.config import RolloutConfig
+
+FinishReason = Literal["stop", "length"]
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """How to decode. temperature 0 is greedy; top_k -1 and top_p 1.0 are off."""
+
+    max_new_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = -1
+    n: int = 1
+    seed: int | None = None  # None: the global torch RNG, not reproducible
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < -1 or self.top_k == 0:
+            raise ValueError(f"top_k must be -1 (off) or >= 1, got {self.top_k}")
+        if self.n < 1:
+            raise ValueError(f"n must be >= 1, got {self.n}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    @classmethod
+    def from_rollout(
+        cls,
+        rollout: RolloutConfig,
+        *,
+        n: int = 1,
+        temperature: float | None = None,
+        seed: int | None = None,
+    ) -> SamplingSettings:
+        """Propose/solve sampling of the run config; `seed` overrides `rollout.seed`."""
+        return cls(
+            max_new_tokens=rollout.max_new_tokens,
+            temperature=rollout.temperature if temperature is None else temperature,
+            top_p=rollout.top_p,
+            top_k=rollout.top_k,
+            n=n,
+            seed=rollout.seed if seed is None else seed,
+        )
+
+    @classmethod
+    def monte_carlo(cls, rollout: RolloutConfig, *, seed: int | None = None) -> SamplingSettings:
+        """`mc_samples` solves per proposal at `mc_temperature` (sampled, reference §7.6)."""
+        return cls.from_rollout(rollout, n=rollout.mc_samples, temperature=rollout.mc_temperature, seed=seed)
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One sampled response.
+
+    `token_ids` are the response tokens without padding, ending with the EOS token when
+    `finish_reason` is 'stop'; 'length' means it was cut at max_new_tokens. `text` is decoded
+    without special tokens.
+    """
+
+    text: str
+    token_ids: tuple[int, ...]
+    prompt_token_ids: tuple[int, ...]
+    finish_reason: FinishReason
+
+
+class GenerationBackend(Protocol):
+    """What the rollout stages need from a generation engine."""
+
+    def generate(self, prompts: Sequence[str], settings: SamplingSettings) -> list[list[Completion]]:
+        """`settings.n` completions for each prompt, in prompt order."""
+        ...
+
+
+def plan_batches(
+    lengths: Sequence[int], max_new_tokens: int, max_batch_tokens: int, max_batch_size: int
+) -> list[list[int]]:
+    """Group row indices into generate calls: longest rows first, similar lengths together.
+
+    A call holds at most `max_batch_size` rows and rows x (its longest prompt + max_new_tokens)
+    <= `max_batch_tokens` (the KV cache it needs), except that a single row always fits. The
+    longest call comes first, so an out-of-memory error shows at once.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for index in order:
+        width = (lengths[current[0]] if current else lengths[index]) + max_new_tokens
+        if current and (len(current) + 1 > max_batch_size or (len(current) + 1) * width > max_batch_tokens):
+            batches.append(current)
+            current = []
+        current.append(index)
+    if current:
+        batches.append(current)
+    return batches
+
+
+class TransformersBackend:
+    """Batched `model.generate`: left padding, length-grouped micro-batches, KV cache.
+
+    Sampling parameters come only from `SamplingSettings`: the checkpoint's
+    generation_config.json (e.g. an instruct model's temperature 0.7) is ignored, so rollouts
+    follow the run configuration. A seeded call is reproducible and leaves the global RNG as it
+    was. Greedy calls with n > 1 decode each prompt once and repeat the result.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        max_batch_tokens: int = 65536,
+        max_batch_size: int = 64,
+        compute_dtype: torch.dtype | None = None,
+        eos_token_ids: Sequence[int] | None = None,
+    ) -> None:
+        if max_batch_tokens < 1 or max_batch_size < 1:
+            raise ValueError("max_batch_tokens and max_batch_size must be >= 1")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_batch_tokens = max_batch_tokens
+        self.max_batch_size = max_batch_size
+        self.compute_dtype = compute_dtype
+        self.eos_token_ids = tuple(eos_token_ids) if eos_token_ids is not None else _eos_ids(model, tokenizer)
+        if not self.eos_token_ids:
+            raise ValueError("the tokenizer and the model's generation config define no EOS token")
+        pad = tokenizer.pad_token_id
+        self.pad_token_id = pad if pad is not None else self.eos_token_ids[0]
+
+    @classmethod
+    def from_rollout(cls, model: Any, tokenizer: Any, rollout: RolloutConfig, **kwargs: Any) -> TransformersBackend:
+        return cls(
+            model,
+            tokenizer,
+            max_batch_tokens=rollout.generation_batch_tokens,
+            max_batch_size=rollout.generation_batch_size,
+            **kwargs,
+        )
+
+    def generate(self, prompts: Sequence[str], settings: SamplingSettings) -> list[list[Completion]]:
+        if isinstance(prompts, str):
+            raise TypeError("prompts must be a sequence of strings, not one string")
+        if not prompts:
+            return []
+        encoded = self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+        for index, ids in enumerate(encoded):
+            if not ids:
+                raise ValueError(f"prompt {index} is empty: there is nothing to continue")
+        copies = 1 if settings.greedy else settings.n
+        rows = [prompt for prompt in range(len(prompts)) for _ in range(copies)]
+        outputs: list[tuple[int, ...] | None] = [None] * len(rows)
+        batches = plan_batches(
+            [len(encoded[p]) for p in rows], settings.max_new_tokens, self.max_batch_tokens, self.max_batch_size
+        )
+        with self._decoding_state(settings.seed):
+            for batch in batches:
+                generated = self._generate_batch([encoded[rows[r]] for r in batch], settings)
+                for row, ids in zip(batch, generated):
+                    outputs[row] = ids
+        results: list[list[Completion]] = [[] for _ in prompts]
+        for row, prompt in enumerate(rows):
+            completion = self._completion(outputs[row], encoded[prompt], settings.max_new_tokens)  # type: ignore[arg-type]
+            results[prompt].extend([completion] * (settings.n // copies))
+        return results
+
+    def _generate_batch(self, prompts: list[list[int]], settings: SamplingSettings) -> list[tuple[int, ...]]:
+        width = max(len(p) for p in prompts)
+        device = _model_device(self.model)
+        input_ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, ids in enumerate(prompts):
+            input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
+            attention_mask[row, width - len(ids):] = 1
+        output = self.model.generate(
+            input_ids=input_ids.to(device),
+            attention_mask=attention_mask.to(device),
+            generation_config=self._generation_config(settings),
+        )
+        return [tuple(row) for row in output[:, width:].tolist()]
+
+    def _generation_config(self, settings: SamplingSettings) -> Any:
+        from transformers import GenerationConfig
+
+        sampling: dict[str, Any] = {"do_sample": False}
+        if not settings.greedy:
+            sampling = {
+                "do_sample": True,
+                "temperature": settings.temperature,
+                "top_p": settings.top_p,
+                "top_k": settings.top_k if settings.top_k > 0 else 0,
+            }
+        return GenerationConfig(
+            max_new_tokens=settings.max_new_tokens,
+            eos_token_id=list(self.eos_token_ids),
+            pad_token_id=self.pad_token_id,
+            use_cache=True,
+            **sampling,
+        )
+
+    def _completion(self, generated: tuple[int, ...], prompt: list[int], max_new_tokens: int) -> Completion:
+        eos = set(self.eos_token_ids)
+        stop = next((i for i, token in enumerate(generated) if token in eos), None)
+        if stop is not None:
+            ids, reason = generated[: stop + 1], "stop"
+        else:
+            ids, reason = generated[:max_new_tokens], "length"
+        text = self.tokenizer.decode(list(ids), skip_special_tokens=True)
+        return Completion(text, tuple(ids), tuple(prompt), reason)  # type: ignore[arg-type]
+
+    @contextlib.contextmanager
+    def _decoding_state(self, seed: int | None) -> Iterator[None]:
+        """Eval mode, no grad, autocast to the compute dtype (weights cast once per call, not
+        once per token), the checkpoint's sampling defaults hidden, a private seeded RNG."""
+        model = self.model
+        device = _model_device(model)
+        was_training = model.training
+        saved_config = model.generation_config
+        model.generation_config = _neutral_generation_config(saved_config)
+        model.eval()
+        cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+        rng = torch.random.fork_rng(devices=cuda) if seed is not None else contextlib.nullcontext()
+        param_dtype = next(model.parameters()).dtype
+        autocast = (
+            torch.autocast(device_type=device.type, dtype=self.compute_dtype)
+            if self.compute_dtype is not None and self.compute_dtype != param_dtype
+            else contextlib.nullcontext()
+        )
+        try:
+            with rng, torch.no_grad(), autocast:
+                if seed is not None:
+                    torch.manual_seed(seed)
+                yield
+        finally:
+            model.generation_config = saved_config
+            model.train(was_training)
+
+
+def _neutral_generation_config(config: Any) -> Any:
+    """Only the special-token ids of the checkpoint's generation config."""
+    from transformers import GenerationConfig
+
+    keep = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
+    return GenerationConfig(**{k: getattr(config, k, None) for k in keep if getattr(config, k, None) is not None})
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> tuple[int, ...]:
+    """EOS ids of the model's generation config (may be several, e.g. Llama 3) and tokenizer."""
+    ids: list[int] = []
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if isinstance(configured, int):
+        ids.append(configured)
+    elif configured is not None:
+        ids.extend(int(i) for i in configured)
+    if tokenizer.eos_token_id is not None:
+        ids.append(int(tokenizer.eos_token_id))
+    return tuple(dict.fromkeys(ids))
+
+
+def _model_device(model: Any) -> torch.device:
+    return next(model.parameters()).device

@@ -1,0 +1,148 @@
+"""The resident policy: model, tokenizer, optimizer, accelerator and generation backend.
+
+A training run loads its policy once and keeps it in the flow process across iterations
+(DESIGN.md, process model). Stages receive paths and small values, never models; they reach the
+policy through `get_policy()`, after the run has called `set_policy(Policy.create(config))`.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from azr.artifacts import PathLike
+from azr.config import AZRConfig
+from azr.engine.checkpoints import CheckpointInfo, latest_checkpoint, load_checkpoint, save_checkpoint
+from azr.engine.generation import Completion, GenerationBackend, SamplingSettings, TransformersBackend
+from azr.engine.models import compute_dtype, load_model, parameter_dtype
+from azr.engine.update import TrainSequence, TRRPPUpdate, UpdateMetrics, UpdateSettings, make_optimizer
+
+_MIXED_PRECISION = {torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+@dataclass(eq=False)
+class Policy:
+    """Everything model-side of one run. Build it with `Policy.create`."""
+
+    config: AZRConfig
+    model: Any  # as returned by accelerator.prepare (possibly DDP/FSDP wrapped)
+    tokenizer: Any
+    accelerator: Any
+    optimizer: torch.optim.Optimizer
+    updater: TRRPPUpdate
+    backend: GenerationBackend
+    compute_dtype: torch.dtype
+    reference_model: Any = None
+
+    @classmethod
+    def create(
+        cls,
+        config: AZRConfig,
+        *,
+        cpu: bool | None = None,
+        backend: GenerationBackend | None = None,
+    ) -> Policy:
+        """Load the model, build AdamW, prepare both with Accelerate, attach a backend.
+
+        `cpu=True` forces the CPU even where CUDA exists. `backend` replaces the transformers
+        backend (e.g. a vLLM engine that shares the weights).
+        """
+        from accelerate import Accelerator
+        from accelerate.utils import set_seed
+
+        if backend is None and config.rollout.backend != "transformers":
+            raise ValueError(
+                f"rollout.backend {config.rollout.backend!r} needs its engine passed as "
+                "Policy.create(..., backend=...); the built-in backend is 'transformers'"
+            )
+        device_type = "cpu" if cpu or not torch.cuda.is_available() else "cuda"
+        compute = compute_dtype(config.model, device_type)
+        params = parameter_dtype(config.model, compute, for_training=True)
+        if device_type == "cpu" and compute == torch.float16:
+            raise ValueError("model.dtype float16 is not supported on CPU; use bfloat16 or float32")
+        mixed = _MIXED_PRECISION.get(compute, "no") if params != compute else "no"
+        accelerator = Accelerator(mixed_precision=mixed, cpu=device_type == "cpu")
+        set_seed(config.seed)
+        model, tokenizer = load_model(config.model, for_training=True, seed=config.seed)
+        reference = None
+        if config.trainer.kl_coef > 0:
+            reference = copy.deepcopy(model).to(dtype=compute, device=accelerator.device).eval()
+            reference.requires_grad_(False)
+        optimizer = make_optimizer(model, config.trainer)
+        model, optimizer = accelerator.prepare(model, optimizer)
+        updater = TRRPPUpdate(
+            model,
+            optimizer,
+            accelerator,
+            UpdateSettings.from_trainer(config.trainer),
+            pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
+            reference_model=reference,
+        )
+        if backend is None:
+            backend = TransformersBackend.from_rollout(
+                accelerator.unwrap_model(model), tokenizer, config.rollout, compute_dtype=compute
+            )
+        return cls(config, model, tokenizer, accelerator, optimizer, updater, backend, compute, reference)
+
+    @property
+    def unwrapped_model(self) -> Any:
+        return self.accelerator.unwrap_model(self.model)
+
+    def generate(self, prompts: Sequence[str], settings: SamplingSettings) -> list[list[Completion]]:
+        return self.backend.generate(prompts, settings)
+
+    def update(self, sequences: Sequence[TrainSequence]) -> UpdateMetrics:
+        return self.updater.step(sequences)
+
+    def save_checkpoint(self, root: PathLike, step: int, metadata: Mapping[str, Any] | None = None) -> Path:
+        return save_checkpoint(
+            self.accelerator,
+            self.model,
+            self.tokenizer,
+            root,
+            step,
+            keep_last=self.config.trainer.keep_checkpoints,
+            export_dtype=self.compute_dtype,
+            metadata=metadata,
+        )
+
+    def load_checkpoint(self, path: PathLike) -> CheckpointInfo:
+        return load_checkpoint(self.accelerator, path)
+
+    def resume(self, root: PathLike) -> CheckpointInfo | None:
+        """Load the newest complete checkpoint under `root`, if any."""
+        path = latest_checkpoint(root)
+        return self.load_checkpoint(path) if path is not None else None
+
+
+_lock = threading.Lock()
+_current: Policy | None = None
+
+
+def set_policy(policy: Policy | None) -> None:
+    """Make `policy` the process's resident policy (None clears it)."""
+    global _current
+    with _lock:
+        _current = policy
+
+
+def get_policy() -> Policy:
+    """The resident policy; an error if the run has not created one in this process."""
+    with _lock:
+        if _current is None:
+            raise RuntimeError(
+                "no resident policy in this process: the training run creates it once with "
+                "set_policy(Policy.create(config)) before any stage that generates or trains"
+            )
+        return _current
+
+
+def has_policy() -> bool:
+    with _lock:
+        return _current is not None

@@ -1,0 +1,1 @@
+"""The self-play pipeline without Prefect: run directory, stages, metrics, resume."""

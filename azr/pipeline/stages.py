@@ -1,0 +1,332 @@
+"""The stages of one self-play iteration, as plain functions: Parquet in, Parquet out.
+
+Each stage reads the files of the stages before it, calls the algorithm, and writes its own
+file atomically; a stage whose file exists is skipped, so a killed iteration resumes from its
+last complete stage. Nothing here knows about Prefect (flows/ and tasks/ wrap these).
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from azr.artifacts import atomic_write_json, write_parquet_atomic
+from azr.batches import build_iteration_prompts, prompts_table
+from azr.buffer import committed_steps
+from azr.parsing import collect_imports
+from azr.pipeline.resources import Resources
+from azr.pipeline.run_dir import STAGE_FILES
+from azr.proposals import ProposalOutcome, check_proposals
+from azr.prompts import solve_prompt_for
+from azr.records import InductionTask, Triplet
+from azr.rewards import proposer_reward
+from azr.schemas import MC_ROLLOUTS_SCHEMA, PROPOSALS_SCHEMA, SCORED_SCHEMA, SOLUTIONS_SCHEMA, VALIDATED_SCHEMA
+from azr.scoring import estimate_learnability, score_solutions
+from azr.task_types import Group, Role, TaskType
+from azr.trrpp import trrpp_advantages
+
+
+def stage_seed(seed: int, step: int, stage: str) -> int:
+    """A sampling seed per (run seed, iteration, stage): a re-run stage samples the same."""
+    return zlib.crc32(f"{seed}:{step}:{stage}".encode()) & 0x7FFFFFFF
+
+
+def _read(res: Resources, step: int, name: str) -> pd.DataFrame:
+    return pd.read_parquet(res.run.stage_path(step, name))
+
+
+def _write(res: Resources, step: int, name: str, rows: list[dict], schema: pa.Schema) -> Path:
+    path = res.run.stage_path(step, name)
+    write_parquet_atomic(pa.Table.from_pylist(rows, schema=schema), path)
+    return path
+
+
+def _timed(stage: str) -> Callable:
+    """Skip a stage whose files exist; otherwise run it and record how long it took."""
+
+    def decorate(function: Callable[[Resources, int], None]) -> Callable[[Resources, int], list[Path]]:
+        def run(res: Resources, step: int) -> list[Path]:
+            paths = [res.run.stage_path(step, name) for name in STAGE_FILES[stage]]
+            if stage != "build_prompts" and all(p.exists() for p in paths):
+                return paths
+            res.emit("stage_started", step=step, stage=stage)
+            started = time.perf_counter()
+            function(res, step)
+            res.run.record_timing(step, stage, time.perf_counter() - started)
+            res.emit("stage_finished", step=step, stage=stage)
+            return paths
+
+        run.__name__ = function.__name__
+        run.__doc__ = function.__doc__
+        return run
+
+    return decorate
+
+
+def _generation_rows(keys: list[dict], prompts: list[str], completions: Iterable) -> list[dict]:
+    rows = []
+    for key, prompt, completion in zip(keys, prompts, completions, strict=True):
+        rows.append({
+            **key,
+            "prompt": prompt,
+            "response": completion.text,
+            "prompt_token_ids": list(completion.prompt_token_ids),
+            "response_token_ids": list(completion.token_ids),
+            "response_tokens": len(completion.token_ids),
+            "finish_reason": completion.finish_reason,
+        })
+    return rows
+
+
+def _sampling(res: Resources, step: int, stage: str, *, monte_carlo: bool = False) -> Any:
+    from azr.engine.generation import SamplingSettings
+
+    seed = stage_seed(res.config.seed, step, stage)
+    if monte_carlo:
+        return SamplingSettings.monte_carlo(res.config.rollout, seed=seed)
+    return SamplingSettings.from_rollout(res.config.rollout, seed=seed)
+
+
+# ------------------------------------------------------------------------------ the stages
+
+
+@_timed("build_prompts")
+def build_prompts(res: Resources, step: int) -> None:
+    """Propose and solve prompts of the iteration, from the buffers as they stand.
+
+    Always computed (it is cheap and advances the buffers' random state exactly as the first
+    attempt did); written only if missing, so a resumed iteration keeps its prompts.
+    """
+    prompts = build_iteration_prompts(res.buffers, step, res.config, res.wrapper, res.count_tokens)
+    for name, records in (("propose_prompts.parquet", prompts.propose), ("solve_prompts.parquet", prompts.solve)):
+        path = res.run.stage_path(step, name)
+        if not path.exists():
+            write_parquet_atomic(prompts_table(step, records), path)
+
+
+@_timed("propose")
+def propose(res: Resources, step: int) -> None:
+    """One sampled proposer response per propose prompt, with the pre-update policy."""
+    frame = _read(res, step, "propose_prompts.parquet")
+    prompts = frame["prompt"].tolist()
+    completions = [c[0] for c in res.policy.generate(prompts, _sampling(res, step, "propose"))] if prompts else []
+    keys = [{"step": step, "group": g, "task_type": t, "index": int(i)} for g, t, i in zip(frame["group"], frame["task_type"], frame["index"])]
+    _write(res, step, "proposals.parquet", _generation_rows(keys, prompts, completions), PROPOSALS_SCHEMA)
+
+
+def _source_program(references: Any) -> Triplet:
+    """The program an induction proposer was shown (the prompt's single reference)."""
+    reference = list(references)[0]
+    return Triplet(reference["program"], reference["input"], reference["output"], collect_imports(reference["program"]))
+
+
+def _validated_row(key: dict, outcome: ProposalOutcome) -> dict:
+    task, validation = outcome.task, outcome.validation
+    row = {**key, "format_ok": outcome.format_ok, "valid": task is not None, "reason": outcome.label,
+           "detail": validation.detail[:2000], "program": None, "input": None, "output": None,
+           "inputs": None, "outputs": None, "message": None, "imports": None}
+    if isinstance(task, Triplet):
+        row.update(program=task.program, input=task.input, output=task.output, imports=list(task.imports))
+    elif isinstance(task, InductionTask):
+        row.update(program=task.program, inputs=list(task.inputs), outputs=list(task.outputs),
+                   message=task.message, imports=list(task.imports))
+    return row
+
+
+@_timed("validate")
+def validate(res: Resources, step: int) -> None:
+    """Parse every proposal and validate it in the sandbox, one executor batch per type."""
+    proposals = _read(res, step, "proposals.parquet")
+    prompts = _read(res, step, "propose_prompts.parquet").set_index("index", drop=False)
+    rows: list[dict] = []
+    for task_type in (t for t in TaskType if t.value in set(proposals["task_type"])):
+        part = proposals[proposals["task_type"] == task_type.value]
+        sources = None
+        if task_type is TaskType.INDUCTION:
+            group_prompts = prompts[prompts["group"] == Group(task_type, Role.PROPOSE).name]
+            sources = [_source_program(group_prompts.loc[int(i), "references"]) for i in part["index"]]
+        outcomes = check_proposals(task_type, part["response"].tolist(), res.config, res.executor, sources=sources)
+        for (_, proposal), outcome in zip(part.iterrows(), outcomes):
+            key = {"step": step, "group": proposal["group"], "task_type": task_type.value, "index": int(proposal["index"])}
+            rows.append(_validated_row(key, outcome))
+    _write(res, step, "validated.parquet", rows, VALIDATED_SCHEMA)
+
+
+def task_from_row(task_type: TaskType, row: Any) -> Triplet | InductionTask:
+    """The buffer record a validated (or solve prompt) row describes."""
+    imports = tuple(row["imports"]) if "imports" in row and row["imports"] is not None else ()
+    if task_type is TaskType.INDUCTION:
+        return InductionTask(row["program"], tuple(row["inputs"]), tuple(row["outputs"]), row["message"], imports or collect_imports(row["program"]))
+    return Triplet(row["program"], row["input"], row["output"], imports or collect_imports(row["program"]))
+
+
+@_timed("mc_rollouts")
+def mc_rollouts(res: Resources, step: int) -> None:
+    """n sampled solves of each valid proposal with the pre-update policy: its solve rate.
+
+    A task whose solve prompt is over the length limit gets solve rate 0 and stays out of the
+    buffer (reference §5.2, step 4).
+    """
+    validated = _read(res, step, "validated.parquet")
+    valid = validated[validated["valid"]]
+    limit = res.config.rollout.content_max_tokens
+    rows: list[dict] = []
+    for task_type in (t for t in TaskType if t.value in set(valid["task_type"])):
+        part = valid[valid["task_type"] == task_type.value]
+        tasks, prompts, keys, too_long = [], [], [], []
+        for _, row in part.iterrows():
+            task = task_from_row(task_type, row)
+            prompt = res.wrapper.wrap(solve_prompt_for(task_type, task))
+            key = {"step": step, "group": row["group"], "task_type": task_type.value, "index": int(row["index"])}
+            tokens = res.count_tokens(prompt)
+            if tokens > limit:
+                too_long.append({**key, "sample": 0, "prompt_tokens": tokens, "response": "", "response_tokens": 0,
+                                 "solve_rate": 0.0, "in_buffer": False})
+                continue
+            tasks.append(task)
+            prompts.append(prompt)
+            keys.append({**key, "prompt_tokens": tokens})
+        rows += too_long
+        if not prompts:
+            continue
+        samples = res.policy.generate(prompts, _sampling(res, step, f"mc_rollouts:{task_type.value}", monte_carlo=True))
+        texts = [[c.text for c in completions] for completions in samples]
+        estimates = estimate_learnability(task_type, tasks, texts, res.executor, res.config.reward, res.wrapper.response_prefix)
+        for key, completions, estimate in zip(keys, samples, estimates):
+            for number, completion in enumerate(completions):
+                rows.append({**key, "sample": number, "response": completion.text, "response_tokens": len(completion.token_ids),
+                             "solve_rate": estimate.solve_rate, "in_buffer": True})
+    _write(res, step, "mc_rollouts.parquet", rows, MC_ROLLOUTS_SCHEMA)
+
+
+@_timed("solve")
+def solve(res: Resources, step: int) -> None:
+    """One sampled solver response per solve prompt, scored by the executor."""
+    frame = _read(res, step, "solve_prompts.parquet")
+    prompts = frame["prompt"].tolist()
+    completions = [c[0] for c in res.policy.generate(prompts, _sampling(res, step, "solve"))] if prompts else []
+    keys = [{"step": step, "group": g, "task_type": t, "index": int(i)} for g, t, i in zip(frame["group"], frame["task_type"], frame["index"])]
+    rows = _generation_rows(keys, prompts, completions)
+    for task_type in (t for t in TaskType if t.value in set(frame["task_type"])):
+        positions = [p for p, row in enumerate(rows) if row["task_type"] == task_type.value]
+        tasks = [task_from_row(task_type, frame.iloc[p]) for p in positions]
+        outcomes = score_solutions(task_type, tasks, [rows[p]["response"] for p in positions], res.executor,
+                                   res.config.reward, res.wrapper.response_prefix)
+        for p, outcome in zip(positions, outcomes):
+            rows[p].update(format_ok=outcome.format_ok, answer=outcome.answer, accuracy=outcome.accuracy,
+                           reward=outcome.reward, reason=outcome.reason.value if outcome.reason else "")
+    _write(res, step, "solutions.parquet", rows, SOLUTIONS_SCHEMA)
+
+
+@_timed("rewards")
+def rewards(res: Resources, step: int) -> None:
+    """Proposer rewards from validity, format and solve rate; solver rewards as scored; TRR++
+    advantages within each of the six groups over the trained sequences."""
+    proposals = _read(res, step, "proposals.parquet")
+    validated = _read(res, step, "validated.parquet").set_index(["group", "index"])
+    rollouts = _read(res, step, "mc_rollouts.parquet")
+    solve_rates = rollouts.groupby(["group", "index"])["solve_rate"].first().to_dict()
+    solutions = _read(res, step, "solutions.parquet")
+    rows: list[dict] = []
+    for _, proposal in proposals.iterrows():
+        verdict = validated.loc[(proposal["group"], proposal["index"])]
+        solve_rate = solve_rates.get((proposal["group"], proposal["index"]), 0.0)
+        reward = proposer_reward(bool(verdict["valid"]), bool(verdict["format_ok"]), solve_rate, res.config.reward)
+        rows.append(_scored_row(step, proposal, Role.PROPOSE, reward, res.config.trainer.train_propose))
+    for _, solution in solutions.iterrows():
+        rows.append(_scored_row(step, solution, Role.SOLVE, float(solution["reward"]), True))
+    trained = [r for r in rows if r["trained"]]
+    advantages, _ = trrpp_advantages([r["group"] for r in trained], [r["reward"] for r in trained],
+                                     [r["response_tokens"] for r in trained], res.config.trainer.advantage_eps)
+    for row, advantage in zip(trained, advantages):
+        row["advantage"] = float(advantage)
+    _write(res, step, "scored.parquet", rows, SCORED_SCHEMA)
+
+
+def _scored_row(step: int, row: Any, role: Role, reward: float, trained: bool) -> dict:
+    return {"step": step, "group": row["group"], "task_type": row["task_type"], "index": int(row["index"]),
+            "role": role.value, "prompt_token_ids": list(row["prompt_token_ids"]),
+            "response_token_ids": list(row["response_token_ids"]), "response_tokens": int(row["response_tokens"]),
+            "reward": float(reward), "advantage": 0.0, "trained": trained and int(row["response_tokens"]) > 0}
+
+
+def train_sequences(scored: pd.DataFrame) -> list[Any]:
+    """The TRR++ batch of an iteration, from its scored file."""
+    from azr.engine.update import TrainSequence
+
+    trained = scored[scored["trained"]]
+    return [TrainSequence(list(r["prompt_token_ids"]), list(r["response_token_ids"]), r["group"], float(r["advantage"]))
+            for _, r in trained.iterrows()]
+
+
+def checkpoint_due(config: Any, step: int, last_step: int) -> bool:
+    return step % config.trainer.checkpoint_every == 0 or step == last_step
+
+
+@_timed("update")
+def update(res: Resources, step: int) -> None:
+    """One TRR++ optimizer step on the iteration's sequences; a checkpoint when due.
+
+    update.json is written last: it is the stage's completion marker. If the process dies
+    after a checkpoint of this step but before update.json, resuming restores update.json
+    from the checkpoint (the update is never applied twice).
+    """
+    sequences = train_sequences(_read(res, step, "scored.parquet"))
+    metrics = res.policy.update(sequences).as_dict() if sequences else {"skipped": True, "sequences": 0, "tokens": 0}
+    last_step = int(res.extra.get("last_step", step))
+    if checkpoint_due(res.config, step, last_step):
+        path = res.policy.save_checkpoint(res.run.checkpoint_dir, step, metadata={"update": metrics})
+        res.emit("checkpoint", step=step, path=str(path))
+    atomic_write_json(res.run.stage_path(step, "update.json"), metrics)
+
+
+@_timed("commit")
+def commit(res: Resources, step: int) -> None:
+    """Append the iteration's valid tasks to the buffer log (once; the log refuses twice)."""
+    if step not in committed_steps(res.run.buffer_dir):
+        validated = _read(res, step, "validated.parquet")
+        rollouts = _read(res, step, "mc_rollouts.parquet")
+        excluded = set(map(tuple, rollouts.loc[~rollouts["in_buffer"], ["group", "index"]].values.tolist()))
+        entries: dict[TaskType, list] = {t: [] for t in TaskType}
+        for _, row in validated[validated["valid"]].iterrows():
+            if (row["group"], row["index"]) not in excluded:
+                task_type = TaskType(row["task_type"])
+                entries[task_type].append(task_from_row(task_type, row))
+        res.buffers.commit(res.run.buffer_dir, step, entries)
+    sizes = {t.value: len(res.buffers[t]) for t in TaskType}
+    atomic_write_json(res.run.stage_path(step, "committed.json"), {"step": step, "buffer_sizes": sizes})
+
+
+STAGE_FUNCTIONS: tuple[tuple[str, Callable[[Resources, int], list[Path]]], ...] = (
+    ("build_prompts", build_prompts),
+    ("propose", propose),
+    ("validate", validate),
+    ("mc_rollouts", mc_rollouts),
+    ("solve", solve),
+    ("rewards", rewards),
+    ("update", update),
+    ("commit", commit),
+)
+
+
+def run_iteration(res: Resources, step: int) -> None:
+    """All stages of one iteration, called directly (no Prefect): for tests and benchmarks."""
+    for _, stage in STAGE_FUNCTIONS:
+        stage(res, step)
+
+
+def advantages_by_group(scored: pd.DataFrame) -> dict[str, float]:
+    """Token-weighted mean advantage of each group's trained rows (zero after whitening)."""
+    trained = scored[scored["trained"]]
+    result = {}
+    for group, part in trained.groupby("group"):
+        weights = part["response_tokens"].to_numpy(dtype=float)
+        result[str(group)] = float(np.average(part["advantage"], weights=weights)) if weights.sum() else 0.0
+    return result

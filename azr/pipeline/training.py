@@ -1,0 +1,117 @@
+"""A training run without Prefect: open or resume it, bring the policy and the buffers to the
+state of the last complete stage, finish iterations, close. The Prefect flows call these.
+
+Resume works from the files alone. The buffer log says which iterations were committed; the
+newest complete checkpoint gives the weights, and the updates of later iterations (whose
+update.json exists) are replayed from their scored.parquet, so no iteration is lost or
+applied twice, and no buffer row is written twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from azr.artifacts import atomic_write_json
+from azr.buffer import Buffers, committed_steps
+from azr.config import AZRConfig
+from azr.pipeline.metrics import iteration_metrics
+from azr.pipeline.resources import ProgressHook, Resources
+from azr.pipeline.run_dir import RunDir
+from azr.pipeline.stages import checkpoint_due, train_sequences
+
+logger = logging.getLogger(__name__)
+
+
+def next_step(run: RunDir) -> int:
+    """The first iteration whose buffer commit has not happened."""
+    steps = committed_steps(run.buffer_dir)
+    return (max(steps) + 1) if steps else 1
+
+
+def load_buffers(run: RunDir, config: AZRConfig) -> Buffers:
+    if committed_steps(run.buffer_dir):
+        return Buffers.load(run.buffer_dir, config.buffer)
+    buffers = Buffers.initial(config.buffer, config.seed)
+    buffers.write_initial(run.buffer_dir)
+    return buffers
+
+
+def restore_policy(policy: Any, run: RunDir, upto_step: int) -> list[int]:
+    """Bring the policy to the state after the last update done before or at `upto_step`.
+
+    Returns the iterations whose updates were replayed.
+    """
+    info = policy.resume(run.checkpoint_dir)
+    done = 0 if info is None else info.step
+    if info is not None and not run.stage_path(info.step, "update.json").exists():
+        # Killed between the checkpoint and update.json: the checkpoint holds the metrics.
+        atomic_write_json(run.stage_path(info.step, "update.json"), info.metadata.get("update", {}))
+    replayed = []
+    for step in range(done + 1, upto_step + 1):
+        if not run.stage_path(step, "update.json").exists():
+            break
+        sequences = train_sequences(pd.read_parquet(run.stage_path(step, "scored.parquet")))
+        if sequences:
+            policy.update(sequences)
+        replayed.append(step)
+    return replayed
+
+
+def open_resources(run: RunDir, config: AZRConfig, *, on_event: ProgressHook | None = None,
+                   policy: Any = None, executor: Any = None) -> Resources:
+    """Load (or take) the policy and executor, load the buffers, restore the policy."""
+    from azr.batches import tokenizer_counter
+    from azr.engine.policy import Policy
+    from azr.sandbox import SandboxExecutor
+    from azr.wrappers import make_wrapper
+
+    policy = policy or Policy.create(config)
+    executor = executor or SandboxExecutor.from_run_config(config)
+    buffers = load_buffers(run, config)
+    start = next_step(run)
+    replayed = restore_policy(policy, run, start)
+    if replayed:
+        logger.info("replayed the updates of iterations %s from their scored.parquet", replayed)
+    return Resources(
+        config=config,
+        run=run,
+        policy=policy,
+        executor=executor,
+        buffers=buffers,
+        wrapper=make_wrapper(config.model.prompt_wrapper, policy.tokenizer),
+        count_tokens=tokenizer_counter(policy.tokenizer),
+        on_event=on_event,
+        extra={"last_step": config.trainer.iterations, "replayed": replayed},
+    )
+
+
+def finish_iteration(res: Resources, step: int, tracker: Any = None) -> dict[str, float]:
+    """Metrics of a committed iteration, written once and logged to MLflow once."""
+    metrics_path = res.run.stage_path(step, "metrics.json")
+    record = res.run.read_json(step, "metrics.json")
+    if not record:
+        record = {"metrics": iteration_metrics(res.run, step), "logged": False}
+        atomic_write_json(metrics_path, record)
+    if tracker is not None and not record.get("logged"):
+        tracker.log_metrics(step, record["metrics"])
+        every = res.config.tracking.log_parquet_every
+        tracker.log_iteration_files(step, res.config.tracking.sample_rows, with_parquet=step % every == 0 or step == 1)
+        if checkpoint_due(res.config, step, int(res.extra.get("last_step", step))):
+            from azr.engine.checkpoints import latest_checkpoint
+
+            path = latest_checkpoint(res.run.checkpoint_dir)
+            if path is not None:
+                tracker.log_checkpoint(Path(path))
+        record["logged"] = True
+        atomic_write_json(metrics_path, record)
+    return record["metrics"]
+
+
+def close_resources(res: Resources) -> None:
+    close = getattr(res.executor, "close", None)
+    if close is not None:
+        close()

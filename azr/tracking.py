@@ -1,0 +1,130 @@
+"""MLflow tracking of a training run: one MLflow run per training run, continued on resume.
+
+Uses `MlflowClient` with an explicit run id (no global active run), so resuming, nested
+evaluation runs and Prefect's threads all see the same run. Metrics go in batches.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+from typing import Any
+
+from azr.config import AZRConfig
+from azr.pipeline.run_dir import RunDir, default_tracking
+
+_MAX_PARAM_CHARS = 6000
+_BATCH = 900  # MLflow accepts up to 1000 metrics per log_batch call
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    tags = {"azr.python": platform.python_version()}
+    for package in ("azr", "torch", "transformers", "accelerate", "prefect", "mlflow"):
+        try:
+            tags[f"azr.version.{package}"] = version(package)
+        except PackageNotFoundError:
+            continue
+    return tags
+
+
+class Tracker:
+    """The MLflow side of one training run."""
+
+    def __init__(self, run: RunDir, config: AZRConfig) -> None:
+        import mlflow
+
+        self.run = run
+        self.config = config
+        info = run.read_info()
+        default_uri, artifacts = default_tracking(run)
+        self.tracking_uri = info.get("tracking_uri") or config.tracking.tracking_uri or default_uri
+        self.experiment_name = info.get("experiment") or config.tracking.experiment or f"azr-{config.name}"
+        self.client = mlflow.MlflowClient(self.tracking_uri)
+        self.run_id: str = info.get("mlflow_run_id", "")
+        self._artifact_root = artifacts if self.tracking_uri == default_uri else None
+
+    def _experiment_id(self) -> str:
+        existing = self.client.get_experiment_by_name(self.experiment_name)
+        if existing is not None:
+            return existing.experiment_id
+        location = None
+        if self._artifact_root is not None:  # a SQLite store would otherwise use ./mlruns
+            location = (self._artifact_root / self.experiment_name).resolve().as_uri()
+        return self.client.create_experiment(self.experiment_name, artifact_location=location)
+
+    def start(self, tags: dict[str, str] | None = None) -> str:
+        """Create the MLflow run, or reopen the one this run directory already has."""
+        from mlflow.entities import Param, RunTag
+
+        if self.run_id:
+            self.client.update_run(self.run_id, status="RUNNING")
+            self.client.set_tag(self.run_id, "azr.resumed", "true")
+            return self.run_id
+        run = self.client.create_run(self._experiment_id(), run_name=self.run.root.name,
+                                     tags={"azr.run_dir": str(self.run.root.resolve()), **_versions(), **(tags or {})})
+        self.run_id = run.info.run_id
+        params = [Param(key, json.dumps(value) if not isinstance(value, str) else value)
+                  for key, value in self.config.flatten().items()]
+        for start in range(0, len(params), 100):
+            chunk = [Param(p.key, p.value[:_MAX_PARAM_CHARS]) for p in params[start : start + 100]]
+            self.client.log_batch(self.run_id, params=chunk)
+        sandbox = {f"azr.sandbox.{k}": str(v) for k, v in self.config.sandbox.model_dump().items()}
+        self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in sandbox.items()])
+        self.run.write_info({"mlflow_run_id": self.run_id, "tracking_uri": self.tracking_uri,
+                             "experiment": self.experiment_name})
+        self.client.log_text(self.run_id, self.run.config_path.read_text(encoding="utf-8"), "config.yaml")
+        return self.run_id
+
+    def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        entries = [Metric(_metric_key(k), float(v), now, step) for k, v in sorted(metrics.items())]
+        for start in range(0, len(entries), _BATCH):
+            self.client.log_batch(self.run_id, metrics=entries[start : start + _BATCH])
+
+    def log_iteration_files(self, step: int, sample_rows: int, with_parquet: bool) -> None:
+        """Sample rows of each stage file as JSON (always) and the Parquet files (every k-th)."""
+        import pandas as pd
+
+        directory = self.run.iteration_dir(step)
+        target = f"iterations/{step:06d}"
+        for path in sorted(directory.glob("*.parquet")):
+            if sample_rows:
+                frame = pd.read_parquet(path).head(sample_rows)
+                text = frame.to_json(orient="records", lines=True, default_handler=str)
+                self.client.log_text(self.run_id, text, f"{target}/samples/{path.stem}.jsonl")
+            if with_parquet:
+                self.client.log_artifact(self.run_id, str(path), target)
+        for name in ("update.json", "metrics.json", "timings.json"):
+            if (directory / name).exists():
+                self.client.log_artifact(self.run_id, str(directory / name), target)
+
+    def log_checkpoint(self, path: Path) -> str:
+        from azr.engine.checkpoints import log_checkpoint_to_mlflow
+
+        return log_checkpoint_to_mlflow(path, run_id=self.run_id, tracking_uri=self.tracking_uri)
+
+    def finish(self, status: str) -> None:
+        """FINISHED, FAILED or KILLED: a crash must not look like a finished run."""
+        if self.run_id:
+            self.client.set_terminated(self.run_id, status=status)
+
+    def ui_command(self) -> str:
+        store = self.tracking_uri
+        if store.startswith("sqlite:"):
+            return f"mlflow ui --backend-store-uri {store} --host 127.0.0.1 --workers 1"
+        return f"open {store} (run {self.run_id})"
+
+    def describe(self) -> dict[str, Any]:
+        return {"tracking_uri": self.tracking_uri, "experiment": self.experiment_name, "run_id": self.run_id}
+
+
+def _metric_key(key: str) -> str:
+    """MLflow names allow letters, digits, _ - . / and spaces."""
+    return "".join(ch if ch.isalnum() or ch in "_-./ " else "_" for ch in key)

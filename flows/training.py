@@ -1,0 +1,115 @@
+"""A training run as a Prefect flow: iterations, evaluation when due, checkpoints, tracking.
+
+The run configuration is a flow parameter (`config`, rendered as a form in the Prefect UI), or
+a preset with `section.key=value` overrides. A deployment runs it on a worker; `azr train`
+runs it directly. The policy is loaded once and stays resident for the whole flow run.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.events import emit_event
+from prefect.runtime import flow_run
+
+from azr.config import AZRConfig
+from azr.config_loader import build_config
+from azr.engine.policy import set_policy
+from azr.pipeline.metrics import summary_rows
+from azr.pipeline.resources import get_event_hook, set_resources
+from azr.pipeline.run_dir import open_run_dir
+from azr.pipeline.stages import checkpoint_due
+from azr.pipeline.training import close_resources, finish_iteration, next_step, open_resources
+from azr.tracking import Tracker
+from flows.iteration import iteration_flow
+
+
+def resolve_run_config(preset: str | None, overrides: list[str], config: AZRConfig | None, iterations: int | None) -> AZRConfig | None:
+    """The config a run asks for: an explicit one, else the preset with overrides."""
+    if config is None and preset is None:
+        return None
+    resolved = config if config is not None else build_config(preset, overrides=overrides)
+    if config is not None and overrides:
+        resolved = build_config(None, overrides=overrides, base=config)
+    if iterations is not None:
+        resolved = resolved.model_copy(update={"trainer": resolved.trainer.model_copy(update={"iterations": iterations})})
+    return resolved
+
+
+def default_run_dir(config: AZRConfig) -> Path:
+    return Path("runs") / f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _gpu_hold(count: int):  # noqa: ANN202 - a context manager
+    try:
+        from flows.gpu import hold_gpus
+    except ModuleNotFoundError:
+        import contextlib
+
+        return contextlib.nullcontext()
+    return hold_gpus(count)
+
+
+@flow(name="azr-train", persist_result=False, log_prints=False)
+def train_flow(
+    preset: str | None = "cpu",
+    overrides: list[str] | None = None,
+    config: AZRConfig | None = None,
+    iterations: int | None = None,
+    run_dir: str | None = None,
+    resume: bool = False,
+    force: bool = False,
+) -> dict:
+    """Run (or, with `resume`, continue) AZR self-play for `trainer.iterations` iterations."""
+    logger = get_run_logger()
+    wanted = resolve_run_config(preset, overrides or [], config, iterations)
+    if wanted is None and not resume:
+        raise ValueError("train_flow needs a preset or a config")
+    root = Path(run_dir) if run_dir else default_run_dir(wanted)
+    run, run_config = open_run_dir(root, wanted, resume=resume, force=force)
+    if resume and iterations is not None and run_config.trainer.iterations != iterations:
+        run_config = run_config.model_copy(update={"trainer": run_config.trainer.model_copy(update={"iterations": iterations})})
+        run.write_config(run_config)
+    tracker = Tracker(run, run_config)
+    tracker.start(tags={"azr.prefect.flow_run_id": str(flow_run.id or "")})
+    create_markdown_artifact(
+        f"MLflow run `{tracker.run_id}` in experiment `{tracker.experiment_name}` (`{tracker.tracking_uri}`).\n\n"
+        f"Open it with: `{tracker.ui_command()}`\n\nRun directory: `{run.root.resolve()}`",
+        key="azr-mlflow-run", description="Where this training run is tracked",
+    )
+    status = "FAILED"
+    res = None
+    try:
+        with _gpu_hold(run_config.trainer.gpus):
+            res = open_resources(run, run_config, on_event=get_event_hook())
+            set_resources(res)
+            set_policy(res.policy)
+            first, last = next_step(run), run_config.trainer.iterations
+            progress = create_progress_artifact(100.0 * (first - 1) / last, key="azr-train-progress",
+                                                description=f"iterations of {run.root.name}")
+            for step in range(first, last + 1):
+                res.emit("iteration_started", step=step, last=last)
+                iteration_flow(step)
+                metrics = finish_iteration(res, step, tracker)
+                rows = summary_rows(metrics)
+                create_table_artifact(rows, key="azr-iteration", description=f"iteration {step} of {run.root.name}")
+                update_progress_artifact(progress, 100.0 * step / last)
+                if checkpoint_due(run_config, step, last):
+                    emit_event("azr.checkpoint.completed", resource={"prefect.resource.id": f"azr.run.{run.root.name}"},
+                               payload={"run_dir": str(run.root.resolve()), "step": step})
+                res.emit("iteration_finished", step=step, last=last, metrics=metrics, rows=rows)
+                logger.info("iteration %d/%d done", step, last)
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        tracker.finish(status)
+        if res is not None:
+            close_resources(res)
+        set_resources(None)
+        set_policy(None)
+    return {"run_dir": str(run.root.resolve()), "iterations": run_config.trainer.iterations, **tracker.describe()}

@@ -1,0 +1,37 @@
+"""One Prefect task per stage. Each reaches the run's resources through the process-level
+accessor, reads and writes Parquet through the stage function, and returns the paths it wrote.
+
+Retries only where a second attempt is safe: validation and reward computation are pure
+functions of the stage files. Generation is not retried blindly, the update is made
+idempotent by its completion marker, and prompt building must run once per iteration (it
+advances the buffers' random state).
+"""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from azr.pipeline import stages
+from azr.pipeline.resources import get_resources
+
+
+def _stage_task(name: str, function, retries: int = 0):  # noqa: ANN001, ANN202
+    @task(name=name.replace("_", "-"), retries=retries, retry_delay_seconds=1, cache_policy=NO_CACHE,
+          persist_result=False, log_prints=False)
+    def run(step: int) -> list[str]:
+        return [str(path) for path in function(get_resources(), step)]
+
+    return run
+
+
+build_prompts = _stage_task("build_prompts", stages.build_prompts)
+propose = _stage_task("propose", stages.propose)
+validate = _stage_task("validate", stages.validate, retries=2)
+mc_rollouts = _stage_task("mc_rollouts", stages.mc_rollouts)
+solve = _stage_task("solve", stages.solve)
+rewards = _stage_task("rewards", stages.rewards, retries=1)
+update = _stage_task("update", stages.update)
+commit = _stage_task("commit", stages.commit)
+
+STAGE_TASKS = (build_prompts, propose, validate, mc_rollouts, solve, rewards, update, commit)
