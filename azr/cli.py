@@ -45,6 +45,17 @@ def _mount_eval_commands() -> None:
 
 _mount_eval_commands()
 
+
+def _mount_train_commands() -> None:
+    """`azr train` and `azr runs` live in azr/cli_train.py."""
+    from azr.cli_train import runs_app, train
+
+    app.command("train")(train)
+    app.add_typer(runs_app, name="runs")
+
+
+_mount_train_commands()
+
 console = Console()
 err_console = Console(stderr=True)
 

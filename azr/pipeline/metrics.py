@@ -130,9 +130,9 @@ def summary_rows(metrics: dict[str, float]) -> list[dict[str, Any]]:
         rows.append({
             "group": group,
             "count": int(metrics[f"{group}/count"]),
-            "valid / accuracy": round(rate, 3) if rate is not None else None,
+            "valid|acc": round(rate, 3) if rate is not None else None,
             "format": round(metrics.get(f"{group}/format_rate", 0.0), 3),
-            "learnability": round(metrics[f"{group}/learnability_mean"], 3) if f"{group}/learnability_mean" in metrics else None,
+            "learn": round(metrics[f"{group}/learnability_mean"], 3) if f"{group}/learnability_mean" in metrics else None,
             "reward": round(metrics.get(f"{group}/reward_mean", 0.0), 3),
             "tokens": round(metrics.get(f"{group}/response_tokens_mean", 0.0), 1),
         })

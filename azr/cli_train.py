@@ -1,0 +1,228 @@
+"""`azr train` and `azr runs`: start or continue a training run, and see what runs did.
+
+`azr train` runs the Prefect training flow in this process (Prefect's ephemeral server; no
+setup needed). Prefect is imported only when a run starts, never by the library.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+console = Console()
+err_console = Console(stderr=True)
+
+runs_app = typer.Typer(help="See what training runs did, from their files.", no_args_is_help=True)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _quiet_output() -> None:
+    """Sensible defaults for a terminal run (the user's own settings win): no telemetry, a
+    patient ephemeral server, warnings only, no per-save progress bars."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def _table(rows: list[dict[str, Any]], title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in rows[0] if rows else []:
+        table.add_column(str(column))
+    for row in rows:
+        table.add_row(*("" if v is None else str(v) for v in row.values()))
+    return table
+
+
+class _ProgressView:
+    """A bar over iterations and a line naming the running stage, fed by pipeline events."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.task = progress.add_task("starting", total=None)
+
+    def __call__(self, event: str, data: dict[str, Any]) -> None:
+        if event == "iteration_started":
+            self.progress.update(self.task, total=data["last"], completed=data["step"] - 1,
+                                 description=f"iteration {data['step']}/{data['last']}")
+        elif event == "stage_started":
+            self.progress.update(self.task, description=f"iteration {data['step']}: {data['stage'].replace('_', ' ')}")
+        elif event == "iteration_finished":
+            self.progress.update(self.task, completed=data["step"], description=f"iteration {data['step']} done")
+            self.progress.console.print(_table(data["rows"], f"iteration {data['step']}"))
+            metrics = data["metrics"]
+            self.progress.console.print(
+                f"  reward {metrics.get('overall/reward_mean', 0):+.3f}   valid proposals "
+                f"{metrics.get('overall/valid_rate', 0):.0%}   solve accuracy {metrics.get('overall/solve_accuracy', 0):.0%}   "
+                f"update loss {metrics.get('update/loss', float('nan')):.4f}   {metrics.get('time/iteration_s', 0):.0f} s"
+            )
+        elif event == "checkpoint":
+            self.progress.console.print(f"  checkpoint: {data['path']}")
+
+
+def train(
+    preset: Annotated[Optional[str], typer.Option("--preset", "-p", help="Preset (default cpu); see `azr config presets`.")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML settings over the preset.")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override one setting: section.key=value.")] = None,
+    iterations: Annotated[Optional[int], typer.Option(help="Iterations to run (trainer.iterations).", min=1)] = None,
+    run_dir: Annotated[Optional[Path], typer.Option(help="Where the run's files go (default runs/NAME-TIME).")] = None,
+    resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this directory.")] = None,
+    force: Annotated[bool, typer.Option(help="With --resume: accept settings that differ from the run's.")] = False,
+) -> None:
+    """Run AZR self-play: propose, validate, solve, reward, update, for N iterations."""
+    from azr.config_loader import DEFAULT_PRESET, ConfigError, build_config
+    from azr.pipeline.run_dir import RunDirError
+
+    wanted = None
+    try:
+        if resume is None or preset or config or set_:
+            wanted = build_config(preset or (None if config else DEFAULT_PRESET), config, set_ or [])
+            if iterations is not None:
+                wanted = wanted.model_copy(update={"trainer": wanted.trainer.model_copy(update={"iterations": iterations})})
+    except ConfigError as exc:
+        _fail(str(exc))
+    if resume is not None and run_dir is not None and Path(run_dir) != Path(resume):
+        _fail("give the run directory once: --resume RUN_DIR (not together with a different --run-dir)")
+    if resume is not None and not (Path(resume) / "config.yaml").is_file():
+        _fail(f"cannot resume {resume}: it is not a run directory (no config.yaml there)")
+
+    _quiet_output()
+    from azr.engine.model_source import ModelSourceError
+    from azr.pipeline.resources import set_event_hook
+    from azr.sandbox import IsolationUnavailable, SandboxError
+    from flows.training import default_run_dir, train_flow
+
+    target = Path(resume) if resume is not None else (run_dir or default_run_dir(wanted))
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    with Progress(*columns, console=console, transient=False) as progress:
+        set_event_hook(_ProgressView(progress))
+        try:
+            summary = train_flow(preset=None, config=wanted, iterations=iterations, run_dir=str(target),
+                                 resume=resume is not None, force=force)
+        except (ConfigError, RunDirError) as exc:
+            _fail(str(exc))
+        except (ModelSourceError, IsolationUnavailable, SandboxError) as exc:
+            _fail(str(exc), code=1)
+        finally:
+            set_event_hook(None)
+    run = Path(summary["run_dir"])
+    console.print(f"\n[bold]run finished[/]: {summary['iterations']} iterations in {run}")
+    console.print(f"  stage files (Parquet): {run / 'iterations'}")
+    console.print(f"  checkpoints:           {run / 'checkpoints'}")
+    console.print(f"  MLflow run:            {summary['run_id']} (experiment {summary['experiment']}, {summary['tracking_uri']})")
+    ui = f"mlflow ui --backend-store-uri {summary['tracking_uri']} --host 127.0.0.1 --workers 1"
+    console.print(f"  open the MLflow UI:    {ui}", soft_wrap=True)
+    console.print(f"  inspect the run:       azr runs show {run}")
+
+
+def _run_dirs(root: Path) -> list[Path]:
+    if (root / "config.yaml").is_file():
+        return [root]
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if (p / "config.yaml").is_file())
+
+
+@runs_app.command("list")
+def runs_list(root: Annotated[Path, typer.Argument(help="A run directory, or a folder of them.")] = Path("runs")) -> None:
+    """One line per run: iterations done, last reward and validity, where it is tracked."""
+    from azr.pipeline.run_dir import RunDir, RunDirError
+
+    dirs = _run_dirs(root)
+    if not dirs:
+        _fail(f"no training runs under {root} (a run directory holds a config.yaml)")
+    rows = []
+    for path in dirs:
+        run = RunDir(path)
+        try:
+            config = run.read_config()
+        except RunDirError as exc:
+            rows.append({"run": str(path), "preset": "?", "iterations": "?", "reward": "", "valid": "", "note": str(exc)[:60]})
+            continue
+        done = run.completed_steps()
+        last = run.read_json(done[-1], "metrics.json").get("metrics", {}) if done else {}
+        rows.append({
+            "run": str(path), "preset": config.name, "iterations": f"{len(done)}/{config.trainer.iterations}",
+            "reward": f"{last['overall/reward_mean']:+.3f}" if "overall/reward_mean" in last else "",
+            "valid": f"{last['overall/valid_rate']:.0%}" if "overall/valid_rate" in last else "",
+            "note": "complete" if len(done) >= config.trainer.iterations else "can be resumed",
+        })
+    console.print(_table(rows, f"runs under {root}"))
+
+
+@runs_app.command("show")
+def runs_show(
+    run_dir: Annotated[Path, typer.Argument(help="The run directory.")],
+    iteration: Annotated[Optional[int], typer.Option(help="Details of one iteration.", min=1)] = None,
+) -> None:
+    """What happened in a run (per iteration), or in one iteration (per group, with examples)."""
+    import pandas as pd
+
+    from azr.pipeline.metrics import summary_rows
+    from azr.pipeline.run_dir import RunDir, RunDirError
+
+    run = RunDir(run_dir)
+    try:
+        config = run.read_config()
+    except RunDirError as exc:
+        _fail(str(exc))
+    info = run.read_info()
+    console.print(f"[bold]{run_dir}[/]: preset {config.name}, model {config.model.name_or_path}, "
+                  f"{len(run.completed_steps())}/{config.trainer.iterations} iterations; MLflow run {info.get('mlflow_run_id', '-')}")
+    if iteration is None:
+        rows = []
+        for step in run.steps():
+            metrics = run.read_json(step, "metrics.json").get("metrics", {})
+            rows.append({
+                "iteration": step, "complete": "yes" if run.iteration_done(step) else "no",
+                "reward": f"{metrics.get('overall/reward_mean', float('nan')):+.3f}",
+                "valid": f"{metrics.get('overall/valid_rate', float('nan')):.0%}",
+                "solve acc": f"{metrics.get('overall/solve_accuracy', float('nan')):.0%}",
+                "loss": f"{metrics.get('update/loss', float('nan')):.4f}",
+                "seconds": f"{metrics.get('time/iteration_s', float('nan')):.0f}",
+            })
+        if rows:
+            console.print(_table(rows, "iterations"))
+        return
+    if iteration not in run.steps():
+        _fail(f"iteration {iteration} has no files in {run_dir}; iterations there: {run.steps() or 'none'}")
+    metrics = run.read_json(iteration, "metrics.json").get("metrics", {})
+    if metrics:
+        console.print(_table(summary_rows(metrics), f"iteration {iteration}"))
+    validated_path = run.stage_path(iteration, "validated.parquet")
+    if validated_path.exists():
+        validated = pd.read_parquet(validated_path)
+        reasons = validated.loc[validated["reason"] != "", "reason"].value_counts()
+        if len(reasons):
+            console.print(_table([{"reason": r, "proposals": int(n)} for r, n in reasons.items()], "why proposals failed"))
+        valid = validated[validated["valid"]]
+        if len(valid):
+            example = valid.iloc[0]
+            console.print(f"[bold]a valid {example['group']} proposal[/]:")
+            console.print(example["program"], markup=False, highlight=False)
+    console.print(f"files: {run.iteration_dir(iteration)}")
+
+
+def _ensure_importable() -> None:
+    """`flows` sits beside `azr`; from a source checkout make sure it is on the path."""
+    root = Path(__file__).resolve().parent.parent
+    if (root / "flows").is_dir() and str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+
+
+_ensure_importable()
