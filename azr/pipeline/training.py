@@ -69,6 +69,7 @@ def open_resources(run: RunDir, config: AZRConfig, *, on_event: ProgressHook | N
     from azr.sandbox import SandboxExecutor
     from azr.wrappers import make_wrapper
 
+    owns_executor = executor is None
     policy = policy or Policy.create(config)
     executor = executor or SandboxExecutor.from_run_config(config)
     buffers = load_buffers(run, config)
@@ -85,7 +86,7 @@ def open_resources(run: RunDir, config: AZRConfig, *, on_event: ProgressHook | N
         wrapper=make_wrapper(config.model.prompt_wrapper, policy.tokenizer),
         count_tokens=tokenizer_counter(policy.tokenizer),
         on_event=on_event,
-        extra={"last_step": config.trainer.iterations, "replayed": replayed},
+        extra={"last_step": config.trainer.iterations, "replayed": replayed, "owns_executor": owns_executor},
     )
 
 
@@ -112,6 +113,7 @@ def finish_iteration(res: Resources, step: int, tracker: Any = None) -> dict[str
 
 
 def close_resources(res: Resources) -> None:
+    """Stop the sandbox workers this run started (not an executor it was handed)."""
     close = getattr(res.executor, "close", None)
-    if close is not None:
+    if close is not None and res.extra.get("owns_executor"):
         close()
