@@ -1,0 +1,122 @@
+"""The training run through the real Prefect flows (an ephemeral server with its own
+PREFECT_HOME), the real sandbox and a real SQLite MLflow store; a kill -9 in the middle of an
+iteration and a resume; one iteration on the bundled model."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+
+from azr.buffer import committed_steps
+from azr.pipeline.run_dir import RunDir
+from azr.pipeline.stages import advantages_by_group
+from azr.task_types import GROUP_NAMES
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def prefect_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    home = tmp_path_factory.mktemp("prefect-home")
+    return {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180", "PREFECT_LOGGING_LEVEL": "WARNING"}
+
+
+def azr(args: list[str], env: dict[str, str], **kwargs) -> subprocess.Popen:  # noqa: ANN003
+    return subprocess.Popen([sys.executable, "-m", "azr.cli", *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True, **kwargs)
+
+
+def finish(process: subprocess.Popen, timeout: float = 900) -> str:
+    output, _ = process.communicate(timeout=timeout)
+    assert process.returncode == 0, output[-4000:]
+    return output
+
+
+def check_consistent_run(root: Path, iterations: int) -> dict:
+    """Every stage file, sane values, the buffer grown by the valid proposals only, MLflow."""
+    run = RunDir(root)
+    assert run.completed_steps() == list(range(1, iterations + 1))
+    assert committed_steps(run.buffer_dir) == list(range(0, iterations + 1))
+    for step in range(1, iterations + 1):
+        scored = pd.read_parquet(run.stage_path(step, "scored.parquet"))
+        assert set(scored["group"]) == set(GROUP_NAMES)
+        assert scored["reward"].between(-1.0, 1.0).all()
+        for group, mean in advantages_by_group(scored).items():
+            assert mean == pytest.approx(0.0, abs=1e-9), (step, group)
+        validated = pd.read_parquet(run.stage_path(step, "validated.parquet"))
+        for task_type in ("deduction", "abduction", "induction"):
+            rows = pd.read_parquet(run.buffer_dir / task_type / f"step_{step:06d}.parquet")
+            assert len(rows) == int(validated[(validated["task_type"] == task_type) & validated["valid"]].shape[0])
+        assert json.loads(run.stage_path(step, "update.json").read_text())["sequences"] > 0
+    info = run.read_info()
+    client = mlflow.MlflowClient(info["tracking_uri"])
+    mlrun = client.get_run(info["mlflow_run_id"])
+    assert mlrun.info.status == "FINISHED"
+    history = client.get_metric_history(info["mlflow_run_id"], "overall/reward_mean")
+    assert sorted(m.step for m in history) == list(range(1, iterations + 1))  # once per iteration
+    assert mlrun.data.params["rollout.batch_size"] == "2"
+    assert "azr.version.torch" in mlrun.data.tags
+    return info
+
+
+def test_two_iterations_through_the_flows(tmp_path: Path, prefect_env: dict[str, str]) -> None:
+    root = tmp_path / "runs" / "tiny-two"
+    output = finish(azr(["train", "--preset", "tiny", "--iterations", "2", "--run-dir", str(root)], prefect_env))
+    assert "run finished: 2 iterations" in output and "mlflow ui --backend-store-uri" in output
+    info = check_consistent_run(root, 2)
+    assert info["tracking_uri"] == f"sqlite:///{(tmp_path / 'runs' / 'mlflow.db').resolve()}"
+    assert (tmp_path / "runs" / "mlartifacts").is_dir()
+    shown = finish(azr(["runs", "show", str(root), "--iteration", "1"], prefect_env))
+    assert "deduction_propose" in shown
+    listed = finish(azr(["runs", "list", str(tmp_path / "runs")], prefect_env))
+    assert "2/2" in listed
+
+
+def test_kill_9_during_an_iteration_then_resume(tmp_path: Path, prefect_env: dict[str, str]) -> None:
+    root = tmp_path / "runs" / "tiny-killed"
+    process = azr(["train", "--preset", "tiny", "--iterations", "3", "--run-dir", str(root)], prefect_env)
+    marker = RunDir(root).stage_path(2, "proposals.parquet")
+    deadline = time.monotonic() + 600
+    while not marker.exists():
+        assert process.poll() is None, process.communicate()[0][-3000:]
+        assert time.monotonic() < deadline, "iteration 2 never started"
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)  # the run and everything it started
+    process.wait()
+    assert not RunDir(root).iteration_done(2)
+
+    output = finish(azr(["train", "--resume", str(root)], prefect_env))
+    assert "run finished: 3 iterations" in output
+    check_consistent_run(root, 3)
+
+
+def test_resume_with_other_settings_is_refused(tmp_path: Path, prefect_env: dict[str, str]) -> None:
+    root = tmp_path / "runs" / "tiny-one"
+    finish(azr(["train", "--preset", "tiny", "--iterations", "1", "--run-dir", str(root)], prefect_env))
+    refused = azr(["train", "--resume", str(root), "--preset", "tiny", "--set", "rollout.batch_size=3"], prefect_env)
+    output, _ = refused.communicate(timeout=300)
+    assert refused.returncode == 2 and "--force" in output and "rollout.batch_size" in output
+
+
+def test_one_iteration_on_the_bundled_model(tmp_path: Path, prefect_env: dict[str, str]) -> None:
+    root = tmp_path / "runs" / "cpu-one"
+    overrides = ["rollout.batch_size=2", "rollout.max_new_tokens=48", "rollout.mc_samples=2", "tasks.references=1"]
+    args = ["train", "--preset", "cpu", "--iterations", "1", "--run-dir", str(root)]
+    for item in overrides:
+        args += ["--set", item]
+    output = finish(azr(args, prefect_env), timeout=1500)
+    assert "run finished: 1 iterations" in output
+    run = RunDir(root)
+    proposals = pd.read_parquet(run.stage_path(1, "proposals.parquet"))
+    assert proposals["response"].str.len().gt(0).all()  # the real model wrote something
+    assert (run.checkpoint_dir / "step-00000001").is_dir()
