@@ -7,7 +7,7 @@ setup:
 	@bash scripts/setup.sh
 
 run: setup
-	$(AZR) prompts build --preset cpu --out runs/cpu-prompts --force
+	$(AZR) train --preset cpu --iterations 2
 
 test: setup
 	$(VENV)/bin/python -m pytest -q
