@@ -32,7 +32,7 @@ def _quiet_output() -> None:
     patient ephemeral server, warnings only, no per-save progress bars."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")  # failures are reported below, once
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import transformers
 
@@ -116,8 +116,9 @@ def train(
                                  resume=resume is not None, force=force)
         except (ConfigError, RunDirError) as exc:
             _fail(str(exc))
-        except (ModelSourceError, IsolationUnavailable, SandboxError) as exc:
-            _fail(str(exc), code=1)
+        except (ModelSourceError, IsolationUnavailable, SandboxError, OSError) as exc:
+            _fail(f"{exc} (what was done is kept in {target}: `azr train --resume {target}` continues it, "
+                  "with --set KEY=VALUE --force to change a setting)", code=1)
         finally:
             set_event_hook(None)
     run = Path(summary["run_dir"])

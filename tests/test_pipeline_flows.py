@@ -120,3 +120,13 @@ def test_one_iteration_on_the_bundled_model(tmp_path: Path, prefect_env: dict[st
     proposals = pd.read_parquet(run.stage_path(1, "proposals.parquet"))
     assert proposals["response"].str.len().gt(0).all()  # the real model wrote something
     assert (run.checkpoint_dir / "step-00000001").is_dir()
+
+
+def test_a_crash_is_one_paragraph_and_marks_the_mlflow_run_failed(tmp_path: Path, prefect_env: dict[str, str]) -> None:
+    root = tmp_path / "runs" / "broken"
+    process = azr(["train", "--preset", "tiny", "--set", "model.name_or_path=/no/such/model", "--run-dir", str(root)], prefect_env)
+    output, _ = process.communicate(timeout=600)
+    assert process.returncode == 1
+    assert "error: cannot load model '/no/such/model'" in output and "Traceback" not in output
+    info = RunDir(root).read_info()
+    assert mlflow.MlflowClient(info["tracking_uri"]).get_run(info["mlflow_run_id"]).info.status == "FAILED"
