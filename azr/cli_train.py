@@ -34,8 +34,11 @@ def _quiet_output() -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")  # failures are reported below, once
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import logging
+
     import transformers
 
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
 
