@@ -11,7 +11,13 @@ import time
 from pathlib import Path
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.artifacts import (
+    create_link_artifact,
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 from prefect.events import emit_event
 from prefect.runtime import flow_run
 
@@ -80,6 +86,10 @@ def train_flow(
         f"Open it with: `{tracker.ui_command()}`\n\nRun directory: `{run.root.resolve()}`",
         key="azr-mlflow-run", description="Where this training run is tracked",
     )
+    if tracker.tracking_uri.startswith(("http://", "https://")):
+        experiment = tracker.client.get_run(tracker.run_id).info.experiment_id
+        create_link_artifact(f"{tracker.tracking_uri.rstrip('/')}/#/experiments/{experiment}/runs/{tracker.run_id}",
+                             link_text="MLflow run", key="azr-mlflow-link")
     status = "FAILED"
     res = None
     try:
