@@ -1,0 +1,78 @@
+"""Evaluation inside a training run: the resident policy on a configured subset (reference §9.3).
+
+The training flow calls `evaluate_policy` every `eval_every` iterations. It generates with the
+policy's own backend (greedy), scores with the run's executor, and returns metrics named as in a
+standalone evaluation (`eval/<key>/accuracy`, ...), which the flow logs to the training run at
+the iteration's step. The same first `limit` problems are used every time, so the curve over
+iterations compares like with like.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from azr.config import AZRConfig
+from azr.eval.benchmarks import get_benchmark
+from azr.eval.evaluate import score_responses
+from azr.eval.generate import answer_prompts, greedy
+from azr.eval.problems import EvalDataError, Problem
+from azr.eval.prompting import PROMPT_STYLES, PromptStyle, build_prompts
+from azr.eval.results import metrics_from_summary, summarise, write_results
+from azr.executor import Executor
+from azr.wrappers import RESPONSE_PREFIX, make_wrapper
+
+BenchmarkSpec = tuple[str, str | Path | None]  # (benchmark name, data: file, hub id, or None for the default)
+
+
+@functools.lru_cache(maxsize=16)
+def _problems(name: str, data: str | None, limit: int | None) -> tuple[Problem, ...]:
+    """Loaded once per process: the data does not change during a run."""
+    return tuple(get_benchmark(name).load(data, limit))
+
+
+def evaluate_policy(
+    policy: Any,
+    config: AZRConfig,
+    benchmarks: Sequence[BenchmarkSpec],
+    limit: int | None,
+    executor: Executor,
+    *,
+    max_new_tokens: int | None = None,
+    prompt: PromptStyle = "azr",
+    out_dir: Path | None = None,
+) -> dict[str, float]:
+    """Accuracy (with its 95% interval and a few diagnostics) of `policy` on each benchmark.
+
+    `policy` is anything with `generate(prompts, SamplingSettings)` and, for the azr prompt
+    style with a chat wrapper, a `tokenizer` (the resident `azr.engine.policy.Policy`).
+    `max_new_tokens` defaults to `config.rollout.max_new_tokens`. With `out_dir`, each
+    benchmark's per-problem rows are written to `out_dir/eval_<key>.parquet`.
+    """
+    if prompt not in PROMPT_STYLES:
+        raise ValueError(f"prompt must be one of {', '.join(PROMPT_STYLES)}, got {prompt!r}")
+    wrapper = make_wrapper(config.model.prompt_wrapper, getattr(policy, "tokenizer", None)) if prompt == "azr" else None
+    settings = greedy(max_new_tokens or config.rollout.max_new_tokens)
+    metrics: dict[str, float] = {}
+    for name, data in benchmarks:
+        benchmark = get_benchmark(name)
+        data_text = str(data) if data is not None else None
+        problems = list(_problems(benchmark.name, data_text, limit))
+        if not problems:
+            raise EvalDataError(f"{name}: no problems to evaluate")
+        prompts = build_prompts(problems, prompt, wrapper)
+        records = answer_prompts(
+            policy, [p.id for p in problems], prompts, settings, chunk_size=config.rollout.generation_batch_size
+        )
+        rows = score_responses(
+            benchmark.name, problems, prompts, [r.response for r in records], prompt, executor,
+            response_prefix=RESPONSE_PREFIX, finish_reasons=[r.finish_reason for r in records],
+            response_tokens=[r.response_tokens for r in records],
+        )
+        key = benchmark.metric_key(data_text)
+        metrics.update(metrics_from_summary(key, summarise(rows)))
+        if out_dir is not None:
+            write_results(rows, Path(out_dir), stem=f"eval_{key}", jsonl=False)
+    return metrics

@@ -1,0 +1,113 @@
+"""Prefect flow: evaluate a model, a checkpoint or a training run's newest checkpoint on one
+benchmark. The same stages as `azr eval run` (azr/eval/runner.py), one task each:
+
+    prepare -> generate -> score -> log
+
+Tasks pass the output directory (a path), never models or problem lists; each stage reads and
+writes files there and is skipped when its file exists, so a retried or resumed flow run does not
+redo finished work.
+
+Event trigger. The training flow emits `azr.checkpoint.completed` when a checkpoint is complete,
+with resource id `azr.run.<run name>` and payload {"run_dir", "step"}. A deployment of this flow
+in prefect.yaml can react to it, for example:
+
+    triggers:
+      - type: event
+        enabled: true
+        match:
+          prefect.resource.id: "azr.run.*"
+        expect:
+          - azr.checkpoint.completed
+        parameters:
+          benchmark: cruxeval-o
+          model: "{{ event.payload.run_dir }}"
+          step: "{{ event.payload.step }}"
+          limit: 200
+
+Given a run directory, the flow evaluates that checkpoint (or the newest one, with a warning, if
+training has already pruned it), asks the model the way the run trained it (the run's
+config.yaml; `preset` applies only to models that are not run directories), and logs a child
+MLflow run nested under the training run, with metrics at the checkpoint's step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+
+from azr.eval import runner
+
+
+@task(name="eval-prepare")
+def prepare_task(request: runner.EvalRequest) -> str:
+    """Resolve benchmark, model and config; freeze the problems into the output directory."""
+    out_dir, notes = runner.prepare(request)
+    logger = get_run_logger()
+    for note in notes:
+        logger.warning(note)
+    plan = runner.read_plan(out_dir)
+    logger.info(
+        "%s: %d problems, model %s, prompt %s -> %s", plan.benchmark, plan.problems, plan.resolved_model, plan.prompt, out_dir
+    )
+    return str(out_dir)
+
+
+@task(name="eval-generate")
+def generate_task(out_dir: str) -> str:
+    """Greedy answers from the model (loaded in this task's process)."""
+    return str(runner.generate(out_dir))
+
+
+@task(name="eval-score")
+def score_task(out_dir: str) -> dict[str, Any]:
+    """Predictions checked in the sandbox; the summary with its metrics."""
+    return runner.score(out_dir)
+
+
+@task(name="eval-log")
+def log_task(out_dir: str, summary: dict[str, Any]) -> str | None:
+    """The MLflow run, and a Prefect artifact with the result."""
+    run_id = runner.log(out_dir)
+    statuses = ", ".join(f"{name} {count}" for name, count in summary["statuses"].items())
+    create_markdown_artifact(
+        key="azr-evaluation",
+        description=f"{summary['benchmark']} on {summary['model']}",
+        markdown=(
+            f"## {summary['benchmark']} · {summary['model']}"
+            + (f" (step {summary['step']})" if summary.get("step") is not None else "")
+            + f"\n\n| accuracy | 95% CI | problems | statuses | MLflow run |\n|---|---|---|---|---|\n"
+            f"| {100 * summary['accuracy']:.1f}% | {100 * summary['ci95_low']:.1f}-{100 * summary['ci95_high']:.1f}% "
+            f"| {summary['problems']} | {statuses} | {run_id or 'not logged'} |\n\nFiles: `{out_dir}`\n"
+        ),
+    )
+    return run_id
+
+
+@flow(name="azr-evaluate")
+def evaluate_flow(
+    benchmark: str,
+    model: str,
+    data: str | None = None,
+    limit: int | None = None,
+    preset: str = "cpu",
+    overrides: list[str] = [],  # noqa: B006 - shown as the default in the Prefect UI; never mutated
+    prompt: str = "azr",
+    max_new_tokens: int | None = None,
+    step: int | None = None,
+    out_dir: str | None = None,
+    tracking_uri: str | None = None,
+) -> dict[str, float]:
+    """Evaluate `model` (hub id, model or checkpoint directory, or training run directory) on
+    `benchmark` (cruxeval-o, cruxeval-i, humaneval, custom); returns the `eval/<key>/...` metrics."""
+    request = runner.EvalRequest(
+        benchmark=benchmark, model=model, data=data, limit=limit, prompt=prompt,  # type: ignore[arg-type]
+        max_new_tokens=max_new_tokens, step=step, out_dir=out_dir, tracking_uri=tracking_uri,
+        preset=preset, overrides=tuple(overrides),
+    )
+    directory = prepare_task(request)
+    generate_task(directory)
+    summary = score_task(directory)
+    log_task(directory, summary)
+    return summary["metrics"]
