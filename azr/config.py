@@ -223,6 +223,22 @@ class BufferConfig(Section):
     )
 
 
+class EvalConfig(Section):
+    """Evaluation inside a training run, every `trainer.eval_every` iterations (reference §9.3)."""
+
+    benchmarks: list[str] = Field(
+        default_factory=list,
+        description="Benchmarks to evaluate during training, e.g. [cruxeval-o, cruxeval-i]; empty: none.",
+    )
+    data: dict[str, str] = Field(
+        default_factory=dict,
+        description="Benchmark -> local JSONL file or hub dataset id; missing: the benchmark's default source.",
+    )
+    limit: int | None = Field(200, ge=1, description="The first N problems of each benchmark (the same ones every time).")
+    max_new_tokens: int | None = Field(None, ge=1, description="None: rollout.max_new_tokens.")
+    prompt: Literal["azr", "plain"] = Field("azr", description="`azr`: the training solve prompts; `plain`: a bare benchmark prompt.")
+
+
 class TrackingConfig(Section):
     experiment: str | None = Field(None, description="MLflow experiment; None uses the preset.")
     tracking_uri: str | None = Field(None, description="None: a SQLite file beside the run dir.")
@@ -244,6 +260,7 @@ class AZRConfig(BaseModel):
     reward: RewardConfig = Field(default_factory=RewardConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     buffer: BufferConfig = Field(default_factory=BufferConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     @model_validator(mode="after")

@@ -10,7 +10,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 from prefect.artifacts import (
     create_link_artifact,
     create_markdown_artifact,
@@ -25,10 +26,10 @@ from azr.config import AZRConfig
 from azr.config_loader import build_config
 from azr.engine.policy import set_policy
 from azr.pipeline.metrics import summary_rows
-from azr.pipeline.resources import get_event_hook, set_resources
+from azr.pipeline.resources import get_event_hook, get_resources, set_resources
 from azr.pipeline.run_dir import open_run_dir
 from azr.pipeline.stages import checkpoint_due
-from azr.pipeline.training import close_resources, finish_iteration, next_step, open_resources
+from azr.pipeline.training import close_resources, evaluate_if_due, finish_iteration, next_step, open_resources
 from azr.tracking import Tracker
 from flows.iteration import iteration_flow
 
@@ -47,6 +48,13 @@ def resolve_run_config(preset: str | None, overrides: list[str], config: AZRConf
 
 def default_run_dir(config: AZRConfig) -> Path:
     return Path("runs") / f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+@task(name="evaluate", cache_policy=NO_CACHE, persist_result=False)
+def evaluate_task(step: int) -> dict[str, float]:
+    """The configured benchmarks on the current policy, when `trainer.eval_every` is due."""
+    res = get_resources()
+    return evaluate_if_due(res, step, res.extra.get("tracker"))
 
 
 def _gpu_hold(count: int):  # noqa: ANN202 - a context manager
@@ -95,6 +103,7 @@ def train_flow(
     try:
         with _gpu_hold(run_config.trainer.gpus):
             res = open_resources(run, run_config, on_event=get_event_hook())
+            res.extra["tracker"] = tracker
             set_resources(res)
             set_policy(res.policy)
             first, last = next_step(run), run_config.trainer.iterations
@@ -104,6 +113,7 @@ def train_flow(
                 res.emit("iteration_started", step=step, last=last)
                 iteration_flow(step)
                 metrics = finish_iteration(res, step, tracker)
+                metrics.update(evaluate_task(step))
                 rows = summary_rows(metrics)
                 create_table_artifact(rows, key="azr-iteration", description=f"iteration {step} of {run.root.name}")
                 update_progress_artifact(progress, 100.0 * step / last)

@@ -71,9 +71,14 @@ def check_consistent_run(root: Path, iterations: int) -> dict:
 
 def test_two_iterations_through_the_flows(tmp_path: Path, prefect_env: dict[str, str]) -> None:
     root = tmp_path / "runs" / "tiny-two"
-    output = finish(azr(["train", "--preset", "tiny", "--iterations", "2", "--run-dir", str(root)], prefect_env))
+    fixture = REPO / "tests" / "fixtures" / "eval" / "cruxeval_mini.jsonl"
+    evaluation = ["--set", "eval.benchmarks=[cruxeval-o]", "--set", f"eval.data={{cruxeval-o: {fixture}}}",
+                  "--set", "eval.limit=3", "--set", "trainer.eval_every=2"]
+    output = finish(azr(["train", "--preset", "tiny", "--iterations", "2", "--run-dir", str(root), *evaluation], prefect_env))
     assert "run finished: 2 iterations" in output and "mlflow ui --backend-store-uri" in output
     info = check_consistent_run(root, 2)
+    evaluated = mlflow.MlflowClient(info["tracking_uri"]).get_metric_history(info["mlflow_run_id"], "eval/cruxeval_o/accuracy")
+    assert [m.step for m in evaluated] == [2]  # evaluated when due, once
     assert info["tracking_uri"] == f"sqlite:///{(tmp_path / 'runs' / 'mlflow.db').resolve()}"
     assert (tmp_path / "runs" / "mlartifacts").is_dir()
     shown = finish(azr(["runs", "show", str(root), "--iteration", "1"], prefect_env))

@@ -112,6 +112,31 @@ def finish_iteration(res: Resources, step: int, tracker: Any = None) -> dict[str
     return record["metrics"]
 
 
+def evaluate_if_due(res: Resources, step: int, tracker: Any = None) -> dict[str, float]:
+    """Evaluate the policy on the configured benchmarks when `eval_every` says so (once per
+    iteration: eval.json marks it done), and log the metrics at the iteration's step."""
+    config = res.config
+    if not config.eval.benchmarks or step % config.trainer.eval_every != 0:
+        return {}
+    record = res.run.read_json(step, "eval.json")
+    if not record:
+        from azr.eval.in_training import evaluate_policy
+
+        res.emit("stage_started", step=step, stage="evaluation")
+        metrics = evaluate_policy(
+            res.policy, config, [(name, config.eval.data.get(name)) for name in config.eval.benchmarks],
+            config.eval.limit, res.executor, max_new_tokens=config.eval.max_new_tokens,
+            prompt=config.eval.prompt, out_dir=res.run.iteration_dir(step),
+        )
+        record = {"metrics": metrics, "logged": False}
+        atomic_write_json(res.run.stage_path(step, "eval.json"), record)
+    if tracker is not None and not record.get("logged"):
+        tracker.log_metrics(step, record["metrics"])
+        record["logged"] = True
+        atomic_write_json(res.run.stage_path(step, "eval.json"), record)
+    return record["metrics"]
+
+
 def close_resources(res: Resources) -> None:
     """Stop the sandbox workers this run started (not an executor it was handed)."""
     close = getattr(res.executor, "close", None)
