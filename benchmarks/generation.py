@@ -1,0 +1,123 @@
+"""Tokens/s of the transformers generation backend against a bare `model.generate`.
+
+Both run on the bundled SmolLM2-135M-Instruct in the same process, on the same chat-wrapped
+propose prompts (~800 tokens each), for batch 1 and batch 8, greedy and sampled. The bare call
+is one `model.generate` on the tokenizer's left-padded batch; the backend adds tokenization,
+length grouping, decoding and completion records. Figures are medians of several runs;
+`overhead` is the backend's seconds per generated token relative to the bare call (wall
+clock and process CPU time).
+
+    python benchmarks/generation.py [--runs 3] [--new-tokens 64] [--dtype bfloat16] [--master-weights]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import time
+from typing import Any
+
+import torch
+
+from azr.config import ModelConfig, TaskConfig
+from azr.engine.generation import SamplingSettings, TransformersBackend
+from azr.engine.models import load_model
+from azr.prompts import propose_prompt_for
+from azr.records import Triplet
+from azr.seeds import zero_triplet
+from azr.task_types import TaskType
+from azr.wrappers import ChatWrapper
+
+
+def prompts(tokenizer: Any, count: int) -> list[str]:
+    """Propose prompts of the three task types with 0-2 references: varied lengths."""
+    wrapper = ChatWrapper(tokenizer)
+    tasks = TaskConfig(references=2)
+    extra = Triplet("def f(x):\n    return sorted(x)[::-1]", "[3, 1, 2]", "[3, 2, 1]")
+    refs = [[zero_triplet()], [zero_triplet(), extra], [extra]]
+    out = []
+    for i in range(count):
+        kind = (TaskType.DEDUCTION, TaskType.ABDUCTION, TaskType.INDUCTION)[i % 3]
+        question = (
+            propose_prompt_for(kind, extra.program if i % 2 else zero_triplet().program, tasks)
+            if kind is TaskType.INDUCTION
+            else propose_prompt_for(kind, refs[i % 3], tasks)
+        )
+        out.append(wrapper.wrap(question))
+    return out
+
+
+def bare_generate(model: Any, tokenizer: Any, texts: list[str], settings: SamplingSettings, dtype: torch.dtype) -> int:
+    """One model.generate call; returns the generated tokens (through the first EOS)."""
+    batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    sampling: dict[str, Any] = {"do_sample": False}
+    if not settings.greedy:
+        sampling = {"do_sample": True, "temperature": settings.temperature, "top_p": settings.top_p, "top_k": 0}
+        torch.manual_seed(settings.seed or 0)
+    same = next(model.parameters()).dtype == dtype
+    with contextlib.nullcontext() if same else torch.autocast("cpu", dtype=dtype):
+        output = model.generate(
+            **batch, max_new_tokens=settings.max_new_tokens, pad_token_id=tokenizer.pad_token_id, **sampling
+        )
+    new = output[:, batch["input_ids"].shape[1]:].tolist()
+    eos = tokenizer.eos_token_id
+    return sum(row.index(eos) + 1 if eos in row else len(row) for row in new)
+
+
+def measure(runs: int, bare: Any, ours: Any) -> dict[str, float]:
+    """Median wall and CPU seconds per generated token of each, the calls alternating so that
+    load from other processes hits both alike (after one warm-up call each). CPU time (all
+    threads of this process) is the steadier figure on a shared machine."""
+    bare()
+    ours()
+    samples: dict[str, list[float]] = {"bare_wall": [], "ours_wall": [], "bare_cpu": [], "ours_cpu": []}
+    for _ in range(runs):
+        for name, call in (("bare", bare), ("ours", ours)):
+            wall, cpu = time.perf_counter(), time.process_time()
+            tokens = call()
+            samples[f"{name}_wall"].append((time.perf_counter() - wall) / tokens)
+            samples[f"{name}_cpu"].append((time.process_time() - cpu) / tokens)
+    return {key: statistics.median(values) for key, values in samples.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16")
+    parser.add_argument(
+        "--master-weights", action="store_true",
+        help="the policy's layout: fp32 weights, --dtype compute under autocast (both paths)",
+    )
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8], choices=range(1, 9))
+    parser.add_argument("--decoding", nargs="+", default=["greedy", "sampled"], choices=["greedy", "sampled"])
+    args = parser.parse_args()
+
+    config = ModelConfig(dtype=args.dtype, gradient_checkpointing=False)
+    model, tokenizer = load_model(config, for_training=args.master_weights)
+    dtype = getattr(torch, args.dtype)
+    backend = TransformersBackend(model, tokenizer, compute_dtype=dtype)
+    texts = prompts(tokenizer, 8)
+    lengths = [len(tokenizer(t, add_special_tokens=False).input_ids) for t in texts]
+    print(f"SmolLM2-135M-Instruct, {dtype} compute, {model.dtype} weights, {torch.get_num_threads()} threads, prompts {min(lengths)}-{max(lengths)} "
+          f"tokens, {args.new_tokens} new tokens, median of {args.runs} runs")
+    print(f"{'batch':>5} {'decoding':>8} {'bare tok/s':>11} {'backend tok/s':>14} {'overhead':>9} {'cpu overhead':>13}")
+    for batch in args.batches:
+        for greedy in (d == "greedy" for d in args.decoding):
+            settings = SamplingSettings(
+                max_new_tokens=args.new_tokens, temperature=0 if greedy else 1.0, seed=None if greedy else 0
+            )
+            chosen = texts[:batch]
+            m = measure(
+                args.runs,
+                lambda: bare_generate(model, tokenizer, chosen, settings, dtype),
+                lambda: sum(len(c.token_ids) for cs in backend.generate(chosen, settings) for c in cs),
+            )
+            print(f"{batch:>5} {'greedy' if greedy else 'sampled':>8} {1 / m['bare_wall']:>11.1f} "
+                  f"{1 / m['ours_wall']:>14.1f} {100 * (m['ours_wall'] / m['bare_wall'] - 1):>+8.1f}% "
+                  f"{100 * (m['ours_cpu'] / m['bare_cpu'] - 1):>+12.1f}%", flush=True)
+
+
+if __name__ == "__main__":
+    main()
