@@ -465,8 +465,11 @@ def _prctl(option: int, value: int) -> None:
 
 def template_main(limits: dict) -> None:
     """Serve batches from the worker: marshal in (trusted), framed raw child results out."""
-    _prctl(4, 0)  # PR_SET_DUMPABLE 0: a same-uid task cannot read our memory or pipes
-    _prctl(36, 1)  # PR_SET_CHILD_SUBREAPER: orphans of tasks come back to us
+    if limits["processes"] > 1 or limits.get("task_uid") is None:
+        # Only needed when tasks share our uid or may start processes. Loading ctypes makes
+        # every fork slower, so a root sandbox whose tasks cannot fork skips it.
+        _prctl(4, 0)  # PR_SET_DUMPABLE 0: a same-uid task cannot read our memory or pipes
+        _prctl(36, 1)  # PR_SET_CHILD_SUBREAPER: orphans of tasks come back to us
     scratch_root = limits["scratch_root"]
     remove_tree(scratch_root)  # left by a template this one replaces
     os.mkdir(scratch_root, 0o711)
