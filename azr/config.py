@@ -242,7 +242,10 @@ class EvalConfig(Section):
 class TrackingConfig(Section):
     experiment: str | None = Field(None, description="MLflow experiment; None uses the preset.")
     tracking_uri: str | None = Field(None, description="None: a SQLite file beside the run dir.")
-    log_parquet_every: int = Field(10, ge=1)
+    log_parquet_every: int = Field(10, ge=1, description="Log the stage Parquet files of every k-th iteration.")
+    log_checkpoint_every: int = Field(
+        10, ge=1, description="Log the checkpoint of every k-th iteration (and the last) as an MLflow model."
+    )
     sample_rows: int = Field(8, ge=0)
 
 

@@ -101,7 +101,9 @@ def finish_iteration(res: Resources, step: int, tracker: Any = None) -> dict[str
         tracker.log_metrics(step, record["metrics"])
         every = res.config.tracking.log_parquet_every
         tracker.log_iteration_files(step, res.config.tracking.sample_rows, with_parquet=step % every == 0 or step == 1)
-        if checkpoint_due(res.config, step, int(res.extra.get("last_step", step))):
+        last_step = int(res.extra.get("last_step", step))
+        log_model = step % res.config.tracking.log_checkpoint_every == 0 or step == last_step
+        if log_model and checkpoint_due(res.config, step, last_step):
             from azr.engine.checkpoints import latest_checkpoint
 
             path = latest_checkpoint(res.run.checkpoint_dir)
