@@ -5,7 +5,7 @@ high-water mark) covers exactly: Python + torch, the model with fp32 master weig
 state, and one update on 8 sequences of 512 tokens (prompt + response) with bf16 compute.
 The first update (allocator and oneDNN warm-up) and a second, steady one are timed.
 
-    python benchmarks/update_step.py [--sequences 8] [--tokens 512] [--response 256]
+    python benchmarks/update_step.py [--micro-batch 4] [--checkpointing both] [--tokens 512] [--response 256]
 """
 
 from __future__ import annotations
@@ -81,28 +81,35 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=512, help="prompt + response tokens per sequence")
     parser.add_argument("--response", type=int, default=256, help="response tokens per sequence")
     parser.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16")
-    parser.add_argument("--micro-batch", type=int, nargs="+", default=[4, 8])
-    parser.add_argument("--checkpointing", action="store_true", help="gradient checkpointing on")
+    parser.add_argument("--micro-batch", type=int, nargs="+", default=[4], help="the cpu preset's is 4")
+    parser.add_argument(
+        "--checkpointing", choices=["off", "on", "both"], default="both",
+        help="gradient checkpointing of the decoder layers (the cpu preset has it off)",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.response >= args.tokens:
         parser.error("--response must be smaller than --tokens (a prompt needs at least one token)")
     if args.child:
         args.micro_batch = args.micro_batch[0]
+        args.checkpointing = args.checkpointing == "on"
         child(args)
         return
     print(f"one TRR++ update, bundled SmolLM2-135M-Instruct, {args.sequences} x {args.tokens} tokens "
           f"({args.response} response), fp32 master weights, {args.dtype} compute")
+    modes = ["off", "on"] if args.checkpointing == "both" else [args.checkpointing]
     for micro in args.micro_batch:
-        command = [
-            sys.executable, __file__, "--child", "--sequences", str(args.sequences), "--tokens", str(args.tokens),
-            "--response", str(args.response), "--dtype", args.dtype, "--micro-batch", str(micro),
-        ] + (["--checkpointing"] if args.checkpointing else [])
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            print(done.stderr[-3000:], file=sys.stderr)
-            raise SystemExit(f"micro-batch {micro}: the child failed")
-        print(json.loads(done.stdout.strip().splitlines()[-1]))
+        for mode in modes:
+            command = [
+                sys.executable, __file__, "--child", "--sequences", str(args.sequences), "--tokens",
+                str(args.tokens), "--response", str(args.response), "--dtype", args.dtype,
+                "--micro-batch", str(micro), "--checkpointing", mode,
+            ]
+            done = subprocess.run(command, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                print(done.stderr[-3000:], file=sys.stderr)
+                raise SystemExit(f"micro-batch {micro}, checkpointing {mode}: the child failed")
+            print(json.loads(done.stdout.strip().splitlines()[-1]), flush=True)
 
 
 if __name__ == "__main__":
