@@ -58,10 +58,10 @@ def _atomic_write(path: PathLike, write: Callable[[IO[bytes]], object]) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
         raise
-    _fsync_directory(target.parent)
+    fsync_directory(target.parent)
 
 
-def _fsync_directory(directory: Path) -> None:
+def fsync_directory(directory: Path) -> None:
     """Persist a rename. Some filesystems refuse fsync on directories; the rename is still
     atomic there, only its durability is up to the OS, so that refusal is not an error."""
     try:

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from azr.artifacts import PathLike, atomic_write_json
+from azr.artifacts import PathLike, atomic_write_json, fsync_directory
 
 MARKER = "COMPLETE"
 META = "meta.json"
@@ -197,7 +197,7 @@ def _publish(temp: Path, final: Path) -> None:
         shutil.rmtree(trash, ignore_errors=True)
     else:
         os.replace(temp, final)
-    _fsync_dir(final.parent)
+    fsync_directory(final.parent)
 
 
 def _prune(root: Path, keep_last: int) -> None:
@@ -211,21 +211,7 @@ def _fsync_files(directory: Path) -> None:
             with open(path, "rb") as handle:
                 os.fsync(handle.fileno())
     for sub in [directory, *[p for p in directory.rglob("*") if p.is_dir()]]:
-        _fsync_dir(sub)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Persist renames and new entries; filesystems that refuse fsync on directories are fine."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        fsync_directory(sub)
 
 
 def _read_meta(path: Path) -> dict[str, Any]:
