@@ -94,6 +94,16 @@ def _sampling(res: Resources, step: int, stage: str, *, monte_carlo: bool = Fals
     return SamplingSettings.from_rollout(res.config.rollout, seed=seed)
 
 
+def _answer_prompts(res: Resources, step: int, prompts_file: str, stage: str) -> tuple[pd.DataFrame, list[dict]]:
+    """One sampled response per prompt of a prompts file: the prompts and the generation rows."""
+    frame = _read(res, step, prompts_file)
+    prompts = frame["prompt"].tolist()
+    completions = [c[0] for c in res.policy.generate(prompts, _sampling(res, step, stage))] if prompts else []
+    keys = [{"step": step, "group": g, "task_type": t, "index": int(i)}
+            for g, t, i in zip(frame["group"], frame["task_type"], frame["index"])]
+    return frame, _generation_rows(keys, prompts, completions)
+
+
 # ------------------------------------------------------------------------------ the stages
 
 
@@ -114,11 +124,8 @@ def build_prompts(res: Resources, step: int) -> None:
 @_timed("propose")
 def propose(res: Resources, step: int) -> None:
     """One sampled proposer response per propose prompt, with the pre-update policy."""
-    frame = _read(res, step, "propose_prompts.parquet")
-    prompts = frame["prompt"].tolist()
-    completions = [c[0] for c in res.policy.generate(prompts, _sampling(res, step, "propose"))] if prompts else []
-    keys = [{"step": step, "group": g, "task_type": t, "index": int(i)} for g, t, i in zip(frame["group"], frame["task_type"], frame["index"])]
-    _write(res, step, "proposals.parquet", _generation_rows(keys, prompts, completions), PROPOSALS_SCHEMA)
+    _, rows = _answer_prompts(res, step, "propose_prompts.parquet", "propose")
+    _write(res, step, "proposals.parquet", rows, PROPOSALS_SCHEMA)
 
 
 def _source_program(references: Any) -> Triplet:
@@ -209,11 +216,7 @@ def mc_rollouts(res: Resources, step: int) -> None:
 @_timed("solve")
 def solve(res: Resources, step: int) -> None:
     """One sampled solver response per solve prompt, scored by the executor."""
-    frame = _read(res, step, "solve_prompts.parquet")
-    prompts = frame["prompt"].tolist()
-    completions = [c[0] for c in res.policy.generate(prompts, _sampling(res, step, "solve"))] if prompts else []
-    keys = [{"step": step, "group": g, "task_type": t, "index": int(i)} for g, t, i in zip(frame["group"], frame["task_type"], frame["index"])]
-    rows = _generation_rows(keys, prompts, completions)
+    frame, rows = _answer_prompts(res, step, "solve_prompts.parquet", "solve")
     for task_type in (t for t in TaskType if t.value in set(frame["task_type"])):
         positions = [p for p, row in enumerate(rows) if row["task_type"] == task_type.value]
         tasks = [task_from_row(task_type, frame.iloc[p]) for p in positions]
