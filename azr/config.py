@@ -57,6 +57,48 @@ class ModelConfig(Section):
     )
 
 
+class VLLMConfig(Section):
+    """The vLLM rollout engine (`rollout.backend: vllm`)."""
+
+    mode: Literal["colocate", "server"] = Field(
+        "colocate",
+        description="`colocate`: vLLM in the trainer's process on the same GPU, weights copied in "
+        "place after every update; `server`: a `vllm serve` process (started by the run unless "
+        "`url` is set), weights reloaded from a saved copy after every update.",
+    )
+    url: str | None = Field(
+        None,
+        description="server mode: an already running server (e.g. http://10.0.0.5:8000) instead "
+        "of starting one; it must see the run directory's files (weights are synced through them).",
+    )
+    python: str | None = Field(
+        None,
+        description="server mode: the Python that has vLLM (it conflicts with Prefect's fastapi, "
+        "so it usually lives in its own venv). Unset: $AZR_VLLM_PYTHON, then ./.venv-vllm.",
+    )
+    host: str = Field("127.0.0.1", description="server mode: the address the started server binds.")
+    port: int = Field(0, ge=0, le=65535, description="server mode: its port; 0 picks a free one.")
+    start_timeout_s: float = Field(900.0, gt=0, description="Engine start (load + warm-up) limit.")
+    sync_timeout_s: float = Field(600.0, gt=0, description="Limit of one weight sync.")
+    request_timeout_s: float = Field(3600.0, gt=0, description="Limit of one generation request.")
+    max_model_len: int | None = Field(
+        None, ge=1, description="Context length; unset: max_prompt_tokens + max_new_tokens."
+    )
+    enforce_eager: bool = Field(False, description="Skip graph capture/compilation: faster start, slower decode.")
+    sleep_mode: bool = Field(
+        True, description="colocate on CUDA: free the KV cache during the update, then wake."
+    )
+    cpu_kv_cache_gib: float = Field(
+        4.0, gt=0, description="vLLM on CPU: memory for the KV cache (its own default takes most of RAM)."
+    )
+    max_concurrent_requests: int = Field(
+        256, ge=1, description="server mode: prompts in flight at once (the server batches them)."
+    )
+    extra_args: list[str] = Field(
+        default_factory=list, description="server mode: more `vllm serve` arguments, as given."
+    )
+
+
 class RolloutConfig(Section):
     backend: Literal["transformers", "vllm"] = "transformers"
     batch_size: int = Field(64, ge=1, description="Sequences per (task, role) group and step.")
@@ -88,6 +130,7 @@ class RolloutConfig(Section):
     generation_batch_size: int = Field(
         64, ge=1, description="transformers backend: at most this many rows in one generate call."
     )
+    vllm: VLLMConfig = Field(default_factory=VLLMConfig)
 
 
 class TaskConfig(Section):

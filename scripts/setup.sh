@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 STAMP="$VENV/.azr-setup"
-want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
+want=$(cat pyproject.toml scripts/setup.sh scripts/venv_lib.sh | sha256sum | cut -d' ' -f1)
 
 venv_works() { "$VENV/bin/python" -c "import azr" >/dev/null 2>&1; }
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && venv_works; then
@@ -26,26 +26,9 @@ if ! command -v bwrap >/dev/null 2>&1; then
   fi
 fi
 
-# The first Python >= 3.11 that runs and can create a virtual environment.
-usable() { "$1" -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1; }
-PYTHON=${PYTHON:-}
-if [ -z "$PYTHON" ]; then
-  for candidate in python3.11 python3.12 python3.13 python3 /usr/bin/python3.11 /usr/bin/python3; do
-    if usable "$candidate"; then PYTHON=$candidate; break; fi
-  done
-fi
-if [ -z "$PYTHON" ]; then
-  echo "setup: error: no Python >= 3.11 with venv found; install one (sudo apt-get install python3.11-venv)" >&2
-  exit 1
-fi
-if [ -e "$VENV" ] && ! "$VENV/bin/python" -c "import sys" >/dev/null 2>&1; then
-  echo "setup: $VENV has no working interpreter; recreating it"
-  rm -rf "$VENV"
-fi
-if [ ! -x "$VENV/bin/python" ]; then
-  echo "setup: creating $VENV with $($PYTHON --version)"
-  "$PYTHON" -m venv "$VENV"
-fi
+TAG=setup
+source scripts/venv_lib.sh
+ensure_venv 11
 PIP="$VENV/bin/python -m pip --disable-pip-version-check -q"
 
 # torch first, so the project's range is already satisfied and pip never pulls a CUDA build.

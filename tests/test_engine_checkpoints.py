@@ -118,7 +118,7 @@ def test_a_save_killed_midway_leaves_the_previous_checkpoint_latest(
         raise KeyboardInterrupt
 
     with monkeypatch.context() as patch:
-        patch.setattr(checkpoints, "_export", killed)
+        patch.setattr(checkpoints, "export_pretrained", killed)
         with pytest.raises(KeyboardInterrupt):
             _save(trainer, tokenizer, tmp_path, step=2)
     assert (tmp_path / ".tmp-step-00000002").is_dir() and not (tmp_path / "step-00000002").exists()
@@ -194,10 +194,3 @@ def test_the_resident_policy_accessor(tmp_path: Path) -> None:
         assert policy.resume(tmp_path).step == 1 and latest_checkpoint(tmp_path) == saved
     finally:
         set_policy(None)
-
-
-def test_a_vllm_config_needs_its_engine() -> None:
-    config = build_config("tiny")
-    config.rollout.backend = "vllm"
-    with pytest.raises(ValueError, match="needs its engine passed"):
-        Policy.create(config, cpu=True)

@@ -110,7 +110,7 @@ def save_checkpoint(
     accelerator.save_state(str(temp / STATE_DIR))
     state_dict = accelerator.get_state_dict(model)
     if main:
-        _export(accelerator.unwrap_model(model), tokenizer, state_dict, temp / EXPORT_DIR, export_dtype)
+        export_pretrained(accelerator.unwrap_model(model), tokenizer, state_dict, temp / EXPORT_DIR, export_dtype)
         atomic_write_json(temp / META, {"step": step, "saved_at": time.time(), "metadata": dict(metadata or {})})
         _fsync_files(temp)
         atomic_write_json(temp / MARKER, {"step": step})
@@ -175,7 +175,9 @@ def log_checkpoint_to_mlflow(
     return logged.model_id
 
 
-def _export(model: Any, tokenizer: Any, state_dict: dict[str, torch.Tensor], target: Path, dtype: torch.dtype | None) -> None:
+def export_pretrained(
+    model: Any, tokenizer: Any, state_dict: dict[str, torch.Tensor], target: Path, dtype: torch.dtype | None
+) -> None:
     """save_pretrained with the weights cast to `dtype` (the compute dtype: what serving uses)."""
     if dtype is not None:
         state_dict = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state_dict.items()}

@@ -95,6 +95,19 @@ class GenerationBackend(Protocol):
         ...
 
 
+def encode_prompts(tokenizer: Any, prompts: Sequence[str]) -> list[list[int]]:
+    """Token ids of formatted prompts (no special tokens added: the wrapper placed them)."""
+    if isinstance(prompts, str):
+        raise TypeError("prompts must be a sequence of strings, not one string")
+    if not prompts:
+        return []
+    encoded = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    for index, ids in enumerate(encoded):
+        if not ids:
+            raise ValueError(f"prompt {index} is empty: there is nothing to continue")
+    return [list(ids) for ids in encoded]
+
+
 def plan_batches(
     lengths: Sequence[int], max_new_tokens: int, max_batch_tokens: int, max_batch_size: int
 ) -> list[list[int]]:
@@ -161,14 +174,9 @@ class TransformersBackend:
         )
 
     def generate(self, prompts: Sequence[str], settings: SamplingSettings) -> list[list[Completion]]:
-        if isinstance(prompts, str):
-            raise TypeError("prompts must be a sequence of strings, not one string")
-        if not prompts:
+        encoded = encode_prompts(self.tokenizer, prompts)
+        if not encoded:
             return []
-        encoded = self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
-        for index, ids in enumerate(encoded):
-            if not ids:
-                raise ValueError(f"prompt {index} is empty: there is nothing to continue")
         copies = 1 if settings.greedy else settings.n
         rows = [prompt for prompt in range(len(prompts)) for _ in range(copies)]
         outputs: list[tuple[int, ...] | None] = [None] * len(rows)

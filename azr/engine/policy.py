@@ -8,9 +8,11 @@ policy through `get_policy()`, after the run has called `set_policy(Policy.creat
 from __future__ import annotations
 
 import copy
+import tempfile
 import threading
+import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,8 @@ class Policy:
     backend: GenerationBackend
     compute_dtype: torch.dtype
     reference_model: Any = None
+    weights_version: int = field(default=0, init=False)  # bumped by every update or load
+    synced_version: int = field(default=0, init=False)  # what the rollout engine holds
 
     @classmethod
     def create(
@@ -47,20 +51,17 @@ class Policy:
         *,
         cpu: bool | None = None,
         backend: GenerationBackend | None = None,
+        rollout_dir: PathLike | None = None,
     ) -> Policy:
         """Load the model, build AdamW, prepare both with Accelerate, attach a backend.
 
-        `cpu=True` forces the CPU even where CUDA exists. `backend` replaces the transformers
-        backend (e.g. a vLLM engine that shares the weights).
+        `cpu=True` forces the CPU even where CUDA exists. `backend` replaces the configured one.
+        `rollout.backend: vllm` starts the vLLM engine with its files (exported weights, server
+        log) under `rollout_dir` (a temporary directory if None).
         """
         from accelerate import Accelerator
         from accelerate.utils import set_seed
 
-        if backend is None and config.rollout.backend != "transformers":
-            raise ValueError(
-                f"rollout.backend {config.rollout.backend!r} needs its engine passed as "
-                "Policy.create(..., backend=...); the built-in backend is 'transformers'"
-            )
         device_type = "cpu" if cpu or not torch.cuda.is_available() else "cuda"
         compute = compute_dtype(config.model, device_type)
         params = parameter_dtype(config.model, compute, for_training=True)
@@ -84,7 +85,12 @@ class Policy:
             pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
             reference_model=reference,
         )
-        if backend is None:
+        if backend is None and config.rollout.backend == "vllm":
+            from azr.engine.vllm_backend import create_vllm_backend
+
+            work_dir = Path(rollout_dir) if rollout_dir is not None else Path(tempfile.mkdtemp(prefix="azr-vllm-"))
+            backend = create_vllm_backend(config, accelerator.unwrap_model(model), tokenizer, work_dir, compute)
+        elif backend is None:
             backend = TransformersBackend.from_rollout(
                 accelerator.unwrap_model(model), tokenizer, config.rollout, compute_dtype=compute
             )
@@ -95,10 +101,34 @@ class Policy:
         return self.accelerator.unwrap_model(self.model)
 
     def generate(self, prompts: Sequence[str], settings: SamplingSettings) -> list[list[Completion]]:
+        self.sync_rollout_weights()
         return self.backend.generate(prompts, settings)
 
     def update(self, sequences: Sequence[TrainSequence]) -> UpdateMetrics:
-        return self.updater.step(sequences)
+        prepare = getattr(self.backend, "prepare_for_update", None)
+        if prepare is not None:
+            prepare()
+        metrics = self.updater.step(sequences)
+        self.weights_version += 1
+        return metrics
+
+    def sync_rollout_weights(self) -> float | None:
+        """Give a separate rollout engine (vLLM) the current weights if it holds older ones;
+        the seconds it took, or None when nothing was due. Generation calls it first, so a
+        rollout never uses stale weights; the update stage calls it to time it."""
+        sync = getattr(self.backend, "sync_weights", None)
+        if sync is None or self.synced_version == self.weights_version:
+            return None
+        start = time.perf_counter()
+        sync(self.unwrapped_model)
+        self.synced_version = self.weights_version
+        return time.perf_counter() - start
+
+    def close(self) -> None:
+        """Stop the rollout engine (a vLLM server process); the policy cannot generate after."""
+        close = getattr(self.backend, "close", None)
+        if close is not None:
+            close()
 
     def save_checkpoint(self, root: PathLike, step: int, metadata: Mapping[str, Any] | None = None) -> Path:
         return save_checkpoint(
@@ -113,7 +143,9 @@ class Policy:
         )
 
     def load_checkpoint(self, path: PathLike) -> CheckpointInfo:
-        return load_checkpoint(self.accelerator, path)
+        info = load_checkpoint(self.accelerator, path)
+        self.weights_version += 1
+        return info
 
     def resume(self, root: PathLike) -> CheckpointInfo | None:
         """Load the newest complete checkpoint under `root`, if any."""

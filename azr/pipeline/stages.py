@@ -284,6 +284,11 @@ def update(res: Resources, step: int) -> None:
     sequences = train_sequences(_read(res, step, "scored.parquet"))
     metrics = res.policy.update(sequences).as_dict() if sequences else {"skipped": True, "sequences": 0, "tokens": 0}
     last_step = int(res.extra.get("last_step", step))
+    sync = getattr(res.policy, "sync_rollout_weights", None)
+    if sync is not None and step < last_step:  # after the last update, only an evaluation would need it
+        seconds = sync()
+        if seconds is not None:
+            metrics["weight_sync_s"] = seconds
     if checkpoint_due(res.config, step, last_step):
         path = res.policy.save_checkpoint(res.run.checkpoint_dir, step, metadata={"update": metrics})
         res.emit("checkpoint", step=step, path=str(path))

@@ -69,12 +69,17 @@ def open_resources(run: RunDir, config: AZRConfig, *, on_event: ProgressHook | N
     from azr.sandbox import SandboxExecutor
     from azr.wrappers import make_wrapper
 
-    owns_executor = executor is None
-    policy = policy or Policy.create(config)
-    executor = executor or SandboxExecutor.from_run_config(config)
-    buffers = load_buffers(run, config)
-    start = next_step(run)
-    replayed = restore_policy(policy, run, start)
+    owns_executor, owns_policy = executor is None, policy is None
+    policy = policy or Policy.create(config, rollout_dir=run.root / "rollout")
+    try:
+        executor = executor or SandboxExecutor.from_run_config(config)
+        buffers = load_buffers(run, config)
+        start = next_step(run)
+        replayed = restore_policy(policy, run, start)
+    except BaseException:
+        if owns_policy:
+            policy.close()  # a vLLM server must not outlive a run that failed to open
+        raise
     if replayed:
         logger.info("replayed the updates of iterations %s from their scored.parquet", replayed)
     return Resources(
@@ -86,7 +91,8 @@ def open_resources(run: RunDir, config: AZRConfig, *, on_event: ProgressHook | N
         wrapper=make_wrapper(config.model.prompt_wrapper, policy.tokenizer),
         count_tokens=tokenizer_counter(policy.tokenizer),
         on_event=on_event,
-        extra={"last_step": config.trainer.iterations, "replayed": replayed, "owns_executor": owns_executor},
+        extra={"last_step": config.trainer.iterations, "replayed": replayed, "owns_executor": owns_executor,
+               "owns_policy": owns_policy},
     )
 
 
@@ -140,7 +146,11 @@ def evaluate_if_due(res: Resources, step: int, tracker: Any = None) -> dict[str,
 
 
 def close_resources(res: Resources) -> None:
-    """Stop the sandbox workers this run started (not an executor it was handed)."""
-    close = getattr(res.executor, "close", None)
-    if close is not None and res.extra.get("owns_executor"):
-        close()
+    """Stop the sandbox workers and the rollout engine this run started (not those it was handed)."""
+    try:
+        close = getattr(res.executor, "close", None)
+        if close is not None and res.extra.get("owns_executor"):
+            close()
+    finally:
+        if res.extra.get("owns_policy"):
+            res.policy.close()
