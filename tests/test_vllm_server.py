@@ -8,6 +8,7 @@ creates it). One server is started for the module (~30-80 s on 2 cores).
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -113,6 +114,22 @@ def test_completions_have_the_transformers_backend_shape(policy: Any, prompts: l
                 assert len(completion.token_ids) == 24 and not eos & set(completion.token_ids)
     greedy = policy.generate(prompts[:1], SamplingSettings(max_new_tokens=8, temperature=0.0, n=3))
     assert len(greedy[0]) == 3 and len(set(greedy[0])) == 1
+
+
+def test_colocate_mode_follows_the_weights_in_the_vllm_environment(bundled_copy: Path, tmp_path: Path) -> None:
+    """The colocated engine cannot live in this (Prefect) environment: the check runs the
+    policy in the vLLM one, with the project on PYTHONPATH."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [str(VLLM_PYTHON), str(ROOT / "tests" / "vllm_colocate_check.py"), str(bundled_copy), str(tmp_path)],
+        capture_output=True, text=True, env=env, timeout=600, check=False, cwd=tmp_path,
+    )
+    lines = [line for line in result.stdout.splitlines() if line.startswith("AZR-COLOCATE ")]
+    assert result.returncode == 0 and lines, result.stdout[-3000:] + result.stderr[-3000:]
+    figures = json.loads(lines[-1].removeprefix("AZR-COLOCATE "))
+    assert figures["backend"] == "VLLMColocateBackend"
+    assert figures["before_matches"] and figures["update_changed_output"] and figures["after_matches"], figures
+    assert figures["samples_per_prompt"] == [4, 4] and figures["distinct_samples"] > 1
 
 
 def test_close_stops_the_server_process_group(policy: Any) -> None:

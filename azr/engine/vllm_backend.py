@@ -224,12 +224,15 @@ class VLLMColocateBackend(_VLLMBackend):
             self.sleeping = True
 
     def sync_weights(self, model: Any) -> None:
-        def load_into(vllm_model: Any) -> None:
-            vllm_model.load_weights(iter_weights(model, self.dtype))
+        from azr.engine.vllm_extension import reload_in_place
+
+        def load_into(worker: Any) -> int:
+            vllm_model = worker.model_runner.get_model()
+            return reload_in_place(vllm_model, worker.vllm_config, iter_weights(model, self.dtype))
 
         def load() -> None:
             self._wake()
-            self.llm.apply_model(load_into)
+            self.llm.collective_rpc(load_into)  # in this process: the tensors are not copied
             self.llm.reset_prefix_cache()
 
         run_with_timeout(load, self.sync_timeout_s, "the colocated vLLM weight sync (rollout.vllm.sync_timeout_s)")

@@ -16,7 +16,54 @@ from __future__ import annotations
 
 import glob
 import os
+from collections.abc import Iterable, Iterator
 from typing import Any
+
+
+def reload_in_place(model: Any, vllm_config: Any, weights: Iterable[tuple[str, Any]]) -> int:
+    """Load checkpoint-format (name, tensor) pairs into a vLLM model; returns how many tensors."""
+    from vllm.config import set_current_vllm_config
+    from vllm.model_executor.model_loader.reload.layerwise import (
+        finalize_layerwise_reload,
+        initialize_layerwise_reload,
+    )
+
+    config = getattr(model, "config", None)
+    tied = bool(getattr(config, "tie_word_embeddings", False)) and hasattr(model, "lm_head")
+    embedding: dict[str, Any] = {}
+    count = 0
+
+    def counted() -> Iterator[tuple[str, Any]]:
+        nonlocal count
+        for name, tensor in weights:
+            if tied and name.endswith("embed_tokens.weight"):
+                embedding["weight"] = tensor
+            count += 1
+            yield name, tensor
+
+    with set_current_vllm_config(vllm_config):
+        initialize_layerwise_reload(model)
+        model.load_weights(counted())
+        if tied:
+            if "weight" not in embedding:
+                raise KeyError("the model ties its LM head, but no *embed_tokens.weight tensor was given")
+            head = model.lm_head.weight
+            head.weight_loader(head, embedding["weight"])
+        finalize_layerwise_reload(model, vllm_config.model_config)
+    return count
+
+
+def read_safetensors(path: str) -> Iterator[tuple[str, Any]]:
+    """(name, tensor) of every `*.safetensors` file in `path`, file by file."""
+    from safetensors import safe_open
+
+    files = sorted(glob.glob(os.path.join(path, "*.safetensors")))
+    if not files:
+        raise FileNotFoundError(f"no *.safetensors files in {path}")
+    for file in files:
+        with safe_open(file, framework="pt", device="cpu") as handle:
+            for name in handle.keys():  # noqa: SIM118 (a safetensors handle is not a dict)
+                yield name, handle.get_tensor(name)
 
 
 class AZRWorkerExtension:
@@ -24,41 +71,5 @@ class AZRWorkerExtension:
 
     def azr_load_weights(self, path: str) -> int:
         """Load every `*.safetensors` file of `path` into the model; returns how many tensors."""
-        from safetensors import safe_open
-        from vllm.config import set_current_vllm_config
-        from vllm.model_executor.model_loader.reload.layerwise import (
-            finalize_layerwise_reload,
-            initialize_layerwise_reload,
-        )
-
-        files = sorted(glob.glob(os.path.join(path, "*.safetensors")))
-        if not files:
-            raise FileNotFoundError(f"no *.safetensors files in {path}")
         model = self.model_runner.get_model()  # type: ignore[attr-defined]
-        config = getattr(model, "config", None)
-        tied = bool(getattr(config, "tie_word_embeddings", False)) and hasattr(model, "lm_head")
-        embedding: dict[str, Any] = {}
-        count = 0
-
-        def weights():  # type: ignore[no-untyped-def]
-            nonlocal count
-            for file in files:
-                with safe_open(file, framework="pt", device="cpu") as handle:
-                    for name in handle.keys():
-                        tensor = handle.get_tensor(name)
-                        if tied and name.endswith("embed_tokens.weight"):
-                            embedding["weight"] = tensor
-                        count += 1
-                        yield name, tensor
-
-        vllm_config = self.vllm_config  # type: ignore[attr-defined]
-        with set_current_vllm_config(vllm_config):
-            initialize_layerwise_reload(model)
-            model.load_weights(weights())
-            if tied:
-                if "weight" not in embedding:
-                    raise KeyError(f"the model ties its LM head, but {path} has no *embed_tokens.weight tensor")
-                head = model.lm_head.weight
-                head.weight_loader(head, embedding["weight"])
-            finalize_layerwise_reload(model, vllm_config.model_config)
-        return count
+        return reload_in_place(model, self.vllm_config, read_safetensors(path))  # type: ignore[attr-defined]
