@@ -60,11 +60,13 @@ class ModelConfig(Section):
 class VLLMConfig(Section):
     """The vLLM rollout engine (`rollout.backend: vllm`)."""
 
-    mode: Literal["colocate", "server"] = Field(
-        "colocate",
+    mode: Literal["auto", "colocate", "server"] = Field(
+        "auto",
         description="`colocate`: vLLM in the trainer's process on the same GPU, weights copied in "
-        "place after every update; `server`: a `vllm serve` process (started by the run unless "
-        "`url` is set), weights reloaded from a saved copy after every update.",
+        "place after every update (needs vLLM importable next to the project); `server`: a "
+        "`vllm serve` process (started by the run unless `url` is set, usually from a venv of its "
+        "own), weights reloaded in place from a saved copy after every update; `auto`: colocate "
+        "where vLLM imports in this environment, else server.",
     )
     url: str | None = Field(
         None,

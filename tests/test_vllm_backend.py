@@ -174,6 +174,18 @@ def test_colocate_needs_vllm_here_and_one_process(tmp_path: Path) -> None:
         VLLMColocateBackend.start(tp, None, None, tmp_path, torch.float32)
 
 
+def test_auto_mode_picks_colocate_only_where_vllm_imports(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from azr.engine.vllm_backend import resolve_mode
+
+    assert resolve_mode("server") == "server" and resolve_mode("colocate") == "colocate"
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    assert resolve_mode("auto") == "server"
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object())
+    assert resolve_mode("auto") == "colocate"
+
+
 def test_context_length_defaults_to_prompt_plus_response() -> None:
     config = build_config("tiny")
     assert max_model_len(config) == config.rollout.max_prompt_tokens + config.rollout.max_new_tokens

@@ -56,8 +56,9 @@ def policy(tmp_path_factory: pytest.TempPathFactory, bundled_copy: Path) -> Iter
         "model.dtype=float32", "model.gradient_checkpointing=false",
         "rollout.backend=vllm", "rollout.vllm.mode=server", "rollout.vllm.enforce_eager=true",
         f"rollout.vllm.python={VLLM_PYTHON}", "rollout.vllm.cpu_kv_cache_gib=1",
-        "rollout.max_new_tokens=24", "rollout.max_prompt_tokens=512", "rollout.content_max_tokens=400",
-        "trainer.learning_rate=0.0001",
+        "rollout.max_new_tokens=24", "rollout.max_prompt_tokens=1536", "rollout.content_max_tokens=1400",
+        "rollout.batch_size=2", "rollout.mc_samples=2", "trainer.learning_rate=0.0001", "trainer.iterations=2",
+        "trainer.micro_batch_size=6", "sandbox.timeout_s=5",
     ])
     work = tmp_path_factory.mktemp("vllm")
     policy = Policy.create(config, cpu=True, rollout_dir=work)
@@ -114,6 +115,31 @@ def test_completions_have_the_transformers_backend_shape(policy: Any, prompts: l
                 assert len(completion.token_ids) == 24 and not eos & set(completion.token_ids)
     greedy = policy.generate(prompts[:1], SamplingSettings(max_new_tokens=8, temperature=0.0, n=3))
     assert len(greedy[0]) == 3 and len(set(greedy[0])) == 1
+
+
+def test_a_self_play_iteration_rolls_out_with_vllm(policy: Any, tmp_path: Path) -> None:
+    """The pipeline's stages on the vLLM policy: every stage file, and the update stage's sync."""
+    import pandas as pd
+
+    from azr.pipeline.run_dir import open_run_dir
+    from azr.pipeline.stages import run_iteration
+    from azr.pipeline.training import close_resources, finish_iteration, open_resources
+
+    syncs_before = policy.backend.syncs
+    run, config = open_run_dir(tmp_path / "run", policy.config, resume=False)
+    res = open_resources(run, config, policy=policy)
+    try:
+        run_iteration(res, 1)
+        proposals = pd.read_parquet(run.stage_path(1, "proposals.parquet"))
+        assert len(proposals) == 6 and proposals["response"].str.len().gt(0).all()
+        assert len(pd.read_parquet(run.stage_path(1, "solutions.parquet"))) > 0
+        update = run.read_json(1, "update.json")
+        assert update["weight_sync_s"] > 0 and policy.backend.syncs == syncs_before + 1
+        assert policy.synced_version == policy.weights_version
+        assert finish_iteration(res, 1)["update/weight_sync_s"] == update["weight_sync_s"]
+    finally:
+        close_resources(res)
+    assert policy.backend.server.process is not None  # a policy it was handed stays up
 
 
 def test_colocate_mode_follows_the_weights_in_the_vllm_environment(bundled_copy: Path, tmp_path: Path) -> None:

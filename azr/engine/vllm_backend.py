@@ -10,6 +10,7 @@ ids, finish reason) for the same `SamplingSettings`; a sync always runs under a 
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import tempfile
@@ -290,8 +291,15 @@ def run_with_timeout(function: Callable[[], _T], timeout: float, what: str) -> _
     return result["value"]
 
 
+def resolve_mode(mode: str) -> str:
+    """`auto` is colocate where vLLM can be imported here, else server (its own environment)."""
+    if mode != "auto":
+        return mode
+    return "colocate" if importlib.util.find_spec("vllm") is not None else "server"
+
+
 def create_vllm_backend(config: AZRConfig, model: Any, tokenizer: Any, work_dir: Path, dtype: torch.dtype) -> Any:
     """The configured vLLM mode, started and holding `model`'s current weights."""
-    if config.rollout.vllm.mode == "server":
+    if resolve_mode(config.rollout.vllm.mode) == "server":
         return VLLMServerBackend.start(config, model, tokenizer, work_dir, dtype)
     return VLLMColocateBackend.start(config, model, tokenizer, work_dir, dtype)

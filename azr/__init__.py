@@ -1,0 +1,1 @@
+"""Absolute Zero Reasoner self-play: the algorithm, sandbox, engine and pipeline (no Prefect)."""
