@@ -156,6 +156,64 @@ def test_a_server_that_never_answers_is_stopped_after_the_start_timeout(tmp_path
     assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
 
 
+FAKE_SERVER = """
+import http.server, os, pathlib, sys
+pathlib.Path(os.environ["FAKE_PID_FILE"]).write_text(str(os.getpid()))
+port = int(sys.argv[sys.argv.index("--port") + 1])
+class Health(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", port), Health).serve_forever()
+"""
+
+RUN_PROCESS = """
+import sys, time
+from pathlib import Path
+from azr.config import VLLMConfig
+from azr.engine.vllm_server import VLLMServer
+work = Path(sys.argv[1])
+VLLMServer(work / "model", work, VLLMConfig(python=str(work / "python")), dtype="float32", max_model_len=64,
+           seed=0, tensor_parallel_size=1, gpu_memory_utilization=0.5, max_num_batched_tokens=64).start()
+print("started", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_server_does_not_outlive_a_killed_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import signal
+    import subprocess
+
+    fake = tmp_path / "python"
+    fake.write_text(f"#!{sys.executable}\n{FAKE_SERVER}")
+    fake.chmod(0o755)
+    monkeypatch.setenv("FAKE_PID_FILE", str(tmp_path / "pid"))
+    run = subprocess.Popen([sys.executable, "-c", RUN_PROCESS, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert run.stdout is not None and run.stdout.readline().strip() == "started"
+        server_pid = int((tmp_path / "pid").read_text())
+        os.kill(run.pid, signal.SIGKILL)  # no atexit, no finally: only the death signal is left
+        run.wait(timeout=10)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and _alive(server_pid):
+            time.sleep(0.1)
+        assert not _alive(server_pid)
+    finally:
+        run.kill()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "zombie" not in status.lower()
+
+
 def test_an_unknown_vllm_python_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(VLLMError, match="does not exist"):
         find_vllm_python(str(tmp_path / "nope"))

@@ -157,6 +157,8 @@ class VLLMServer:
         return env
 
     def start(self) -> VLLMServer:
+        """Start and wait for /health. Call it from a thread that lives as long as the run (the
+        flow's): the server is stopped when that thread's process goes away."""
         if self.process is not None:
             return self
         self.work_dir.mkdir(parents=True, exist_ok=True)
@@ -167,7 +169,7 @@ class VLLMServer:
         try:
             self.process = subprocess.Popen(
                 self.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=env, cwd=self.work_dir, start_new_session=True,
+                env=env, cwd=self.work_dir, start_new_session=True, preexec_fn=_die_with_parent,
             )
         except OSError as exc:
             raise VLLMError(f"cannot start the vLLM server with {self.python}: {exc}") from exc
@@ -223,6 +225,17 @@ class VLLMServer:
             pass
         finally:
             _kill_group(process.pid)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the run's process dies, even by SIGKILL, so no
+    engine is left holding memory (Linux; elsewhere `stop()` and the exit hook are all)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
 
 
 def _kill_group(pgid: int) -> None:
