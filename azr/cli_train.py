@@ -106,6 +106,7 @@ def train(
 
     _quiet_output()
     from azr.engine.model_source import ModelSourceError
+    from azr.engine.vllm_server import VLLMError
     from azr.pipeline.resources import set_event_hook
     from azr.sandbox import IsolationUnavailable, SandboxError
     from flows.training import default_run_dir, train_flow
@@ -119,7 +120,7 @@ def train(
                                  resume=resume is not None, force=force)
         except (ConfigError, RunDirError) as exc:
             _fail(str(exc))
-        except (ModelSourceError, IsolationUnavailable, SandboxError, OSError) as exc:
+        except (ModelSourceError, IsolationUnavailable, SandboxError, VLLMError, OSError) as exc:
             _fail(f"{exc} (what was done is kept in {target}: `azr train --resume {target}` continues it, "
                   "with --set KEY=VALUE --force to change a setting)", code=1)
         finally:

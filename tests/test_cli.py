@@ -57,6 +57,17 @@ def test_bad_input_is_one_clear_line_and_exit_2(args: list[str], message: str) -
     assert "Traceback" not in result.output
 
 
+def test_a_vllm_engine_that_cannot_start_is_a_clear_error(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    args = ["train", "--preset", "tiny", "--iterations", "1", "--run-dir", str(run), "-s", "rollout.backend=vllm",
+            "-s", "rollout.vllm.mode=server", "-s", f"rollout.vllm.python={tmp_path / 'no-python'}"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1, result.output
+    assert "does not exist" in result.stderr and "--resume" in result.stderr
+    assert "Traceback" not in result.output
+    assert (run / "config.yaml").is_file() and not (run / "iterations").exists()
+
+
 def test_prompts_build_on_the_bundled_tokenizer(tmp_path: Path) -> None:
     out = tmp_path / "prompts"
     args = ["prompts", "build", "--preset", "cpu", "--out", str(out), "--show", "induction_propose"]
