@@ -157,7 +157,7 @@ class TransformersBackend:
         self.max_batch_tokens = max_batch_tokens
         self.max_batch_size = max_batch_size
         self.compute_dtype = compute_dtype
-        self.eos_token_ids = tuple(eos_token_ids) if eos_token_ids is not None else _eos_ids(model, tokenizer)
+        self.eos_token_ids = tuple(eos_token_ids) if eos_token_ids is not None else model_eos_ids(model, tokenizer)
         if not self.eos_token_ids:
             raise ValueError("the tokenizer and the model's generation config define no EOS token")
         pad = tokenizer.pad_token_id
@@ -274,7 +274,7 @@ def _neutral_generation_config(config: Any) -> Any:
     return GenerationConfig(**{k: getattr(config, k, None) for k in keep if getattr(config, k, None) is not None})
 
 
-def _eos_ids(model: Any, tokenizer: Any) -> tuple[int, ...]:
+def model_eos_ids(model: Any, tokenizer: Any) -> tuple[int, ...]:
     """EOS ids of the model's generation config (may be several, e.g. Llama 3) and tokenizer."""
     ids: list[int] = []
     configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import torch
 
 from azr.config import AZRConfig
-from azr.engine.generation import Completion, SamplingSettings, _eos_ids, encode_prompts
+from azr.engine.generation import Completion, SamplingSettings, encode_prompts, model_eos_ids
 from azr.engine.vllm_common import iter_weights, make_completion, prompt_seed, sampling_fields, write_weight_files
 from azr.engine.vllm_server import SERVED_MODEL_NAME, VLLMClient, VLLMError, VLLMServer
 
@@ -95,7 +95,7 @@ class VLLMServerBackend(_VLLMBackend):
         """Export the policy, start (or reach) the server, and wait until it answers."""
         settings = config.rollout.vllm
         work_dir = Path(work_dir)
-        eos = _eos_ids(model, tokenizer)
+        eos = model_eos_ids(model, tokenizer)
         if settings.url:
             client = VLLMClient(settings.url)
             if not client.healthy(timeout=10.0):
@@ -207,7 +207,7 @@ class VLLMColocateBackend(_VLLMBackend):
             enforce_eager=settings.enforce_eager, enable_sleep_mode=sleep, generation_config="vllm",
             enable_prefix_caching=True,
         )
-        return cls(llm, tokenizer, _eos_ids(model, tokenizer), dtype=dtype,
+        return cls(llm, tokenizer, model_eos_ids(model, tokenizer), dtype=dtype,
                    sync_timeout_s=settings.sync_timeout_s, sleep=sleep)
 
     def _generate_ids(self, prompts: list[list[int]], settings: SamplingSettings, n: int) -> list[list[RawOutput]]:
@@ -244,7 +244,13 @@ class VLLMColocateBackend(_VLLMBackend):
             self.sleeping = False
 
     def close(self) -> None:
+        """Drop the engine and give its memory back (the KV cache is most of it)."""
         self.llm = None
+        import gc
+
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
 
 def export_model_dir(model: Any, tokenizer: Any, target: Path, dtype: torch.dtype) -> Path:
