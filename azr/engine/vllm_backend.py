@@ -15,6 +15,7 @@ import os
 import shutil
 import tempfile
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -33,7 +34,7 @@ _T = TypeVar("_T")
 _DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 
 
-class _VLLMBackend:
+class _VLLMBackend(ABC):
     """Tokenizing, greedy de-duplication and completion records; subclasses run the engine."""
 
     def __init__(self, tokenizer: Any, eos_token_ids: Sequence[int]) -> None:
@@ -60,8 +61,9 @@ class _VLLMBackend:
             results.append(completions * (settings.n // per_prompt))
         return results
 
+    @abstractmethod
     def _generate_ids(self, prompts: list[list[int]], settings: SamplingSettings, n: int) -> list[list[RawOutput]]:
-        raise NotImplementedError
+        """`n` (token ids, finish reason) per prompt, in prompt order, from the engine."""
 
     def _request(self, settings: SamplingSettings, n: int, index: int) -> dict[str, Any]:
         fields = sampling_fields(settings, self.eos_token_ids, n=n)
