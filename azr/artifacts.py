@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -74,3 +75,17 @@ def fsync_directory(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def publish_directory(temp: PathLike, final: PathLike) -> None:
+    """Rename a fully written directory into place: a reader sees the old one or the new one.
+    An existing `final` is moved aside first, then removed."""
+    temp, final = Path(temp), Path(final)
+    if final.exists():
+        trash = final.parent / f".old-{final.name}-{os.getpid()}"
+        os.replace(final, trash)
+        os.replace(temp, final)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(temp, final)
+    fsync_directory(final.parent)

@@ -74,33 +74,21 @@ def bare_generate(model: Any, tokenizer: Any, texts: list[str], settings: Sampli
     return sum(row.index(eos) + 1 if eos in row else len(row) for row in new)
 
 
-def measure(runs: int, bare: Any, ours: Any) -> dict[str, float]:
-    """Median wall and CPU seconds per generated token of each, the calls alternating so that
-    load from other processes hits both alike (after one warm-up call each). CPU time (all
-    threads of this process) is the steadier figure on a shared machine."""
-    bare()
-    ours()
-    samples: dict[str, list[float]] = {"bare_wall": [], "ours_wall": [], "bare_cpu": [], "ours_cpu": []}
+def measure(runs: int, calls: dict[str, Any]) -> dict[str, float]:
+    """Median wall and CPU seconds per generated token of each call (`NAME_wall`, `NAME_cpu`),
+    the calls alternating so that load from other processes hits all alike (after one warm-up
+    call each). CPU time (all threads of this process) is the steadier figure on a shared
+    machine, but misses work done in another process (a vLLM server)."""
+    for call in calls.values():
+        call()
+    samples: dict[str, list[float]] = {f"{name}_{kind}": [] for name in calls for kind in ("wall", "cpu")}
     for _ in range(runs):
-        for name, call in (("bare", bare), ("ours", ours)):
+        for name, call in calls.items():
             wall, cpu = time.perf_counter(), time.process_time()
             tokens = call()
             samples[f"{name}_wall"].append((time.perf_counter() - wall) / tokens)
             samples[f"{name}_cpu"].append((time.process_time() - cpu) / tokens)
     return {key: statistics.median(values) for key, values in samples.items()}
-
-
-def wall_per_token(runs: int, calls: dict[str, Any]) -> dict[str, float]:
-    """Median wall seconds per generated token of each call, alternating, after a warm-up."""
-    for call in calls.values():
-        call()
-    samples: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(runs):
-        for name, call in calls.items():
-            start = time.perf_counter()
-            tokens = call()
-            samples[name].append((time.perf_counter() - start) / tokens)
-    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def vllm_comparison(args: argparse.Namespace, model: Any, tokenizer: Any, texts: list[str], dtype: torch.dtype) -> None:
@@ -136,10 +124,10 @@ def vllm_comparison(args: argparse.Namespace, model: Any, tokenizer: Any, texts:
                     groups = backend.generate(chosen, settings)
                     return sum(len(c.token_ids) for group in groups for c in (group[:1] if settings.greedy else group))
 
-                m = wall_per_token(args.runs, {"hf": lambda: run(transformers_backend), "vllm": lambda: run(vllm)})
+                m = measure(args.runs, {"hf": lambda: run(transformers_backend), "vllm": lambda: run(vllm)})
                 shape = f"{count} x {n}"
-                print(f"{shape:>14} {'greedy' if greedy else 'sampled':>8} {1 / m['hf']:>13.1f} {1 / m['vllm']:>8.1f} "
-                      f"{m['hf'] / m['vllm']:>17.2f}x", flush=True)
+                print(f"{shape:>14} {'greedy' if greedy else 'sampled':>8} {1 / m['hf_wall']:>13.1f} {1 / m['vllm_wall']:>8.1f} "
+                      f"{m['hf_wall'] / m['vllm_wall']:>17.2f}x", flush=True)
             syncs = []
             for _ in range(args.syncs):
                 start = time.perf_counter()
@@ -186,11 +174,10 @@ def main() -> None:
                 max_new_tokens=args.new_tokens, temperature=0 if greedy else 1.0, seed=None if greedy else 0
             )
             chosen = texts[:batch]
-            m = measure(
-                args.runs,
-                lambda: bare_generate(model, tokenizer, chosen, settings, dtype),
-                lambda: sum(len(c.token_ids) for cs in backend.generate(chosen, settings) for c in cs),
-            )
+            m = measure(args.runs, {
+                "bare": lambda: bare_generate(model, tokenizer, chosen, settings, dtype),
+                "ours": lambda: sum(len(c.token_ids) for cs in backend.generate(chosen, settings) for c in cs),
+            })
             print(f"{batch:>5} {'greedy' if greedy else 'sampled':>8} {1 / m['bare_wall']:>11.1f} "
                   f"{1 / m['ours_wall']:>14.1f} {100 * (m['ours_wall'] / m['bare_wall'] - 1):>+8.1f}% "
                   f"{100 * (m['ours_cpu'] / m['bare_cpu'] - 1):>+12.1f}%", flush=True)

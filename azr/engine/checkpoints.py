@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from azr.artifacts import PathLike, atomic_write_json, fsync_directory
+from azr.artifacts import PathLike, atomic_write_json, fsync_directory, publish_directory
 
 MARKER = "COMPLETE"
 META = "meta.json"
@@ -114,7 +114,7 @@ def save_checkpoint(
         atomic_write_json(temp / META, {"step": step, "saved_at": time.time(), "metadata": dict(metadata or {})})
         _fsync_files(temp)
         atomic_write_json(temp / MARKER, {"step": step})
-        _publish(temp, final)
+        publish_directory(temp, final)
         _prune(root, keep_last)
     accelerator.wait_for_everyone()
     return final
@@ -188,18 +188,6 @@ def export_pretrained(
         config = json.loads(config_path.read_text())
         config["dtype"] = str(dtype).removeprefix("torch.")
         atomic_write_json(config_path, config)
-
-
-def _publish(temp: Path, final: Path) -> None:
-    """Rename into place; an existing checkpoint of the same step is moved aside first."""
-    if final.exists():
-        trash = final.parent / f".old-{final.name}-{os.getpid()}"
-        os.replace(final, trash)
-        os.replace(temp, final)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(temp, final)
-    fsync_directory(final.parent)
 
 
 def _prune(root: Path, keep_last: int) -> None:

@@ -108,6 +108,35 @@ def encode_prompts(tokenizer: Any, prompts: Sequence[str]) -> list[list[int]]:
     return [list(ids) for ids in encoded]
 
 
+def completion_record(
+    generated: Sequence[int],
+    prompt: Sequence[int],
+    eos_token_ids: Sequence[int],
+    max_new_tokens: int,
+    tokenizer: Any,
+    *,
+    finish_reason: str = "length",
+) -> Completion:
+    """The record every backend returns: cut after the first EOS ('stop', the EOS kept), else
+    at `max_new_tokens` ('length'). An engine that reports another `finish_reason` for an output
+    with no EOS and under the limit (vLLM's 'abort') cut it short: that is an error, since a
+    shortened rollout would be scored as an answer."""
+    ids = tuple(int(t) for t in generated)
+    eos = set(eos_token_ids)
+    stop = next((i for i, token in enumerate(ids) if token in eos), None)
+    if stop is not None:
+        ids, reason = ids[: stop + 1], "stop"
+    elif finish_reason != "length" and len(ids) < max_new_tokens:
+        raise RuntimeError(
+            f"the engine ended a completion with finish_reason={finish_reason!r} after {len(ids)} tokens "
+            "and no EOS token; the request was aborted or cut short (see the engine's log)"
+        )
+    else:
+        ids, reason = ids[:max_new_tokens], "length"
+    text = tokenizer.decode(list(ids), skip_special_tokens=True)
+    return Completion(text, ids, tuple(int(t) for t in prompt), reason)  # type: ignore[arg-type]
+
+
 def plan_batches(
     lengths: Sequence[int], max_new_tokens: int, max_batch_tokens: int, max_batch_size: int
 ) -> list[list[int]]:
@@ -190,7 +219,8 @@ class TransformersBackend:
                     outputs[row] = ids
         results: list[list[Completion]] = [[] for _ in prompts]
         for row, prompt in enumerate(rows):
-            completion = self._completion(outputs[row], encoded[prompt], settings.max_new_tokens)  # type: ignore[arg-type]
+            completion = completion_record(outputs[row], encoded[prompt], self.eos_token_ids,  # type: ignore[arg-type]
+                                           settings.max_new_tokens, self.tokenizer)
             results[prompt].extend([completion] * (settings.n // copies))
         return results
 
@@ -227,16 +257,6 @@ class TransformersBackend:
             use_cache=True,
             **sampling,
         )
-
-    def _completion(self, generated: tuple[int, ...], prompt: list[int], max_new_tokens: int) -> Completion:
-        eos = set(self.eos_token_ids)
-        stop = next((i for i, token in enumerate(generated) if token in eos), None)
-        if stop is not None:
-            ids, reason = generated[: stop + 1], "stop"
-        else:
-            ids, reason = generated[:max_new_tokens], "length"
-        text = self.tokenizer.decode(list(ids), skip_special_tokens=True)
-        return Completion(text, tuple(ids), tuple(prompt), reason)  # type: ignore[arg-type]
 
     @contextlib.contextmanager
     def _decoding_state(self, seed: int | None) -> Iterator[None]:

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 import torch
 
+from azr.artifacts import publish_directory
 from azr.config import AZRConfig
 from azr.engine.generation import Completion, SamplingSettings, encode_prompts, model_eos_ids
 from azr.engine.vllm_common import iter_weights, make_completion, prompt_seed, sampling_fields, write_weight_files
@@ -107,7 +108,7 @@ class VLLMServerBackend(_VLLMBackend):
             model_dir = export_model_dir(model, tokenizer, work_dir / "model", dtype)
             server = VLLMServer(
                 model_dir, work_dir, settings, dtype=_DTYPE_NAMES[dtype], max_model_len=max_model_len(config),
-                seed=config.rollout.seed if config.rollout.seed is not None else config.seed,
+                seed=engine_seed(config),
                 tensor_parallel_size=config.rollout.tensor_parallel_size,
                 gpu_memory_utilization=config.rollout.gpu_memory_utilization,
                 max_num_batched_tokens=config.rollout.max_num_batched_tokens,
@@ -201,11 +202,11 @@ class VLLMColocateBackend(_VLLMBackend):
             ) from exc
         model_dir = export_model_dir(model, tokenizer, Path(work_dir) / "model", dtype)
         sleep = settings.sleep_mode and torch.cuda.is_available()
+        context = max_model_len(config)
         llm = LLM(
             model=str(model_dir), dtype=_DTYPE_NAMES[dtype], tensor_parallel_size=1,
-            gpu_memory_utilization=config.rollout.gpu_memory_utilization, max_model_len=max_model_len(config),
-            max_num_batched_tokens=max(config.rollout.max_num_batched_tokens, max_model_len(config)),
-            seed=config.rollout.seed if config.rollout.seed is not None else config.seed,
+            gpu_memory_utilization=config.rollout.gpu_memory_utilization, max_model_len=context,
+            max_num_batched_tokens=max(config.rollout.max_num_batched_tokens, context), seed=engine_seed(config),
             enforce_eager=settings.enforce_eager, enable_sleep_mode=sleep, generation_config="vllm",
             enable_prefix_caching=True,
         )
@@ -265,9 +266,7 @@ def export_model_dir(model: Any, tokenizer: Any, target: Path, dtype: torch.dtyp
     temp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         export_pretrained(model, tokenizer, dict(iter_weights(model, None)), temp, dtype)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(temp, target)
+        publish_directory(temp, target)
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise
@@ -277,6 +276,11 @@ def export_model_dir(model: Any, tokenizer: Any, target: Path, dtype: torch.dtyp
 def max_model_len(config: AZRConfig) -> int:
     rollout = config.rollout
     return rollout.vllm.max_model_len or rollout.max_prompt_tokens + rollout.max_new_tokens
+
+
+def engine_seed(config: AZRConfig) -> int:
+    """The engine's default seed: `rollout.seed`, else the run's `seed`."""
+    return config.rollout.seed if config.rollout.seed is not None else config.seed
 
 
 def run_with_timeout(function: Callable[[], _T], timeout: float, what: str) -> _T:

@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 
-from azr.artifacts import fsync_directory
-from azr.engine.generation import Completion, SamplingSettings
+from azr.artifacts import publish_directory
+from azr.engine.generation import Completion, SamplingSettings, completion_record
 
 WEIGHTS_GLOB = "*.safetensors"
 
@@ -63,25 +63,10 @@ def make_completion(
     max_new_tokens: int,
     tokenizer: Any,
 ) -> Completion:
-    """The same record as the transformers backend: ids end with the EOS token on 'stop'.
-
-    vLLM reports 'stop' for a stop token; 'abort' or anything else unexpected is an error,
-    since a silently shortened rollout would be scored as a real answer.
-    """
-    ids = tuple(int(t) for t in token_ids)
-    eos = set(eos_token_ids)
-    stop = next((i for i, token in enumerate(ids) if token in eos), None)
-    if stop is not None:
-        ids, reason = ids[: stop + 1], "stop"
-    elif finish_reason == "length" or len(ids) >= max_new_tokens:
-        ids, reason = ids[:max_new_tokens], "length"
-    else:
-        raise RuntimeError(
-            f"vLLM ended a completion with finish_reason={finish_reason!r} after {len(ids)} tokens "
-            "and no EOS token; the request was aborted or cut short (see the vLLM log)"
-        )
-    text = tokenizer.decode(list(ids), skip_special_tokens=True)
-    return Completion(text, ids, tuple(int(t) for t in prompt_token_ids), reason)  # type: ignore[arg-type]
+    """The transformers backend's record of a vLLM output; vLLM's 'abort' (or any reason other
+    than a stop token or the length limit) is an error, not an answer."""
+    return completion_record(token_ids, prompt_token_ids, eos_token_ids, max_new_tokens, tokenizer,
+                             finish_reason=finish_reason or "abort")
 
 
 def iter_weights(model: Any, dtype: torch.dtype | None) -> Any:
@@ -123,8 +108,5 @@ def write_weight_files(model: Any, target: Path, dtype: torch.dtype | None, *, s
         if size >= shard_bytes:
             flush()
     flush()
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(temp, target)
-    fsync_directory(target.parent)
+    publish_directory(temp, target)
     return target
