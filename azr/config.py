@@ -242,6 +242,20 @@ class TrainerConfig(Section):
     eval_every: int = Field(10, ge=1)
     gpus: int = Field(0, ge=0, description="GPUs the recipe expects (0 = CPU).")
     sequence_parallel: int = Field(1, ge=1, description="Ulysses degree of the original recipe.")
+    processes: int | None = Field(
+        None,
+        ge=1,
+        description="Engine ranks (one per device); None: the run's GPUs (`gpus`), 1 on CPU.",
+    )
+    strategy: Literal["ddp", "fsdp", "zero3"] = Field(
+        "ddp",
+        description="How the update spreads over the ranks: `ddp` (replicated weights), `fsdp` "
+        "(FSDP2: sharded parameters, gradients and AdamW state), `zero3` (DeepSpeed ZeRO-3).",
+    )
+
+    def world_size(self) -> int:
+        """The engine's rank count: `processes`, else one per GPU, else 1 (CPU)."""
+        return self.processes if self.processes is not None else max(self.gpus, 1)
 
 
 class BufferConfig(Section):
