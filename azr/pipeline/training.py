@@ -132,7 +132,7 @@ def evaluate_if_due(res: Resources, step: int, tracker: Any = None) -> dict[str,
 
         res.emit("stage_started", step=step, stage="evaluation")
         metrics = evaluate_policy(
-            res.policy, config, [(name, config.eval.data.get(name)) for name in config.eval.benchmarks],
+            res.policy, config, [(name, config.eval.data_source(name)) for name in config.eval.benchmarks],
             config.eval.limit, res.executor, max_new_tokens=config.eval.max_new_tokens,
             prompt=config.eval.prompt, out_dir=res.run.iteration_dir(step),
         )
