@@ -330,6 +330,26 @@ class SandboxConfig(Section):
         description="Run proposals twice, in processes with different hash seeds; differing results "
         "make them invalid. Paper: on.",
     )
+    packages: list[str] = Field(
+        default_factory=lambda: ["numpy"],
+        title="Importable third-party packages",
+        description="Top-level names of installed third-party packages that programs may import, "
+        "bound read-only into the sandbox (the original's executor could import its environment; "
+        "numpy is the common case). Empty: the standard library only.",
+    )
+    process_per_input: bool = Field(
+        True,
+        title="A process per input",
+        description="Run each input of a program in a fresh process with its own time limit, as "
+        "the original ran each input as its own program (an induction proposal: 10 inputs, 10 s "
+        "each); false: all inputs in one process and one time limit.",
+    )
+    output_limit: Literal["truncate", "reject"] = Field(
+        "truncate",
+        title="Results over max_output_chars",
+        description="`truncate`: keep the program, its output cut to head...tail (the original "
+        "kept it and stored 400 characters); `reject`: the run is output_limit (invalid).",
+    )
 
 
 class RewardConfig(Section):

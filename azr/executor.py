@@ -67,10 +67,17 @@ class RunResult:
 
 @dataclass(frozen=True)
 class DeductionCheck:
-    """Is the answer literal equal in value to the gold output literal?"""
+    """Is the answer equal in value to the gold output?
+
+    Literals are compared as values; a text that is not a literal (`Counter({'a': 1})`) is
+    evaluated in `program`'s namespace, the gold one by running `f` on `gold_input` when that
+    reproduces it. Without a program only literals can match.
+    """
 
     gold_output: str
     answer: str
+    program: str = ""
+    gold_input: str | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +87,7 @@ class AbductionCheck:
     program: str
     gold_output: str
     answer_input: str
+    gold_input: str | None = None  # lets a gold output that is not a literal be rebuilt by f
 
 
 @dataclass(frozen=True)
@@ -90,6 +98,7 @@ class InductionCheck:
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
     imports: tuple[str, ...] = field(default=())  # the gold program's imports, prepended
+    gold_program: str = ""  # evaluates hidden outputs that are not literals (never shown to the candidate)
 
 
 Check = Union[DeductionCheck, AbductionCheck, InductionCheck]

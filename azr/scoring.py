@@ -45,10 +45,11 @@ def build_check(task_type: TaskType, task: Triplet | InductionTask, answer: str)
             inputs=tuple(i for i, _ in hidden),
             outputs=tuple(o for _, o in hidden),
             imports=task.imports,
+            gold_program=task.program,
         )
     if task_type is TaskType.DEDUCTION:
-        return DeductionCheck(gold_output=task.output, answer=answer)
-    return AbductionCheck(program=task.program, gold_output=task.output, answer_input=answer)
+        return DeductionCheck(gold_output=task.output, answer=answer, program=task.program, gold_input=task.input)
+    return AbductionCheck(program=task.program, gold_output=task.output, answer_input=answer, gold_input=task.input)
 
 
 def verify_unique(executor: Executor, checks: Sequence[Check | None]) -> list[Verdict | None]:

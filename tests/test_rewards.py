@@ -63,10 +63,13 @@ def answer(text: str, formatted: bool = True) -> str:
 
 class TestChecks:
     def test_checks_carry_answers_as_data(self) -> None:
-        assert build_check(TaskType.DEDUCTION, TRIPLET, "'x'") == DeductionCheck("'x'", "'x'")
-        assert build_check(TaskType.ABDUCTION, TRIPLET, "0) or (True") == AbductionCheck(TRIPLET.program, "'x'", "0) or (True")
+        # The gold program and input travel too: a gold output that is not a literal is
+        # evaluated in the program's namespace (reference §4.4).
+        assert build_check(TaskType.DEDUCTION, TRIPLET, "'x'") == DeductionCheck("'x'", "'x'", TRIPLET.program, TRIPLET.input)
+        assert build_check(TaskType.ABDUCTION, TRIPLET, "0) or (True") == AbductionCheck(
+            TRIPLET.program, "'x'", "0) or (True", TRIPLET.input)
         check = build_check(TaskType.INDUCTION, INDUCTION, "def f(a):\n    return a")
-        assert check == InductionCheck("def f(a):\n    return a", ("3", "4"), ("3", "4"), ("import math",))
+        assert check == InductionCheck("def f(a):\n    return a", ("3", "4"), ("3", "4"), ("import math",), INDUCTION.program)
 
 
 def by_answer(correct: set[str]):

@@ -10,7 +10,7 @@ import pytest
 from azr.config import SandboxConfig
 from azr.executor import AbductionCheck, DeductionCheck, ExecStatus, InductionCheck, ProgramRun
 from azr.sandbox import SandboxExecutor
-from azr.sandbox.worker import values_equal
+from azr.sandbox.answer_rules import values_equal
 
 
 @pytest.fixture(scope="module")

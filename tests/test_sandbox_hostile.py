@@ -116,7 +116,7 @@ HOSTILE = {
     "kill everything it may": ("import os\ndef f(a):\n    os.kill(-1, 9)\n    return 1", ExecStatus.OK),
     "read /etc/shadow": ("def f(a):\n    return open('/etc/shadow').read()", ExecStatus.BLOCKED),
     "100 MB printed": ("def f(a):\n    print('x' * 10**8)\n    return 1", ExecStatus.OK),
-    "100 MB returned": ("def f(a):\n    return 'x' * 10**8", ExecStatus.OUTPUT_LIMIT),
+    "100 MB returned": ("def f(a):\n    return 'x' * 10**8", ExecStatus.OK),  # kept, cut to head...tail (sandbox.output_limit)
     "__repr__ raises": (
         "class Bad:\n    def __repr__(self):\n        raise ValueError('no')\ndef f(a):\n    return Bad()",
         ExecStatus.ERROR,

@@ -93,13 +93,17 @@ def restates_call(prediction: str) -> bool:
 
 def _reasoning_check(problem: ReasoningProblem, prediction: str) -> Check | ProblemScore:
     """The sandbox check for one reasoning prediction, or its score when nothing needs to run."""
-    if not prediction:
+    # An empty input is a real answer where the problem's own input is empty: `f()`, a
+    # function without parameters (CRUXEval-I). Elsewhere it stands for no answer.
+    if not prediction and (problem.task is TaskType.DEDUCTION or problem.input.strip()):
         return ProblemScore(False, EMPTY, "the prediction is empty")
     if problem.task is TaskType.DEDUCTION:
         if restates_call(prediction):
             return ProblemScore(False, RESTATES_CALL, "the prediction calls f instead of giving its value", prediction)
-        return DeductionCheck(gold_output=problem.output, answer=prediction)
-    return AbductionCheck(program=problem.code, gold_output=problem.output, answer_input=prediction)
+        return DeductionCheck(gold_output=problem.output, answer=prediction, program=problem.code,
+                              gold_input=problem.input)
+    return AbductionCheck(program=problem.code, gold_output=problem.output, answer_input=prediction,
+                          gold_input=problem.input)
 
 
 def score_reasoning(

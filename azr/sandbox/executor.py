@@ -34,12 +34,15 @@ from azr.executor import (
     RunResult,
     Verdict,
 )
+from azr.sandbox import answer_rules
 from azr.sandbox import worker as worker_module
+from azr.sandbox.packages import package_paths
 from azr.sandbox.isolation import Launch, choose_isolation, hidden_ancestor, interpreter, make_launch, task_uid_for
 
 logger = logging.getLogger(__name__)
 
 WORKER_SOURCE = Path(worker_module.__file__).read_text(encoding="utf-8")
+RULES_SOURCE = Path(answer_rules.__file__).read_text(encoding="utf-8")
 _START_TIMEOUT_S = 60.0
 
 
@@ -59,6 +62,7 @@ class Limits:
     processes: int
     max_output_chars: int
     max_stdout_chars: int
+    output_overflow: str = "truncate"
 
     @classmethod
     def from_config(cls, config: SandboxConfig) -> Limits:
@@ -71,6 +75,7 @@ class Limits:
             processes=config.max_processes,
             max_output_chars=config.max_output_chars,
             max_stdout_chars=config.max_stdout_chars,
+            output_overflow=config.output_limit,
         )
 
 
@@ -112,7 +117,9 @@ class _Worker:
         if self.process is None or self.process.poll() is not None:
             self.start()
         assert self.process is not None and self.process.stdin is not None and self.process.stdout is not None
-        budget = len(tasks) * (2 * self.limits.timeout_s + 2.0) + 10.0
+        # A task may run one child per input (sandbox.process_per_input) and a gold child.
+        parts = sum(max(1, len(t.get("inputs", ()))) + 1 for t in tasks)
+        budget = parts * (2 * self.limits.timeout_s + 2.0) + 10.0
         try:
             worker_module.send_json(self.process.stdin.fileno(), {"tasks": tasks})
             results = worker_module.receive_json(self.process.stdout.fileno(), time.monotonic() + budget)
@@ -155,6 +162,7 @@ class SandboxExecutor:
         self.banned_imports = list(banned_imports)
         count = workers or self.config.workers or os.cpu_count() or 1
         self.isolation = choose_isolation(self.config.isolation)
+        self.packages = package_paths(self.config.packages)
         self._workers = [_Worker(self._launch, self.limits, self.config.check_determinism) for _ in range(count)]
         self._lock = threading.Lock()
         self._closed = False
@@ -170,13 +178,17 @@ class SandboxExecutor:
         config = {
             "determinism": determinism,
             "limits": {**self.limits.__dict__, "task_uid": task_uid_for(self.isolation),
-                       "private_tmp": self.isolation != "none"},
+                       "private_tmp": self.isolation != "none",
+                       "packages": {"names": list(self.config.packages), "paths": self.packages}},
             "isolate_filesystem": self.isolation == "namespaces",
             "prefix": os.path.realpath(sys.base_prefix),
+            "keep": self.packages,
             "hide": hidden_ancestor(self.isolation),
+            "separate_inputs": self.config.process_per_input,
+            "rules_source": RULES_SOURCE,
         }
         argv = [interpreter(), "-I", "-S", "-B", "-c", WORKER_SOURCE, "worker", json.dumps(config)]
-        return make_launch(self.isolation, argv)
+        return make_launch(self.isolation, argv, self.packages)
 
     # ------------------------------------------------------------------------------ batching
 
@@ -237,13 +249,14 @@ class SandboxExecutor:
 
 def _check_task(check: Check) -> dict:
     if isinstance(check, DeductionCheck):
-        return {"kind": "deduction", "gold_output": check.gold_output, "answer": check.answer}
+        return {"kind": "deduction", "gold_output": check.gold_output, "answer": check.answer,
+                "program": check.program, "gold_input": check.gold_input}
     if isinstance(check, AbductionCheck):
         return {"kind": "abduction", "program": check.program, "gold_output": check.gold_output,
-                "answer_input": check.answer_input}
+                "answer_input": check.answer_input, "gold_input": check.gold_input}
     if isinstance(check, InductionCheck):
         return {"kind": "induction", "candidate_program": check.candidate_program, "inputs": list(check.inputs),
-                "outputs": list(check.outputs), "imports": list(check.imports)}
+                "outputs": list(check.outputs), "imports": list(check.imports), "gold_program": check.gold_program}
     raise TypeError(f"not a check: {type(check).__name__}")
 
 

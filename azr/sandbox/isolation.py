@@ -89,7 +89,7 @@ def _bubblewrap_flags(as_root: bool) -> list[str]:
     return flags
 
 
-def bubblewrap_launch(bwrap: str, worker_argv: list[str]) -> Launch:
+def bubblewrap_launch(bwrap: str, worker_argv: list[str], keep: list[str] | None = None) -> Launch:
     as_root = os.geteuid() == 0
     flags = _bubblewrap_flags(as_root)
     if as_root:
@@ -97,10 +97,12 @@ def bubblewrap_launch(bwrap: str, worker_argv: list[str]) -> Launch:
         blocked = _blocked_ancestor(prefix)
         if blocked:  # e.g. a pyenv Python under /root: hide /root, show only the interpreter
             flags += ["--perms", "0755", "--tmpfs", blocked]
-            for parent in reversed(Path(prefix).parents):  # traversable directories down to it
-                if len(parent.parts) > len(Path(blocked).parts):
-                    flags += ["--perms", "0755", "--dir", str(parent)]
-            flags += ["--ro-bind", prefix, prefix]
+            # ... and the package directories programs may import from (sandbox.packages)
+            for path in [prefix, *[p for p in keep or [] if Path(blocked) in Path(p).parents]]:
+                for parent in reversed(Path(path).parents):  # traversable directories down to it
+                    if len(parent.parts) > len(Path(blocked).parts):
+                        flags += ["--perms", "0755", "--dir", str(parent)]
+                flags += ["--ro-bind", path, path]
     return Launch([bwrap, *flags, "--", *worker_argv], {}, "bubblewrap")
 
 
@@ -171,11 +173,12 @@ def hidden_ancestor(isolation: Isolation) -> str | None:
     return _blocked_ancestor(os.path.realpath(sys.base_prefix))
 
 
-def make_launch(isolation: Isolation, worker_argv: list[str]) -> Launch:
+def make_launch(isolation: Isolation, worker_argv: list[str], keep: list[str] | None = None) -> Launch:
+    """`keep`: directories (package locations) that must stay visible, read-only."""
     if isolation == "bubblewrap":
         bwrap = bubblewrap_path()
         assert bwrap is not None
-        return bubblewrap_launch(bwrap, worker_argv)
+        return bubblewrap_launch(bwrap, worker_argv, keep)
     if isolation == "namespaces":
         return namespaces_launch(worker_argv)
     return Launch(list(worker_argv), {"PATH": SANDBOX_PATH}, "none")

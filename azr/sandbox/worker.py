@@ -30,6 +30,11 @@ import time
 import _ast
 import _json
 
+try:  # imported as part of the project (the executor uses the framing helpers below)
+    from azr.sandbox import answer_rules as rules
+except ImportError:  # run as a script inside the sandbox: main() loads it from the source sent
+    rules = None
+
 # A program may patch builtins (`builtins.len = ...`); the harness binds its own references
 # so that what it reports about the program is not changed by the program.
 from builtins import (  # noqa: A004, E402
@@ -197,7 +202,9 @@ def failure(exc: BaseException) -> dict:
     return {"status": "error", "error": message}
 
 
-def safe_repr(value: object, limit: int) -> dict:
+def safe_repr(value: object, limit: int, overflow: str = "reject") -> dict:
+    """The repr of a result. One over `limit` characters is `output_limit`, or, with overflow
+    `truncate` (the original kept such programs), its head and tail around `...`."""
     try:
         text = repr(value)
         if type(text) is not str:
@@ -205,40 +212,75 @@ def safe_repr(value: object, limit: int) -> dict:
     except BaseException as exc:  # noqa: BLE001 - a hostile __repr__
         return failure(exc)
     if len(text) > limit:
-        return {"status": "output_limit", "error": f"repr of {len(text)} characters exceeds {limit}"}
+        if overflow != "truncate":
+            return {"status": "output_limit", "error": f"repr of {len(text)} characters exceeds {limit}"}
+        half = limit // 2
+        text = text[:half] + "..." + text[len(text) - half:]
     return {"status": "ok", "output": text}
 
 
+def _evaluate(text: str, namespace: dict) -> object:
+    return eval(compile(text.strip(), "<value>", "eval"), namespace)  # noqa: S307 - sandboxed, a checked value
+
+
 def execute_task(task: dict, limits: dict) -> dict:
-    """Run one task in this (child) process: per-input results as plain values."""
+    """Run one task in this (child) process: per-input results as plain values.
+
+    With `values`, each result also carries its value as a plain tree (answer_rules); with
+    `expressions`, the task evaluates gold outputs in the program's namespace instead of calling
+    `f` on inputs: by running `f` on the gold input when that reproduces the stored repr, else
+    from the text when it is the written form of a value.
+    """
     output_limit = limits["max_output_chars"]
+    overflow = limits.get("output_overflow", "reject")
+    budget = 4 * output_limit
     stdout = CappedText(limits["max_stdout_chars"])
     sys.stdout = sys.stderr = stdout
     calls: list[dict] = []
+    expressions = task.get("expressions")
+    count = len(expressions) if expressions is not None else len(task["inputs"])
     try:
         guard_imports(task.get("banned") or [])
         namespace: dict = {"__name__": "__sandbox__", "__builtins__": builtins}
         exec(compile(task["program"], "<program>", "exec"), namespace)  # noqa: S102 - sandboxed
         function = namespace.get("f")
+        if expressions is not None:
+            for text, gold_input, from_text in expressions:
+                try:
+                    value, found = None, False
+                    if gold_input is not None and callable(function):
+                        args, kwargs = call_parts(gold_input, namespace)
+                        value = function(*args, **kwargs)
+                        found = safe_repr(value, output_limit, "reject").get("output") == text
+                    if not found and from_text:
+                        value, found = _evaluate(text, namespace), True
+                    tree = rules.encode_value(value, namespace, budget) if found else None
+                    calls.append({"status": "ok", "output": "", "value": tree})
+                except BaseException as exc:  # noqa: BLE001 - anything the program raises
+                    calls.append(failure(exc))
+            return {"calls": calls, "stdout": stdout.getvalue()}
         if not callable(function):
             raise NameError("the program defines no callable f")
         for text in task["inputs"]:
             try:
                 args, kwargs = call_parts(text, namespace)
-                result = safe_repr(function(*args, **kwargs), output_limit)
+                value = function(*args, **kwargs)
+                result = safe_repr(value, output_limit, overflow)
                 if result["status"] == "ok" and task.get("repeat"):
                     args, kwargs = call_parts(text, namespace)
-                    again = safe_repr(function(*args, **kwargs), output_limit)
+                    again = safe_repr(function(*args, **kwargs), output_limit, overflow)
                     if again.get("output") != result["output"]:
                         result = {"status": "nondeterministic",
                                   "error": "a second call in the same process returned a different value"}
+                if result["status"] == "ok" and task.get("values"):
+                    result["value"] = rules.encode_value(value, namespace, budget)
             except BaseException as exc:  # noqa: BLE001 - anything the program raises
                 if not task.get("per_call_errors"):
                     raise
                 result = failure(exc)
             calls.append(result)
     except BaseException as exc:  # noqa: BLE001
-        calls = [failure(exc)] * max(1, len(task["inputs"]))
+        calls = [failure(exc)] * max(1, count)
     return {"calls": calls, "stdout": stdout.getvalue()}
 
 
@@ -254,13 +296,13 @@ def enter_child(limits: dict, scratch: str, result_fd: int) -> None:
     mb = 1024 * 1024
     for limit, value in (
         (resource.RLIMIT_AS, limits["memory_mb"] * mb),
-        (resource.RLIMIT_CPU, int(limits["cpu_time_s"])),
+        (resource.RLIMIT_CPU, int(limits["cpu_time_s"])),  # hard limit one second later: SIGXCPU comes first
         (resource.RLIMIT_FSIZE, limits["file_size_mb"] * mb),
         (resource.RLIMIT_NOFILE, limits["open_files"]),
         (resource.RLIMIT_NPROC, limits["processes"]),
         (resource.RLIMIT_CORE, 0),
     ):
-        resource.setrlimit(limit, (value, value))
+        resource.setrlimit(limit, (value, value + 1 if limit == resource.RLIMIT_CPU else value))
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(null, fd)
@@ -361,7 +403,9 @@ def run_child(task: dict, limits: dict, scratch_dir: "Scratch") -> tuple[bytes |
     try:
         # What an honest result can weigh (JSON escapes a character in at most 6 bytes): a
         # hostile child cannot make the template hold more.
-        allowed = 8 * (limits["max_output_chars"] * max(1, len(task["inputs"])) + limits["max_stdout_chars"]) + 65536
+        # A value tree is at most 4x the repr budget (answer_rules.encode_value).
+        count = max(1, len(task.get("expressions") or task["inputs"]))
+        allowed = 8 * (5 * limits["max_output_chars"] * count + limits["max_stdout_chars"]) + 65536
         blob = read_frame(read_fd, started + limits["timeout_s"], allowed)
         if blob is None:
             meta = {"status": "error", "error": "the program ended its process without a result"}
@@ -463,8 +507,35 @@ def _prctl(option: int, value: int) -> None:
         pass
 
 
+class PackageFinder:
+    """Lets programs import the third-party packages `sandbox.packages` lists, and only those,
+    from the directories that hold them (bound read-only into the sandbox); the interpreter
+    runs with -I -S, so nothing else of the virtual environment is importable."""
+
+    def __init__(self, names: list, paths: list) -> None:
+        self.names, self.paths = set(names), list(paths)
+
+    def find_spec(self, fullname: str, path: object = None, target: object = None) -> object:
+        if path is not None or fullname.partition(".")[0] not in self.names:
+            return None  # submodules are found through their package's __path__
+        from importlib.machinery import PathFinder
+
+        return PathFinder.find_spec(fullname, self.paths)
+
+
+def split_inputs(task: dict) -> list[dict]:
+    """With `separate`, each input runs in a process of its own: a fresh program state and its
+    own time limit, as the original ran each input as a program of its own (reference §3.2)."""
+    if not task.get("separate") or len(task.get("inputs", ())) <= 1:
+        return [task]
+    return [dict(task, inputs=[text]) for text in task["inputs"]]
+
+
 def template_main(limits: dict) -> None:
     """Serve batches from the worker: marshal in (trusted), framed raw child results out."""
+    packages = limits.get("packages") or {}
+    if packages.get("names"):
+        sys.meta_path.append(PackageFinder(packages["names"], packages["paths"]))
     if limits["processes"] > 1 or limits.get("task_uid") is None:
         # Only needed when tasks share our uid or may start processes. Loading ctypes makes
         # every fork slower, so a root sandbox whose tasks cannot fork skips it.
@@ -481,7 +552,8 @@ def template_main(limits: dict) -> None:
             if frame is None:
                 break
             tasks = marshal.loads(frame)
-            write_frame(1, marshal.dumps([run_child(task, limits, scratch) for task in tasks]))
+            replies = [[run_child(part, limits, scratch) for part in split_inputs(task)] for task in tasks]
+            write_frame(1, marshal.dumps(replies))
             clean_private_tmp(limits)
     finally:
         remove_tree(scratch_root)
@@ -490,51 +562,15 @@ def template_main(limits: dict) -> None:
 # --------------------------------------------------------------------------------- worker
 
 
-def literal_value(text: str) -> tuple[bool, object]:
-    import ast
-
-    try:
-        return True, ast.literal_eval(text.strip())
-    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError, OverflowError):
-        return False, None
-
-
-def values_equal(gold: str, answer: str) -> bool:
-    """Value equality of two literal texts: spacing, quotes and `(1,)` vs `(1, )` do not
-    matter; a text that is not a literal (an object repr, `nan`, a truncated `...`) never
-    matches, as in the original."""
-    ok_gold, gold_value = literal_value(gold)
-    ok_answer, answer_value = literal_value(answer)
-    if not (ok_gold and ok_answer):
-        return False
-    try:
-        return bool(gold_value == answer_value)
-    except (RecursionError, MemoryError):
-        return False
-
-
-# Names an answer (a solver's input expression) may not use: they would let it rewrite `f` or
-# reach the interpreter instead of being an input.
-_ANSWER_DENIED_NAMES = {"setattr", "delattr", "getattr", "globals", "locals", "vars", "exec", "eval",
-                        "compile", "open", "input", "breakpoint", "exit", "quit", "help", "memoryview"}
-
-
-def answer_violation(text: str) -> str | None:
-    """Why an answer expression is refused (it reaches beyond being an input), or None."""
-    import ast
-
-    try:
-        tree = ast.parse(f"f({text})", mode="eval")
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return None  # the child reports the syntax error
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Attribute) and node.attr.startswith("__"):
-            return f"the answer accesses {node.attr}"
-        if isinstance(node, ast.Name) and (node.id.startswith("__") or node.id in _ANSWER_DENIED_NAMES):
-            return f"the answer uses {node.id}"
-        if isinstance(node, ast.NamedExpr):
-            return "the answer assigns a name"
-    return None
+def parse_parts(parts: list) -> dict:
+    """One task's result from the children that ran its inputs (one child, or one per input):
+    their calls in order, the time they took together."""
+    results = [_parse_child_result(blob, meta) for blob, meta in parts]
+    if len(results) == 1:
+        return results[0]
+    return {"calls": [call for result in results for call in result["calls"][:1]],
+            "stdout": "".join(result["stdout"] for result in results),
+            "duration_ms": sum(result["duration_ms"] for result in results)}
 
 
 def _parse_child_result(blob: bytes | None, meta: dict) -> dict:
@@ -566,9 +602,12 @@ class Template:
     def __init__(self, hash_seed: int, limits: dict) -> None:
         import subprocess
 
-        env = {"PYTHONHASHSEED": str(hash_seed), "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+        # One BLAS/OpenMP thread: task children may not start threads (RLIMIT_NPROC).
+        env = {"PYTHONHASHSEED": str(hash_seed), "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+               "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         self.process = subprocess.Popen(
-            [sys.executable, "-I", "-S", "-B", "-c", own_source(), "template", marshal.dumps(limits).hex()],
+            [sys.executable, "-I", "-S", "-B", "-c", own_source(), "template", marshal.dumps(limits).hex(),
+             RULES_SOURCE[0]],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True,
         )
 
@@ -587,7 +626,7 @@ class Template:
         if frame is None:
             return None
         replies = marshal.loads(frame)  # written by the template: trusted
-        return [_parse_child_result(blob, meta) for blob, meta in replies]
+        return [parse_parts(parts) for parts in replies]
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -620,7 +659,7 @@ class Worker:
         """Run batches on templates A and B at the same time; a template that dies or hangs is
         replaced, and its batch answered with errors."""
         batches = {name: tasks for name, tasks in batches.items() if tasks}
-        longest = max((len(tasks) for tasks in batches.values()), default=0)
+        longest = max((sum(len(split_inputs(t)) for t in tasks) for tasks in batches.values()), default=0)
         deadline = time.monotonic() + longest * (self.limits["timeout_s"] + 2.0) + 5.0
         submitted = {name: self.template(name).submit(tasks) for name, tasks in batches.items()}
         results: dict[str, list[dict]] = {}
@@ -636,41 +675,32 @@ class Worker:
     def handle(self, tasks: list[dict]) -> list[dict]:
         """A batch of program runs (twice across hash seeds when asked) and solver checks."""
         results: list = [None] * len(tasks)
-        to_run: list[tuple[int, dict]] = []
+        to_run: list[tuple[int, str, dict]] = []  # (task index, role, child task)
+        separate = bool(self.config.get("separate_inputs"))
         for index, task in enumerate(tasks):
             kind = task["kind"]
-            if kind == "deduction":
-                started = time.monotonic()
-                matched = values_equal(task["gold_output"], task["answer"])
-                results[index] = {"matched": int(matched), "total": 1, "status": "ok", "error": "",
-                                  "duration_ms": (time.monotonic() - started) * 1000}
-            elif kind == "abduction":
-                violation = answer_violation(task["answer_input"])
-                if violation:
-                    results[index] = {"matched": 0, "total": 1, "status": "blocked", "error": violation,
-                                      "duration_ms": 0.0}
-                else:
-                    to_run.append((index, {"program": task["program"], "inputs": [task["answer_input"]],
-                                           "per_call_errors": True}))
-            elif kind == "induction":
-                program = "\n".join([*task.get("imports", []), task["candidate_program"]])
-                to_run.append((index, {"program": program, "inputs": task["inputs"], "per_call_errors": True}))
-            else:
-                to_run.append((index, {"program": task["program"], "inputs": task["inputs"],
-                                       "banned": task.get("banned", []), "repeat": bool(task.get("determinism"))}))
+            if kind == "run":
+                to_run.append((index, "run", {"program": task["program"], "inputs": task["inputs"],
+                                              "banned": task.get("banned", []), "separate": separate,
+                                              "repeat": bool(task.get("determinism"))}))
+                continue
+            early, children = plan_check(task, separate)
+            if early is not None:
+                results[index] = early
+            to_run.extend((index, role, child) for role, child in children)
 
-        twice = [p for p, (index, _) in enumerate(to_run) if tasks[index].get("determinism")]
-        replies = self._run_on({"A": [child for _, child in to_run], "B": [to_run[p][1] for p in twice]})
+        twice = [p for p, (index, role, _) in enumerate(to_run) if role == "run" and tasks[index].get("determinism")]
+        replies = self._run_on({"A": [child for _, _, child in to_run], "B": [to_run[p][2] for p in twice]})
         first = replies.get("A", [])
         second = dict(zip(twice, replies.get("B", [])))
-        for position, (index, _) in enumerate(to_run):
-            task, result = tasks[index], first[position]
-            if task["kind"] in ("abduction", "induction"):
-                results[index] = verdict(task, result)
-            elif position in second:
-                results[index] = compare_runs(result, second[position])
+        parts: dict[int, dict[str, dict]] = {}
+        for position, (index, role, _) in enumerate(to_run):
+            if role == "run":
+                results[index] = compare_runs(first[position], second[position]) if position in second else first[position]
             else:
-                results[index] = result
+                parts.setdefault(index, {})[role] = first[position]
+        for index, found in parts.items():
+            results[index] = verdict(tasks[index], found)
         return results
 
     def serve(self) -> None:
@@ -688,13 +718,80 @@ class Worker:
             template.stop()
 
 
-def verdict(task: dict, result: dict) -> dict:
+def plan_check(task: dict, separate: bool) -> tuple[dict | None, list[tuple[str, dict]]]:
+    """The children a solver check needs, or its verdict when none is needed.
+
+    `answer` runs the solver's side (f on an abduction answer, the induction candidate on the
+    hidden inputs, a deduction answer's value); `gold` evaluates gold outputs that are not
+    literals, in the gold program's namespace. The two never share a process, so the code that
+    runs a solver's answer never holds the value it would have to match.
+    """
+    kind = task["kind"]
+    gold_program = task.get("gold_program") or task.get("program") or "\n".join(task.get("imports", []))
+    if kind == "deduction":
+        gold, answer = task["gold_output"], task["answer"]
+        if rules.values_equal(gold, answer):
+            return _checked(1, 1), []
+        children = []
+        if not rules.literal_value(answer)[0] and answer.strip() != gold.strip():  # the gold's own text: see deduction_matches
+            if rules.value_violation(answer) is not None:
+                return _checked(0, 1), []
+            children.append(("answer", {"program": gold_program, "inputs": [], "expressions": [[answer, None, True]]}))
+        if not rules.literal_value(gold)[0]:
+            children.append(("gold", _gold_task(gold_program, [gold], [task.get("gold_input")])))
+        return (None, children) if children else (_checked(0, 1), [])
+    if kind == "abduction":
+        violation = rules.answer_violation(task["answer_input"])
+        if violation:
+            return {"matched": 0, "total": 1, "status": "blocked", "error": violation, "duration_ms": 0.0}, []
+        golds, gold_inputs = [task["gold_output"]], [task.get("gold_input")]
+        answer = {"program": task["program"], "inputs": [task["answer_input"]], "per_call_errors": True, "values": True}
+    else:
+        golds, gold_inputs = list(task["outputs"]), list(task["inputs"])
+        program = "\n".join([*task.get("imports", []), task["candidate_program"]])
+        answer = {"program": program, "inputs": task["inputs"], "per_call_errors": True, "values": True,
+                  "separate": separate}
+    children = [("answer", answer)]
+    if not all(rules.literal_value(gold)[0] for gold in golds):
+        children.append(("gold", _gold_task(gold_program, golds, gold_inputs)))
+    return None, children
+
+
+def _checked(matched: int, total: int) -> dict:
+    return {"matched": matched, "total": total, "status": "ok", "error": "", "duration_ms": 0.0}
+
+
+def _gold_task(program: str, golds: list, gold_inputs: list) -> dict:
+    """Evaluate gold outputs in the gold program's namespace (only the ones that are not literals)."""
+    expressions = [[gold, gold_input, rules.value_violation(gold) is None]
+                   for gold, gold_input in zip(golds, gold_inputs)]
+    return {"program": program, "inputs": [], "expressions": expressions, "per_call_errors": True}
+
+
+def _gold_trees(golds: list, result: dict | None) -> list:
+    """Per gold output, what the gold child evaluated for it (None where nothing)."""
+    calls = (result or {}).get("calls") or []
+    if len(calls) != len(golds):
+        return [None] * len(golds)
+    return [call.get("value") if call.get("status") == "ok" else None for call in calls]
+
+
+def verdict(task: dict, parts: dict) -> dict:
+    """A solver check's verdict from its children's plain results (answer_rules decides)."""
+    if task["kind"] == "deduction":
+        answer_tree = _gold_trees([task["answer"]], parts.get("answer"))[0]
+        gold_tree = _gold_trees([task["gold_output"]], parts.get("gold"))[0]
+        matched = rules.deduction_matches(task["gold_output"], gold_tree, task["answer"], answer_tree)
+        duration = sum(p.get("duration_ms", 0.0) for p in parts.values())
+        return dict(_checked(int(matched), 1), duration_ms=duration)
+    result = parts["answer"]
     golds = [task["gold_output"]] if task["kind"] == "abduction" else list(task["outputs"])
+    gold_trees = _gold_trees(golds, parts.get("gold"))
     calls = result["calls"]
     if len(calls) != len(golds):  # the whole program failed: one failure stands for every call
         calls = [calls[0]] * len(golds)
-    matched = sum(1 for gold, call in zip(golds, calls)
-                  if call.get("status") == "ok" and values_equal(gold, call.get("output", "")))
+    matched = sum(1 for gold, tree, call in zip(golds, gold_trees, calls)
+                  if call.get("status") == "ok" and rules.call_matches(gold, tree, call.get("output", ""), call.get("value")))
     failed = next((c for c in calls if c.get("status") != "ok"), None)
     return {"matched": matched, "total": len(golds), "status": failed["status"] if failed else "ok",
             "error": failed.get("error", "") if failed else "", "duration_ms": result.get("duration_ms", 0.0)}
@@ -718,8 +815,9 @@ def compare_runs(first: dict, second: dict) -> dict:
                              {"status": "nondeterministic", "error": f"a second process failed: {b.get('error', '')}"})
             else:
                 calls.append(a)
+    # The two runs go side by side in two fork servers: the wall time is the longer one.
     return {"calls": calls, "stdout": first.get("stdout", ""),
-            "duration_ms": first.get("duration_ms", 0.0) + second.get("duration_ms", 0.0)}
+            "duration_ms": max(first.get("duration_ms", 0.0), second.get("duration_ms", 0.0))}
 
 
 # ------------------------------------------------------------ file system (namespaces mode)
@@ -752,22 +850,26 @@ def _umount(target: str) -> None:
         raise OSError(error, f"umount {target}: {os.strerror(error)}")
 
 
-def isolate_filesystem(hide: str | None, prefix: str) -> None:
+def isolate_filesystem(hide: str | None, prefix: str, keep: list | None = None) -> None:
     """In a fresh mount namespace: a private /tmp, every mount read-only, and (as root) the
     directory that hides the interpreter from the task uid replaced by an empty one."""
     _mount(None, "/", None, _MS_REC | _MS_PRIVATE)
     _mount("tmpfs", "/tmp", "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=0755")
     if hide:
-        # Park the interpreter on a temporary mount, cover `hide`, bring it back, and remove
-        # the parking mount again: nothing of the host may stay reachable under /tmp.
-        park = "/tmp/.azr-interpreter"
-        os.makedirs(park)
-        _mount(prefix, park, None, _MS_BIND | _MS_REC)
+        # Park the interpreter (and the package directories under `hide`) on temporary
+        # mounts, cover `hide`, bring them back, and remove the parking mounts again: nothing
+        # of the host may stay reachable under /tmp.
+        shown = [prefix, *[p for p in keep or [] if p.startswith(hide.rstrip("/") + "/")]]
+        parks = [f"/tmp/.azr-keep-{n}" for n in range(len(shown))]
+        for path, park in zip(shown, parks):
+            os.makedirs(park)
+            _mount(path, park, None, _MS_BIND | _MS_REC)
         _mount("tmpfs", hide, "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=0755")
-        os.makedirs(prefix, exist_ok=True)
-        _mount(park, prefix, None, _MS_BIND | _MS_REC)
-        _umount(park)
-        os.rmdir(park)
+        for path, park in zip(shown, parks):
+            os.makedirs(path, exist_ok=True)
+            _mount(park, path, None, _MS_BIND | _MS_REC)
+            _umount(park)
+            os.rmdir(park)
     with open("/proc/self/mountinfo", encoding="utf-8") as handle:
         mounts = [line.split() for line in handle]
     for fields in mounts:
@@ -792,15 +894,30 @@ def own_source() -> str:
         return handle.read()
 
 
+RULES_SOURCE = [""]  # answer_rules' source, inside the sandbox (handed on to the templates)
+
+
+def install_rules(source: str) -> None:
+    """Load answer_rules from its source: inside the sandbox the project is not importable."""
+    global rules
+    module = type(sys)("answer_rules")
+    exec(compile(source, "answer_rules.py", "exec"), module.__dict__)  # noqa: S102 - our own source
+    sys.modules["answer_rules"] = module
+    rules = module
+    RULES_SOURCE[0] = source
+
+
 def main() -> None:
     if sys.argv[1] == "template":  # limits come from the worker, marshalled (no json import)
+        install_rules(sys.argv[3])
         template_main(marshal.loads(bytes.fromhex(sys.argv[2])))
         return
     import json
 
     config = json.loads(sys.argv[2])
+    install_rules(config["rules_source"])
     if config.get("isolate_filesystem"):
-        isolate_filesystem(config.get("hide"), config["prefix"])
+        isolate_filesystem(config.get("hide"), config["prefix"], config.get("keep"))
     Worker(config).serve()
 
 
