@@ -56,6 +56,16 @@ def _mount_train_commands() -> None:
 
 _mount_train_commands()
 
+
+def _mount_plan_command() -> None:
+    """`azr plan` (the memory plan) lives in azr/cli_plan.py."""
+    from azr.cli_plan import plan_command
+
+    app.command("plan")(plan_command)
+
+
+_mount_plan_command()
+
 console = Console()
 err_console = Console(stderr=True)
 

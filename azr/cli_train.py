@@ -86,6 +86,7 @@ def train(
     run_dir: Annotated[Optional[Path], typer.Option(help="Where the run's files go (default runs/NAME-TIME).")] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this directory.")] = None,
     force: Annotated[bool, typer.Option(help="With --resume: accept settings that differ from the run's.")] = False,
+    ignore_memory_plan: Annotated[bool, typer.Option("--ignore-memory-plan", help="Start even if `azr plan` says the layout does not fit.")] = False,
 ) -> None:
     """Run AZR self-play: propose, validate, solve, reward, update, for N iterations."""
     from azr.config_loader import DEFAULT_PRESET, ConfigError, build_config
@@ -103,6 +104,7 @@ def train(
         _fail("give the run directory once: --resume RUN_DIR (not together with a different --run-dir)")
     if resume is not None and not (Path(resume) / "config.yaml").is_file():
         _fail(f"cannot resume {resume}: it is not a run directory (no config.yaml there)")
+    _check_memory(wanted, resume, ignore_memory_plan)
 
     _quiet_output()
     from azr.engine.model_source import ModelSourceError
@@ -133,6 +135,20 @@ def train(
     ui = f"mlflow ui --backend-store-uri {summary['tracking_uri']} --host 127.0.0.1 --workers 1"
     console.print(f"  open the MLflow UI:    {ui}", soft_wrap=True)
     console.print(f"  inspect the run:       azr runs show {run}")
+
+
+def _check_memory(wanted: Any, resume: Path | None, ignore: bool) -> None:
+    """The memory plan of the run (the new config, else the resumed run's), before anything loads."""
+    from azr.cli_plan import check_before_training
+    from azr.pipeline.run_dir import RunDir, RunDirError
+
+    config = wanted
+    if config is None and resume is not None:
+        try:
+            config = RunDir(resume).read_config()
+        except RunDirError:
+            return  # the flow reports an unreadable run directory itself
+    check_before_training(config, ignore)
 
 
 def _run_dirs(root: Path) -> list[Path]:
