@@ -181,6 +181,7 @@ def plan_memory(
     ranks = trainer.world_size()
     c = compute_bytes(config, device)
     m = 4 if config.model.master_dtype == "float32" else c
+    half = "fp16" if config.model.dtype == "float16" else "bf16"
     strategy = trainer.strategy
     cast_params = strategy in ("fsdp", "zero3")
     shard = ranks if cast_params else 1
@@ -200,7 +201,7 @@ def plan_memory(
         add("weights (bf16 partition)", P * c / shard, P * c / shard, f"{P / 1e9:.2f}B params x {c} B {where}")
         add("fp32 master weights", P * 4 / shard, P * 4 / shard, f"{P / 1e9:.2f}B x 4 B {where}")
     else:
-        label = "weights (fp32 master)" if m == 4 and c < 4 else f"weights ({_dtype_name(m)})"
+        label = "weights (fp32 master)" if m == 4 and c < 4 else f"weights ({_dtype_name(m, half)})"
         add(label, P * m / shard, P * m / shard, f"{P / 1e9:.2f}B params x {m} B {where}".strip())
     moment_bytes = 4 if strategy == "zero3" else m
     add("optimizer (AdamW, 2 moments)", 2 * P * moment_bytes / shard, 2 * P * moment_bytes / shard,
@@ -213,10 +214,10 @@ def plan_memory(
         unit = facts.outer_parameters() + FSDP_PREFETCHED_LAYERS * facts.layer_parameters()
         add(f"{'FSDP2' if strategy == 'fsdp' else 'ZeRO-3'} gathered weights",
             unit * c if transformers_generation else 0.0, 2 * unit * c,
-            f"embeddings+head and {FSDP_PREFETCHED_LAYERS} layers unsharded in {_dtype_name(c)}; "
+            f"embeddings+head and {FSDP_PREFETCHED_LAYERS} layers unsharded in {_dtype_name(c, half)}; "
             "update: and their gradients")
     elif m > c:
-        add("bf16 compute copy (autocast)", P * c if transformers_generation else 0.0, P * c,
+        add(f"{half} compute copy (autocast)", P * c if transformers_generation else 0.0, P * c,
             f"autocast's cached {c}-byte copy of every weight")
 
     # ----- update only
@@ -240,7 +241,7 @@ def plan_memory(
     problems: list[str] = []
     assumptions: list[str] = [
         f"worst case: every sequence is max_prompt_tokens + max_new_tokens = {seq_len} tokens",
-        f"compute in {_dtype_name(c)}, weights and AdamW state in {_dtype_name(m)} "
+        f"compute in {_dtype_name(c, half)}, weights and AdamW state in {_dtype_name(m, half)} "
         f"({'parameters cast by ' + strategy.upper() if cast_params else 'autocast' if m > c else 'one dtype'})",
     ]
     kv_tokens: int | None = None
@@ -295,9 +296,14 @@ def _add_vllm(config: AZRConfig, facts: ModelFacts, device: Device, capacity: fl
             + ("" if rollout.vllm.enforce_eager else " + CUDA graphs") + " (estimate)")
         add("vLLM KV cache", max(kv, 0.0), max(kv, 0.0) * kept,
             f"the rest of gpu_memory_utilization {rollout.gpu_memory_utilization} x {gib(capacity)}")
+        if mode == "colocate" and tp > 1:
+            assumptions.append(
+                f"vLLM colocated with tensor parallel {tp}: the paper's hybrid layout; today's engine "
+                "colocates vLLM with tensor_parallel_size 1 only (server mode for TP > 1)"
+            )
         if sleeps:
             assumptions.append(
-                f"vLLM colocated ({mode}): it reserves gpu_memory_utilization of each GPU while generating; "
+                "vLLM colocated: it reserves gpu_memory_utilization of each GPU while generating; "
                 f"sleep mode (level 1) frees all of it during the update (its weights wait in host RAM: "
                 f"{gib(weights)} per GPU)"
             )
@@ -355,8 +361,8 @@ def _check_capacity(plan: MemoryPlan) -> None:
         )
 
 
-def _dtype_name(nbytes: int) -> str:
-    return {2: "bf16", 4: "fp32"}.get(nbytes, f"{nbytes}-byte")
+def _dtype_name(nbytes: int, half: str = "bf16") -> str:
+    return {2: half, 4: "fp32"}.get(nbytes, f"{nbytes}-byte")
 
 
 @dataclass(frozen=True)
@@ -408,8 +414,8 @@ def suggest_changes(
         first([["trainer.strategy=fsdp"]])
     first([[f"trainer.micro_batch_size={size}"] for size in _halvings(trainer.micro_batch_size)])
     if rollout.backend == "vllm" and on_gpu:
-        if vllm_mode(config, vllm_importable) == "server":
-            first([["rollout.vllm.mode=colocate"]])
+        if vllm_mode(config, vllm_importable) == "server" and rollout.tensor_parallel_size == 1:
+            first([["rollout.vllm.mode=colocate"]])  # the engine colocates vLLM without TP only
         steps = [round(rollout.gpu_memory_utilization + sign * 0.05 * k, 2) for sign in (-1, 1) for k in range(1, 18)]
         first([[f"rollout.gpu_memory_utilization={u}"] for u in steps if 0.05 <= u <= 0.95])
     if on_gpu and trainer.processes is not None and trainer.processes < trainer.gpus:
