@@ -17,14 +17,15 @@ from rich.progress import (
 from rich.table import Table
 
 eval_app = typer.Typer(
-    help="Evaluate models and checkpoints on benchmarks (CRUXEval, HumanEval, your own sets).", no_args_is_help=True
+    help="Evaluate models and checkpoints on benchmarks (the paper's table, CRUXEval, HumanEval, your own sets).",
+    no_args_is_help=True
 )
 
 console = Console()
 err_console = Console(stderr=True)
 
 BenchmarkOption = Annotated[
-    str, typer.Option("--benchmark", "-b", help="cruxeval-o, cruxeval-i, humaneval or custom; see `azr eval benchmarks`.")
+    str, typer.Option("--benchmark", "-b", help="A benchmark name, e.g. humaneval-plus, aime24, cruxeval-o; see `azr eval benchmarks`.")
 ]
 DataOption = Annotated[
     Optional[str],
@@ -136,13 +137,41 @@ def eval_benchmarks() -> None:
 
 @eval_app.command("run")
 def eval_run(
-    benchmark: BenchmarkOption,
     model: ModelOption,
-    data: DataOption = None,
+    benchmark: Annotated[
+        Optional[str], typer.Option("--benchmark", "-b", help="One benchmark; see `azr eval benchmarks`.")
+    ] = None,
+    suite: Annotated[
+        Optional[str], typer.Option("--suite", help="paper: the paper's table (3 code and 6 math benchmarks).")
+    ] = None,
+    benchmarks: Annotated[
+        Optional[str], typer.Option("--benchmarks", help="Comma-separated part of the suite, e.g. humaneval-plus,aime24.")
+    ] = None,
+    data: Annotated[
+        Optional[list[str]],
+        typer.Option("--data", "-d", help="Benchmark file (JSONL, JSONL.gz, Parquet; a folder for livecodebench) or hub "
+                     "id; with --suite, NAME=PATH (repeatable). Default: the benchmark's own source."),
+    ] = None,
+    data_dir: Annotated[
+        Optional[Path], typer.Option("--data-dir", help="A folder holding the suite's files under their public names "
+                                     "(see azr/eval/README.md); default $AZR_DATA_DIR or ~/.cache/azr/data.")
+    ] = None,
     limit: LimitOption = None,
     out: RunOutOption = None,
     prompt: PromptOption = "azr",
-    max_new_tokens: MaxTokensOption = None,
+    max_new_tokens: Annotated[
+        Optional[int], typer.Option("--max-new-tokens", help="Default: the paper's (8096 code, 16000 math), else the "
+                                    "config's rollout.max_new_tokens.", min=1)
+    ] = None,
+    samples: Annotated[int, typer.Option("--samples", help="Answers per problem; above 1 reports pass@k (k up to n).", min=1)] = 1,
+    temperature: Annotated[
+        Optional[float], typer.Option("--temperature", help="Sampling temperature (default: greedy for 1 sample, 1.0 for more).", min=0.0)
+    ] = None,
+    since: Annotated[Optional[str], typer.Option("--since", help="LiveCodeBench: contests on or after YYYY-MM-DD.")] = None,
+    until: Annotated[Optional[str], typer.Option("--until", help="LiveCodeBench: contests on or before YYYY-MM-DD.")] = None,
+    backend: Annotated[
+        str, typer.Option("--backend", help="auto (vLLM with a GPU and vLLM installed, else transformers), transformers or vllm.")
+    ] = "auto",
     step: StepOption = None,
     tracking_uri: TrackingOption = None,
     no_mlflow: Annotated[bool, typer.Option("--no-mlflow", help="Do not log to MLflow.")] = False,
@@ -152,21 +181,31 @@ def eval_run(
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:
-    """Evaluate a model, checkpoint or training run on a benchmark.
+    """Evaluate a model, checkpoint or training run on a benchmark, or on the paper's suite.
 
-    Greedy answers are scored in the sandbox: accuracy with a 95% interval, per-problem results
+    Answers are scored in the sandbox: pass@1 / accuracy with a 95% interval, per-problem results
     as Parquet, and an MLflow run (nested under the training run when --model is a run directory).
+    `--suite paper` prints the paper's table (per benchmark, code avg, math avg, total).
     """
     from azr.engine.checkpoints import CheckpointError
     from azr.engine.model_source import ModelSourceError
     from azr.eval import runner
 
+    chosen = [name for name, value in (("--benchmark", benchmark), ("--suite", suite or benchmarks)) if value]
+    if len(chosen) != 1:
+        fail("give either --benchmark NAME, or --suite paper (optionally with --benchmarks a,b), or --benchmarks a,b")
     request = runner.EvalRequest(
-        benchmark=benchmark, model=model, data=data, limit=limit, prompt=prompt,  # type: ignore[arg-type]
-        max_new_tokens=max_new_tokens,
-        step=step, out_dir=str(out) if out else None, tracking_uri=tracking_uri, mlflow=not no_mlflow,
-        timeout_s=timeout, preset=preset, config_file=str(config) if config else None, overrides=tuple(set_ or ()),
+        benchmark=benchmark or "", model=model, data=None, limit=limit, prompt=prompt,  # type: ignore[arg-type]
+        max_new_tokens=max_new_tokens, step=step, out_dir=str(out) if out else None, tracking_uri=tracking_uri,
+        mlflow=not no_mlflow, timeout_s=timeout, preset=preset, config_file=str(config) if config else None,
+        overrides=tuple(set_ or ()), samples=samples, temperature=temperature, since=since, until=until, backend=backend,
     )
+    if benchmark is None:
+        _run_suite(request, suite, benchmarks, data or [], data_dir, force)
+        return
+    if data is not None and len(data) > 1:
+        fail("--data takes one file for a single benchmark (NAME=PATH pairs are for --suite)")
+    request = runner.EvalRequest(**{**request.__dict__, "data": data[0] if data else None})
     with _user_errors():
         try:
             out_dir, notes = runner.prepare(request, force=force)
@@ -176,7 +215,7 @@ def eval_run(
         err_console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
     plan = runner.read_plan(out_dir)
     console.print(f"{plan.benchmark}: {plan.problems} problems, model {plan.resolved_model}, prompt {plan.prompt}, "
-                  f"greedy, max {plan.max_new_tokens} new tokens -> {out_dir}", highlight=False)
+                  f"{runner.decoding_label(plan)}, max {plan.max_new_tokens} new tokens -> {out_dir}", highlight=False)
     with _progress() as progress:
         loading = progress.add_task("loading the model", total=None)
         state: dict[str, int] = {}
@@ -190,14 +229,112 @@ def eval_run(
         except (ModelSourceError, OSError, ValueError) as exc:
             fail(f"cannot generate with {plan.resolved_model}: {exc}", 1)
         progress.update(loading, total=1, completed=1)
-        scoring = progress.add_task("scoring in the sandbox", total=plan.problems)
-        executor = _open_executor(plan.run_config.sandbox)
+        scoring = progress.add_task("scoring in the sandbox", total=plan.problems * plan.samples)
+        executor = _open_executor(_sandbox_for(out_dir, plan))
         with executor:
             summary = runner.score(out_dir, executor=executor, on_progress=lambda n: progress.advance(scoring, n))
-        progress.update(scoring, completed=plan.problems)
+        progress.update(scoring, completed=plan.problems * plan.samples)
     _print_summary(f"{plan.benchmark} · {plan.label}", summary)
     console.print(f"per-problem results: {out_dir / 'results.parquet'}", highlight=False)
     _log_to_mlflow(runner, out_dir)
+
+
+def _sandbox_for(out_dir: Path, plan: Any) -> Any:
+    from azr.eval.code_scoring import sandbox_for
+    from azr.eval.runner import read_problems
+
+    return sandbox_for(read_problems(out_dir), plan.run_config.sandbox)
+
+
+def _suite_data(items: list[str]) -> dict[str, str]:
+    from azr.eval.benchmarks import get_benchmark
+
+    mapping = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            fail(f"--data {item!r}: with --suite, give NAME=PATH (e.g. aime24=data/aime24/test.jsonl)")
+        with _user_errors():
+            mapping[get_benchmark(name).name] = path.strip()
+    return mapping
+
+
+def print_table(table: dict[str, Any], title: str) -> None:
+    """The paper's layout: a column per benchmark, then code avg, math avg and total; base-only
+    figures (HumanEval+, MBPP+) in a second row."""
+    from azr.eval.suite import TABLE_LABELS, _cell
+
+    rows = table["rows"]
+    view = Table(title=title)
+    view.add_column("")
+    for row in rows:
+        view.add_column(TABLE_LABELS.get(row["benchmark"], row["benchmark"]), justify="right")
+    for name in ("Code Avg", "Math Avg", "Total"):
+        view.add_column(name, justify="right", style="bold")
+    view.add_row("pass@1", *[_cell(r["score"]) for r in rows], _cell(table["code_avg"]), _cell(table["math_avg"]),
+                 _cell(table["total"]))
+    if any(r["base"] is not None for r in rows):
+        view.add_row("base tests", *[_cell(r["base"]) if r["base"] is not None else "" for r in rows], "", "", "")
+    console.print(view)
+    console.print("pass@1 in %; HumanEval+/MBPP+ on base+plus tests; problems: "
+                  + ", ".join(f"{r['benchmark']} {r['problems']}" for r in rows), highlight=False)
+    for row in rows:
+        if row.get("pass_at_k"):
+            console.print(f"{row['benchmark']}: " + ", ".join(f"pass@{k} {v:.1f}" for k, v in row["pass_at_k"].items()),
+                          highlight=False)
+
+
+def _run_suite(request: Any, suite: str | None, benchmarks: str | None, data: list[str], data_dir: Path | None,
+               force: bool) -> None:
+    from azr.engine.checkpoints import CheckpointError
+    from azr.engine.model_source import ModelSourceError
+    from azr.eval import runner
+    from azr.eval import suite as suite_module
+
+    parts = tuple(b.strip() for b in (benchmarks or "").split(",") if b.strip())
+    suite_request = suite_module.SuiteRequest(suite, parts, request, _suite_data(data), str(data_dir) if data_dir else None)
+    with _user_errors():
+        try:
+            out, directories, notes = suite_module.prepare_suite(suite_request, force=force)
+        except CheckpointError as exc:
+            fail(str(exc))
+    for note in notes:
+        err_console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+    plans = [runner.read_plan(d) for d in directories]
+    console.print(f"{len(plans)} benchmarks ({', '.join(f'{p.benchmark} {p.problems}' for p in plans)}), model "
+                  f"{plans[0].resolved_model}, {runner.decoding_label(plans[0])} -> {out}", highlight=False)
+    started = __import__("time").monotonic()
+    with _progress() as progress:
+        state: dict[str, int] = {}
+
+        def starting(name: str, total: int) -> None:
+            state["task"] = progress.add_task(f"generating {name}", total=total)
+
+        try:
+            suite_module.generate_suite(directories, on_start=starting,
+                                        on_progress=lambda n: progress.advance(state["task"], n))
+        except (ModelSourceError, OSError, ValueError) as exc:
+            fail(f"cannot generate with {plans[0].resolved_model}: {exc}", 1)
+        summaries = []
+        for directory, plan in zip(directories, plans):
+            task = progress.add_task(f"scoring {plan.benchmark}", total=plan.problems * plan.samples)
+            with _open_executor(_sandbox_for(directory, plan)) as executor:
+                summaries.append(runner.score(directory, executor=executor, on_progress=lambda n, t=task: progress.advance(t, n)))
+    table = suite_module.build_table(summaries)
+    title = f"{suite or 'suite'} · {plans[0].label}"
+    suite_module.write_suite_outputs(out, directories, table, title)
+    print_table(table, title)
+    console.print(f"table: {out / suite_module.TABLE_MD}; per-problem results: {out / 'results.parquet'}; "
+                  f"wall time {__import__('time').monotonic() - started:.0f} s", highlight=False)
+    if request.mlflow:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            run_id, uri, parent = suite_module.log_suite(out, directories, table, request.tracking_uri)
+        except (MlflowException, OSError) as exc:
+            fail(f"the results are in {out}, but logging them to MLflow failed: {exc}", 1)
+        nested = f", nested under run {parent}" if parent else ""
+        console.print(f"MLflow run {run_id} ({uri}{nested}), one child run per benchmark", highlight=False)
 
 
 def _log_to_mlflow(runner: Any, out_dir: Path) -> None:

@@ -142,9 +142,10 @@ EVAL_RESPONSES_SCHEMA = pa.schema(
         pa.field("prompt_tokens", pa.int64(), nullable=False),
         pa.field("response_tokens", pa.int64(), nullable=False),
         pa.field("finish_reason", pa.string(), nullable=False),  # stop | length
+        pa.field("sample", pa.int64()),  # 0..n-1 with --samples n; 0 for greedy
     ]
 )
-"""Evaluation responses.parquet: the model's greedy answer to each benchmark prompt."""
+"""Evaluation responses.parquet: the model's answer(s) to each benchmark prompt."""
 
 EVAL_RESULTS_SCHEMA = pa.schema(
     [
@@ -160,6 +161,8 @@ EVAL_RESULTS_SCHEMA = pa.schema(
         pa.field("format_ok", pa.bool_()),  # think/answer format (azr prompts only)
         pa.field("finish_reason", pa.string()),
         pa.field("response_tokens", pa.int64()),
+        pa.field("sample", pa.int64()),  # 0..n-1 with --samples n; 0 for greedy
+        pa.field("base_correct", pa.bool_()),  # EvalPlus base tests only / LiveCodeBench public tests
     ]
 )
-"""Evaluation results.parquet: one verdict per benchmark problem."""
+"""Evaluation results.parquet: one verdict per benchmark problem (and sample)."""

@@ -44,9 +44,11 @@ def score_responses(
     response_prefix: str = "<think>",
     finish_reasons: Sequence[str] | None = None,
     response_tokens: Sequence[int] | None = None,
+    samples: Sequence[int] | None = None,
     on_progress: Callable[[int], None] | None = None,
 ) -> list[ResultRow]:
-    """Extract each response's prediction and score it; one row per problem, in order."""
+    """Extract each response's prediction and score it; one row per response, in order
+    (`problems` repeats a problem once per sample when there are several)."""
     if not len(problems) == len(prompts) == len(responses):
         raise ValueError(f"{len(problems)} problems, {len(prompts)} prompts and {len(responses)} responses")
     extracted = [extract_prediction(p, r, style, response_prefix) for p, r in zip(problems, responses)]
@@ -58,6 +60,7 @@ def score_responses(
             format_ok=found.format_ok,
             finish_reason=finish_reasons[i] if finish_reasons is not None else None,
             response_tokens=response_tokens[i] if response_tokens is not None else None,
+            sample=samples[i] if samples is not None else 0, base_correct=score.base_correct,
         )
         for i, (problem, prompt, response, found, score) in enumerate(zip(problems, prompts, responses, extracted, scores))
     ]
@@ -78,6 +81,7 @@ def score_report(
         ResultRow(
             benchmark=benchmark, id=problem.id, prompt=None, response=None, prediction=prediction,
             scored_prediction=score.scored_prediction, correct=score.correct, status=score.status, error=score.error,
+            base_correct=score.base_correct,
         )
         for problem, prediction, score in zip(problems, predictions, scores)
     ]

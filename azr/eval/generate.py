@@ -30,11 +30,23 @@ class ResponseRecord:
     prompt_tokens: int
     response_tokens: int
     finish_reason: str
+    sample: int = 0
 
 
 def greedy(max_new_tokens: int) -> SamplingSettings:
     """Greedy decoding (temperature 0), as the benchmarks are reported (reference §9.1)."""
     return SamplingSettings(max_new_tokens=max_new_tokens, temperature=0.0)
+
+
+def decoding(max_new_tokens: int, samples: int = 1, temperature: float | None = None, seed: int = 0) -> SamplingSettings:
+    """Greedy for one sample (the paper); for pass@k, `samples` seeded samples per prompt at
+    `temperature` (default 1.0: the model's own distribution)."""
+    if samples < 1:
+        raise ValueError(f"samples must be at least 1, got {samples}")
+    if samples == 1 and not temperature:
+        return greedy(max_new_tokens)
+    return SamplingSettings(max_new_tokens=max_new_tokens, temperature=1.0 if temperature is None else temperature,
+                            n=samples, seed=seed)
 
 
 def answer_prompts(
@@ -46,23 +58,24 @@ def answer_prompts(
     chunk_size: int = 64,
     on_progress: ProgressCallback | None = None,
 ) -> list[ResponseRecord]:
-    """One completion per prompt, in the order given."""
+    """`settings.n` completions per prompt (one when greedy), prompt by prompt in the order given."""
     if len(ids) != len(prompts):
         raise ValueError(f"{len(ids)} ids but {len(prompts)} prompts")
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))
-    records: list[ResponseRecord | None] = [None] * len(prompts)
+    records: list[list[ResponseRecord] | None] = [None] * len(prompts)
     for start in range(0, len(order), chunk_size):
         chunk = order[start : start + chunk_size]
         completions = generator.generate([prompts[i] for i in chunk], settings)
         if len(completions) != len(chunk):
             raise RuntimeError(f"the generator answered {len(completions)} of {len(chunk)} prompts")
         for index, answers in zip(chunk, completions):
-            first = answers[0]
-            records[index] = ResponseRecord(
-                ids[index], prompts[index], first.text, len(first.prompt_token_ids), len(first.token_ids), first.finish_reason
-            )
+            records[index] = [
+                ResponseRecord(ids[index], prompts[index], answer.text, len(answer.prompt_token_ids),
+                               len(answer.token_ids), answer.finish_reason, sample)
+                for sample, answer in enumerate(answers[: settings.n])
+            ]
         if on_progress is not None:
             on_progress(len(chunk))
-    return [r for r in records if r is not None]
+    return [record for group in records if group is not None for record in group]

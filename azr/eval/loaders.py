@@ -22,7 +22,15 @@ import pandas as pd
 
 from azr.eval.hub import load_hub_rows
 from azr.eval.jsonl import describe_bad_lines, read_jsonl
-from azr.eval.problems import CodeProblem, EvalDataError, ReasoningProblem
+from azr.eval.downloads import cached_download, data_dir
+from azr.eval.evalplus import default_file as default_plus_file
+from azr.eval.evalplus import plus_problem
+from azr.eval.livecodebench import HUB_ID as LCB_HUB_ID
+from azr.eval.livecodebench import hub_release_files as lcb_hub_files
+from azr.eval.livecodebench import livecode_problem
+from azr.eval.livecodebench import release_paths as lcb_release_paths
+from azr.eval.math_answers import MATH_DATA_URL, math_problem
+from azr.eval.problems import CodeProblem, EvalDataError, LiveCodeProblem, MathProblem, PlusProblem, ReasoningProblem
 from azr.task_types import TaskType
 
 CRUXEVAL_HUB_ID = "cruxeval-org/cruxeval"
@@ -165,3 +173,35 @@ def load_humaneval(data: str | None) -> list[CodeProblem]:
         )
 
     return _build(read_rows(source), make, source)
+
+
+def _build_indexed(rows: list[Row], make: Callable[[str, dict[str, Any], int], Any], source: str) -> list[Any]:
+    """`_build` for makers that also take the row's 0-based position (the fallback id)."""
+    numbered = [(origin, {**row, "__index__": index}) for index, (origin, row) in enumerate(rows)]
+    return _build(numbered, lambda origin, row: make(origin, row, row.pop("__index__")), source)
+
+
+def load_evalplus(data: str | None, dataset: str) -> list[PlusProblem]:
+    """HumanEval+ (`dataset` humaneval) or MBPP+ (mbpp) in the EvalPlus JSONL layout."""
+    source = data or default_plus_file(dataset)
+    return _build_indexed(read_rows(source), plus_problem(dataset), source)
+
+
+def load_livecodebench(data: str | None) -> list[LiveCodeProblem]:
+    """LiveCodeBench release_v5 from the hub, a directory holding its files, or one file."""
+    local = data_dir() / "livecodebench"
+    if data is None and local.is_dir():
+        data = str(local)
+    if data is None:
+        files = lcb_hub_files()
+    else:
+        paths = lcb_release_paths(data)
+        files = [str(p) for p in paths] if paths is not None else [data]
+    rows = [row for name in files for row in read_rows(name)]
+    return _build_indexed(rows, livecode_problem, data or LCB_HUB_ID)
+
+
+def load_math(data: str | None, benchmark: str, folder: str) -> list[MathProblem]:
+    """One of the six math benchmarks in the math harness' layout (azr/eval/math_answers.py)."""
+    source = data or str(cached_download(MATH_DATA_URL.format(name=folder), f"{folder}/test.jsonl", benchmark))
+    return _build_indexed(read_rows(source), math_problem(benchmark), source)

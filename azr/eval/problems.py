@@ -1,8 +1,9 @@
 """The problem records every benchmark is loaded into.
 
-Two shapes cover the benchmarks: a code-reasoning problem (a program `f`, an input, its output;
-the model predicts one of the two) and a code-generation problem (a HumanEval-style prompt with
-hidden tests). They are plain strings, shown in prompts and run only in the sandbox.
+Code reasoning (a program `f`, an input, its output; the model predicts one of the two), code
+generation with hidden tests (HumanEval), with differential tests against a canonical solution
+(EvalPlus), with input/output tests (LiveCodeBench), and math problems with a final answer.
+They are plain strings, shown in prompts and run only in the sandbox.
 """
 
 from __future__ import annotations
@@ -46,4 +47,50 @@ class CodeProblem:
     canonical_solution: str = ""
 
 
-Problem = ReasoningProblem | CodeProblem
+@dataclass(frozen=True)
+class PlusProblem:
+    """An EvalPlus problem (HumanEval+ or MBPP+): the candidate's outputs on the base and plus
+    inputs are compared with the canonical solution's. Inputs are JSON text (a list of argument
+    lists), decoded and typed only inside the sandbox."""
+
+    id: str
+    dataset: str  # "humaneval" or "mbpp": selects the input types and the special oracles
+    prompt: str
+    entry_point: str
+    canonical_solution: str
+    base_input: str
+    plus_input: str
+    atol: float = 0.0
+
+
+@dataclass(frozen=True)
+class LiveCodeProblem:
+    """A LiveCodeBench code-generation problem: a LeetCode-style method (`func_name` of class
+    Solution, functional tests) or a stdin/stdout program; `tests` is the JSON list of public
+    then private tests, each {"input", "output", "testtype"}."""
+
+    id: str
+    title: str
+    question: str
+    starter_code: str
+    platform: str
+    contest_date: str  # ISO date-time, as in the dataset
+    difficulty: str
+    func_name: str  # "" for stdin/stdout problems
+    tests: str
+    public_tests: int
+
+
+@dataclass(frozen=True)
+class MathProblem:
+    """A math problem with a final answer; `answers` holds several gold answers only for
+    OlympiadBench problems whose `final_answer` lists several (all must be given)."""
+
+    id: str
+    question: str
+    answers: tuple[str, ...]
+    multiple: bool = False
+    unit: str = ""
+
+
+Problem = ReasoningProblem | CodeProblem | PlusProblem | LiveCodeProblem | MathProblem

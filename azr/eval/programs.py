@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ast
 
-from azr.eval.problems import CodeProblem
+from azr.eval.problems import CodeProblem, PlusProblem
 from azr.static_checks import AST_ERRORS
 
 _RUNNER = '''\
@@ -38,7 +38,7 @@ def defines_function(code: str, name: str) -> bool:
     return any(isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == name for node in tree.body)
 
 
-def solution_source(problem: CodeProblem, completion: str) -> str:
+def solution_source(problem: CodeProblem | PlusProblem, completion: str) -> str:
     """The solution as a module: the prompt continued by a body, or the prompt (for its imports
     and helpers; its stub is a valid function whose body is the docstring) followed by a whole
     function that replaces the stub."""

@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from azr.eval.problems import CodeProblem, Problem
+from azr.eval.problems import CodeProblem, LiveCodeProblem, MathProblem, PlusProblem, Problem
+from azr.eval.prompting_paper import extract_paper_answer, paper_plain_prompt, paper_question
 from azr.parsing import ParseFailure, parse_generation, parse_solution
 from azr.prompts import abduction_solve_prompt, deduction_solve_prompt
 from azr.task_types import TaskType
@@ -95,6 +96,8 @@ def humaneval_question(prompt: str) -> str:
 
 def azr_question(problem: Problem) -> str:
     """The unwrapped question of the azr style."""
+    if isinstance(problem, (PlusProblem, LiveCodeProblem, MathProblem)):
+        return paper_question(problem)
     if isinstance(problem, CodeProblem):
         return humaneval_question(problem.prompt)
     if problem.task is TaskType.DEDUCTION:
@@ -104,6 +107,8 @@ def azr_question(problem: Problem) -> str:
 
 def plain_prompt(problem: Problem) -> str:
     """The plain benchmark prompt: plain text, no wrapper, for base models."""
+    if isinstance(problem, (PlusProblem, LiveCodeProblem, MathProblem)):
+        return paper_plain_prompt(problem)
     if isinstance(problem, CodeProblem):
         return problem.prompt
     template = _PLAIN_OUTPUT if problem.task is TaskType.DEDUCTION else _PLAIN_INPUT
@@ -144,6 +149,8 @@ def extract_prediction(problem: Problem, response: str, style: PromptStyle, pref
     For reasoning problems the plain style returns the completed assertion; scoring reduces
     an assertion to the predicted value (see `azr.eval.scoring.normalise_prediction`).
     """
+    if isinstance(problem, (PlusProblem, LiveCodeProblem, MathProblem)):
+        return Extracted(*extract_paper_answer(problem, response, style, prefix))
     if style == "plain":
         if isinstance(problem, CodeProblem):
             return Extracted(truncate_at_stops(response), None)

@@ -8,7 +8,8 @@
 Each stage reads only the directory, so the Prefect flow can run them as separate tasks and a
 killed evaluation continues where it stopped: a stage whose file exists is not redone. The
 problems are frozen into the directory at `prepare`, so later stages never need the network.
-Generation always uses the transformers backend (greedy decoding needs no vLLM engine).
+Generation uses vLLM where it is available (`--backend auto`: a GPU and a vLLM to run), else
+the transformers backend; decoding is greedy, or n seeded samples for pass@k (`--samples`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,10 @@ from azr.artifacts import atomic_write_json, atomic_write_text, write_parquet_at
 from azr.config import AZRConfig
 from azr.config_loader import DEFAULT_PRESET, build_config
 from azr.eval.benchmarks import get_benchmark
-from azr.eval.problems import CodeProblem, EvalDataError, Problem, ReasoningProblem
+from azr.eval.livecodebench import parse_date
+from azr.eval.problems import (
+    CodeProblem, EvalDataError, LiveCodeProblem, MathProblem, PlusProblem, Problem, ReasoningProblem,
+)
 from azr.eval.prompting import PROMPT_STYLES, PromptStyle
 from azr.eval.results import (
     RESULTS_FILE, RESULTS_JSONL, SUMMARY_FILE, ResultRow, metrics_from_summary, read_results, summarise, write_results,
@@ -43,6 +47,7 @@ PLAN_FILE = "plan.json"
 PROBLEMS_FILE = "problems.jsonl"
 RESPONSES_FILE = "responses.parquet"
 MLFLOW_FILE = "mlflow.json"
+BACKENDS = ("auto", "transformers", "vllm")
 STAGE_FILES = (PLAN_FILE, PROBLEMS_FILE, RESPONSES_FILE, RESULTS_FILE, RESULTS_JSONL, SUMMARY_FILE, MLFLOW_FILE)
 
 Progress = Callable[[int], None]
@@ -66,6 +71,12 @@ class EvalRequest:
     preset: str | None = None  # ignored for a run directory that has a config.yaml
     config_file: str | None = None
     overrides: tuple[str, ...] = field(default_factory=tuple)
+    samples: int = 1  # n answers per problem; > 1 samples at `temperature` and reports pass@k
+    temperature: float | None = None  # None: greedy for one sample, 1.0 for several
+    since: str | None = None  # LiveCodeBench date window (YYYY-MM-DD), inclusive
+    until: str | None = None
+    backend: str = "auto"  # auto | transformers | vllm
+    parent_run_id: str | None = None  # log under this MLflow run (a suite's run) instead
 
 
 @dataclass(frozen=True)
@@ -89,6 +100,12 @@ class Plan:
     problems: int
     config: dict[str, Any]
     load_from: str = ""  # where generation loads the model: OUT/model (hard links) or resolved_model
+    samples: int = 1
+    temperature: float | None = None
+    since: str | None = None
+    until: str | None = None
+    backend: str = "auto"
+    parent_run_id: str | None = None
 
     def same_evaluation(self, other: Plan) -> bool:
         """Equal in everything but where the model files are read from."""
@@ -125,9 +142,15 @@ def default_out_dir(key: str, target: ModelTarget, prompt: str) -> Path:
     return Path("runs") / "eval" / f"{key}-{prompt}-{target.label}-{stamp}"
 
 
+_KINDS: dict[str, type] = {
+    "code": CodeProblem, "reasoning": ReasoningProblem, "plus": PlusProblem, "livecode": LiveCodeProblem,
+    "math": MathProblem,
+}
+
+
 def _problem_json(problem: Problem) -> dict[str, Any]:
     data = asdict(problem)
-    data["kind"] = "code" if isinstance(problem, CodeProblem) else "reasoning"
+    data["kind"] = next(name for name, kind in _KINDS.items() if isinstance(problem, kind))
     if isinstance(problem, ReasoningProblem):
         data["task"] = problem.task.value
     return data
@@ -135,9 +158,11 @@ def _problem_json(problem: Problem) -> dict[str, Any]:
 
 def _problem_from_json(data: dict[str, Any]) -> Problem:
     kind = data.pop("kind")
-    if kind == "code":
-        return CodeProblem(**data)
-    return ReasoningProblem(**{**data, "task": TaskType(data["task"])})
+    if kind == "reasoning":
+        return ReasoningProblem(**{**data, "task": TaskType(data["task"])})
+    if kind == "math":
+        return MathProblem(**{**data, "answers": tuple(data["answers"])})
+    return _KINDS[kind](**data)
 
 
 def read_plan(out_dir: Path) -> Plan:
@@ -165,20 +190,33 @@ def prepare(request: EvalRequest, *, force: bool = False) -> tuple[Path, list[st
         raise EvalDataError(f"--prompt {request.prompt!r} is not one of: {', '.join(PROMPT_STYLES)}")
     if request.max_new_tokens is not None and request.max_new_tokens < 1:
         raise EvalDataError(f"--max-new-tokens must be at least 1, got {request.max_new_tokens}")
+    if request.samples < 1:
+        raise EvalDataError(f"--samples must be at least 1, got {request.samples}")
+    if request.temperature is not None and request.temperature < 0:
+        raise EvalDataError(f"--temperature must be >= 0, got {request.temperature}")
+    if request.samples > 1 and request.temperature == 0:
+        raise EvalDataError("--samples above 1 needs a temperature above 0 (greedy answers are all the same)")
+    if request.backend not in BACKENDS:
+        raise EvalDataError(f"--backend {request.backend!r} is not one of: {', '.join(BACKENDS)}")
     benchmark = get_benchmark(request.benchmark)
     target = resolve_target(request.model, request.step)
     config, config_note = _config_for(request, target)
-    problems = benchmark.load(request.data, request.limit)
+    problems = benchmark.load(
+        request.data, request.limit, since=parse_date(request.since, "--since"), until=parse_date(request.until, "--until")
+    )
     key = benchmark.metric_key(request.data)
     out_dir = Path(request.out_dir) if request.out_dir else default_out_dir(key, target, request.prompt)
     plan = Plan(
         benchmark=benchmark.name, key=key, data=request.data, limit=request.limit, prompt=request.prompt,
-        max_new_tokens=request.max_new_tokens or config.rollout.max_new_tokens, model=request.model,
+        max_new_tokens=request.max_new_tokens or benchmark.max_new_tokens or config.rollout.max_new_tokens,
+        model=request.model,
         resolved_model=target.model, label=target.label, step=target.step,
         run_dir=str(target.run_dir.resolve()) if target.run_dir is not None else None,
         run_info=asdict(target.run_info) if target.run_info is not None else None,
         tracking_uri=request.tracking_uri, mlflow=request.mlflow, problems=len(problems),
-        config=config.model_dump(mode="json"), load_from=target.model,
+        config=config.model_dump(mode="json"), load_from=target.model, samples=request.samples,
+        temperature=request.temperature, since=request.since, until=request.until, backend=request.backend,
+        parent_run_id=request.parent_run_id,
     )
     notes = [n for n in (target.note, config_note) if n]
     if target.run_dir is not None and target.run_info is None and request.mlflow:
@@ -207,16 +245,45 @@ def prepare(request: EvalRequest, *, force: bool = False) -> tuple[Path, list[st
     return out_dir, notes
 
 
-def load_backend(config: AZRConfig) -> tuple[Any, Any]:
-    """(generation backend, tokenizer) for the configured model, for inference only."""
+def vllm_available() -> bool:
+    """Whether `--backend auto` should pick vLLM: a CUDA device and a vLLM to run it with (the
+    project's environment, $AZR_VLLM_PYTHON or ./.venv-vllm). On CPU, transformers is chosen."""
+    import importlib.util
+    import os
+
+    import torch
+
+    if not torch.cuda.is_available():
+        return False
+    venv = Path.cwd() / ".venv-vllm" / "bin" / "python"
+    return importlib.util.find_spec("vllm") is not None or bool(os.environ.get("AZR_VLLM_PYTHON")) or venv.exists()
+
+
+def load_backend(config: AZRConfig, backend: str = "transformers", work_dir: Path | None = None,
+                 max_new_tokens: int | None = None) -> tuple[Any, Any]:
+    """(generation backend, tokenizer) for the configured model, for inference only.
+
+    `vllm` (or `auto` where vLLM is available) starts a vLLM engine in the mode of
+    `rollout.vllm.mode`, sized for `max_new_tokens` beyond the longest prompt setting."""
     from azr.engine.generation import TransformersBackend
     from azr.engine.models import compute_dtype, default_device, load_model
 
     device = default_device()
     model, tokenizer = load_model(config.model, device, for_training=False, seed=config.seed)
     dtype = compute_dtype(config.model, device)
-    backend = TransformersBackend.from_rollout(model, tokenizer, config.rollout, compute_dtype=dtype)
-    return backend, tokenizer
+    if backend == "vllm" or (backend == "auto" and vllm_available()):
+        import tempfile
+
+        from azr.engine.vllm_backend import create_vllm_backend
+
+        rollout = config.rollout
+        if max_new_tokens is not None and max_new_tokens > rollout.max_new_tokens:
+            rollout = rollout.model_copy(update={"max_new_tokens": max_new_tokens})
+            config = config.model_copy(update={"rollout": rollout})
+        directory = Path(work_dir) if work_dir is not None else Path(tempfile.mkdtemp(prefix="azr-eval-vllm-"))
+        return create_vllm_backend(config, model, tokenizer, directory, dtype), tokenizer
+    backend_object = TransformersBackend.from_rollout(model, tokenizer, config.rollout, compute_dtype=dtype)
+    return backend_object, tokenizer
 
 
 def generate(out_dir: Path, *, backend: Any = None, tokenizer: Any = None, on_progress: Progress | None = None,
@@ -226,10 +293,6 @@ def generate(out_dir: Path, *, backend: Any = None, tokenizer: Any = None, on_pr
     `backend`/`tokenizer` replace loading the plan's model (tests, or a resident engine).
     `on_loaded` is told how many prompts there are once the model is ready.
     """
-    from azr.eval.generate import answer_prompts, greedy
-    from azr.eval.prompting import build_prompts
-    from azr.wrappers import make_wrapper
-
     out_dir = Path(out_dir)
     path = out_dir / RESPONSES_FILE
     if path.exists():
@@ -239,14 +302,30 @@ def generate(out_dir: Path, *, backend: Any = None, tokenizer: Any = None, on_pr
     if plan.load_from and plan.load_from != config.model.name_or_path:
         config = config.model_copy(update={"model": config.model.model_copy(update={"name_or_path": plan.load_from})})
     problems = read_problems(out_dir)
-    if backend is None:
-        backend, tokenizer = load_backend(config)
+    own_backend = backend is None
+    if own_backend:
+        backend, tokenizer = load_backend(config, plan.backend, out_dir / "vllm", plan.max_new_tokens)
+    try:
+        _generate_into(path, plan, problems, config, backend, tokenizer, on_progress, on_loaded)
+    finally:
+        if own_backend and hasattr(backend, "close"):
+            backend.close()
+    return path
+
+
+def _generate_into(path: Path, plan: Plan, problems: list[Problem], config: AZRConfig, backend: Any, tokenizer: Any,
+                   on_progress: Progress | None, on_loaded: Callable[[int], None] | None) -> None:
+    from azr.eval.generate import answer_prompts, decoding
+    from azr.eval.prompting import build_prompts
+    from azr.wrappers import make_wrapper
+
     wrapper = make_wrapper(config.model.prompt_wrapper, tokenizer) if plan.prompt == "azr" else None
     prompts = build_prompts(problems, plan.prompt, wrapper)
     if on_loaded is not None:
         on_loaded(len(prompts))
+    settings = decoding(plan.max_new_tokens, plan.samples, plan.temperature, seed=config.seed)
     records = answer_prompts(
-        backend, [p.id for p in problems], prompts, greedy(plan.max_new_tokens),
+        backend, [p.id for p in problems], prompts, settings,
         chunk_size=config.rollout.generation_batch_size, on_progress=on_progress,
     )
     columns: dict[str, list[Any]] = {name: [] for name in EVAL_RESPONSES_SCHEMA.names}
@@ -254,7 +333,6 @@ def generate(out_dir: Path, *, backend: Any = None, tokenizer: Any = None, on_pr
         for name in EVAL_RESPONSES_SCHEMA.names:
             columns[name].append(plan.benchmark if name == "benchmark" else getattr(record, name))
     write_parquet_atomic(pa.Table.from_pydict(columns, schema=EVAL_RESPONSES_SCHEMA), path)
-    return path
 
 
 def read_responses(out_dir: Path) -> list[dict[str, Any]]:
@@ -263,6 +341,7 @@ def read_responses(out_dir: Path) -> list[dict[str, Any]]:
 
 def score(out_dir: Path, *, executor: Any = None, on_progress: Progress | None = None) -> dict[str, Any]:
     """Score the responses in the sandbox; returns the summary (skipped when it exists)."""
+    from azr.eval.code_scoring import sandbox_for
     from azr.eval.evaluate import score_responses
     from azr.sandbox import SandboxExecutor
 
@@ -273,17 +352,20 @@ def score(out_dir: Path, *, executor: Any = None, on_progress: Progress | None =
     plan = read_plan(out_dir)
     problems = read_problems(out_dir)
     responses = read_responses(out_dir)
-    if [r["id"] for r in responses] != [p.id for p in problems]:
+    by_id = {p.id: p for p in problems}
+    expected_ids = [p.id for p in problems for _ in range(plan.samples)]
+    if [r["id"] for r in responses] != expected_ids:
         raise EvalDataError(f"{out_dir / RESPONSES_FILE} does not match {PROBLEMS_FILE}; rerun with --force")
     own_executor = executor is None
     if own_executor:
-        executor = SandboxExecutor(plan.run_config.sandbox)
+        executor = SandboxExecutor(sandbox_for(problems, plan.run_config.sandbox))
     try:
         rows = score_responses(
-            plan.benchmark, problems, [r["prompt"] for r in responses], [r["response"] for r in responses],
-            plan.prompt, executor, response_prefix=RESPONSE_PREFIX,
+            plan.benchmark, [by_id[r["id"]] for r in responses], [r["prompt"] for r in responses],
+            [r["response"] for r in responses], plan.prompt, executor, response_prefix=RESPONSE_PREFIX,
             finish_reasons=[r["finish_reason"] for r in responses],
-            response_tokens=[r["response_tokens"] for r in responses], on_progress=on_progress,
+            response_tokens=[r["response_tokens"] for r in responses],
+            samples=[r["sample"] or 0 for r in responses], on_progress=on_progress,
         )
     finally:
         if own_executor:
@@ -294,20 +376,27 @@ def score(out_dir: Path, *, executor: Any = None, on_progress: Progress | None =
     return summary
 
 
+def decoding_label(plan: Plan) -> str:
+    if plan.samples == 1 and not plan.temperature:
+        return "greedy"
+    return f"sampled n={plan.samples} T={1.0 if plan.temperature is None else plan.temperature:g}"
+
+
 def describe(plan: Plan, rows: Sequence[ResultRow]) -> dict[str, Any]:
     """The summary: the numbers plus what was evaluated and how."""
     numbers = summarise(rows)
     return {
         **numbers, "benchmark": plan.benchmark, "key": plan.key, "model": plan.model,
         "resolved_model": plan.resolved_model, "step": plan.step, "prompt": plan.prompt,
-        "max_new_tokens": plan.max_new_tokens, "decoding": "greedy", "data": plan.data, "limit": plan.limit,
+        "max_new_tokens": plan.max_new_tokens, "decoding": decoding_label(plan), "samples": plan.samples,
+        "data": plan.data, "limit": plan.limit,
         "metrics": metrics_from_summary(plan.key, numbers),
     }
 
 
 def log(out_dir: Path) -> str | None:
     """Log the evaluation to MLflow; its run id (None when logging is off). Done once."""
-    from azr.eval.tracking import log_evaluation, nested_tracking, standalone_tracking
+    from azr.eval.tracking import log_evaluation, nested_tracking, parent_tracking, standalone_tracking
 
     out_dir = Path(out_dir)
     done = out_dir / MLFLOW_FILE
@@ -317,14 +406,17 @@ def log(out_dir: Path) -> str | None:
     if not plan.mlflow:
         return None
     summary = json.loads((out_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
-    if plan.run_info is not None:
+    if plan.parent_run_id is not None:
+        target = parent_tracking(plan.tracking_uri or "", plan.parent_run_id)
+    elif plan.run_info is not None:
         target = nested_tracking(RunInfo(**plan.run_info))
     else:
         target = standalone_tracking(plan.tracking_uri, out_dir)
     config = plan.run_config
     params = {
         "benchmark": plan.benchmark, "data": plan.data or "default", "limit": plan.limit or "all",
-        "prompt": plan.prompt, "max_new_tokens": plan.max_new_tokens, "decoding": "greedy",
+        "prompt": plan.prompt, "max_new_tokens": plan.max_new_tokens, "decoding": decoding_label(plan),
+        "samples": plan.samples, "backend": plan.backend,
         "model": plan.model, "resolved_model": plan.resolved_model,
         "checkpoint_step": plan.step if plan.step is not None else "none",
         "problems": plan.problems, "model.prompt_wrapper": config.model.prompt_wrapper, "model.dtype": config.model.dtype,

@@ -8,6 +8,7 @@
   sandbox (evaluated in the program's namespace, so non-literal expressions work) and its result
   compared with the gold output (`AbductionCheck`); any input that works counts.
 - HumanEval: the completion and the tests run in the sandbox; pass@1 is whether `check` passes.
+- HumanEval+, MBPP+, LiveCodeBench: azr/eval/code_scoring.py; math: azr/eval/math_scoring.py.
 
 A prediction written as the benchmark's assertion (`assert f(x) == y`, or `f(x)` for an input)
 is reduced to the predicted part first, so predictions made for the original harness score too.
@@ -20,7 +21,7 @@ import ast
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from azr.eval.problems import CodeProblem, Problem, ReasoningProblem
+from azr.eval.problems import CodeProblem, LiveCodeProblem, MathProblem, PlusProblem, Problem, ReasoningProblem
 from azr.eval.programs import humaneval_program
 from azr.executor import AbductionCheck, Check, DeductionCheck, ExecStatus, Executor, ProgramRun
 from azr.scoring import verify_unique
@@ -40,6 +41,7 @@ class ProblemScore:
     status: str  # "ok" when the prediction was judged (see `correct`), else why it could not be
     error: str = ""
     scored_prediction: str = ""  # what was checked, after reducing an assertion
+    base_correct: bool | None = None  # EvalPlus base tests only / LiveCodeBench public tests only
 
 
 def _is_call_of_f(node: ast.AST) -> bool:
@@ -158,13 +160,19 @@ def score_predictions(
     for the reasoning problems and one for the code problems."""
     if len(problems) != len(predictions):
         raise ValueError(f"{len(problems)} problems but {len(predictions)} predictions")
-    reasoning = [i for i, p in enumerate(problems) if isinstance(p, ReasoningProblem)]
-    code = [i for i, p in enumerate(problems) if isinstance(p, CodeProblem)]
-    scores: list[ProblemScore | None] = [None] * len(problems)
-    reasoning_scores = score_reasoning(
-        [problems[i] for i in reasoning], [predictions[i] for i in reasoning], executor  # type: ignore[misc]
+    from azr.eval.code_scoring import score_generated
+    from azr.eval.math_scoring import score_math
+
+    kinds = (
+        (ReasoningProblem, score_reasoning), (CodeProblem, score_code),
+        ((PlusProblem, LiveCodeProblem), score_generated), (MathProblem, lambda p, q, _: score_math(p, q)),
     )
-    code_scores = score_code([problems[i] for i in code], [predictions[i] for i in code], executor)  # type: ignore[misc]
-    for index, score in [*zip(reasoning, reasoning_scores), *zip(code, code_scores)]:
-        scores[index] = score
+    scores: list[ProblemScore | None] = [None] * len(problems)
+    for kind, scorer in kinds:
+        chosen = [i for i, p in enumerate(problems) if isinstance(p, kind)]  # type: ignore[arg-type]
+        if not chosen:
+            continue
+        found = scorer([problems[i] for i in chosen], [predictions[i] for i in chosen], executor)  # type: ignore[operator]
+        for index, score in zip(chosen, found, strict=True):
+            scores[index] = score
     return [s for s in scores if s is not None]

@@ -54,6 +54,11 @@ def nested_tracking(info: RunInfo) -> TrackingTarget:
     return TrackingTarget(info.tracking_uri, info.experiment, info.mlflow_run_id, sqlite_artifact_location(info.tracking_uri))
 
 
+def parent_tracking(tracking_uri: str, parent_run_id: str) -> TrackingTarget:
+    """A child of an existing run (a suite's run) in the store `tracking_uri`."""
+    return TrackingTarget(tracking_uri, EVAL_EXPERIMENT, parent_run_id, sqlite_artifact_location(tracking_uri))
+
+
 def _experiment_id(client: Any, target: TrackingTarget) -> str:
     experiment = client.get_experiment_by_name(target.experiment)
     if experiment is not None:
