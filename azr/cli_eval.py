@@ -68,7 +68,8 @@ TrackingOption = Annotated[
 ]
 PredictionsOption = Annotated[
     Path,
-    typer.Option("--predictions", "-P", help='JSONL lines {"id", "prediction"} (HumanEval\'s {"task_id", "completion"} too).'),
+    typer.Option("--predictions", "-P", help='JSONL lines {"id", "prediction"} (also {"task_id", "completion"} or '
+                 '"solution", or a whole "response"); ids as the benchmark file gives them.'),
 ]
 ScoreOutOption = Annotated[
     Optional[Path], typer.Option("--out", "-o", help="Directory for the verdicts (default: <predictions>-scored/).")
@@ -401,7 +402,9 @@ def eval_score(
     out_dir = out or predictions.parent / f"{predictions.name.split('.')[0]}-scored"
     if out_dir.is_file():
         fail(f"--out {out_dir} is a file, not a directory")
-    sandbox = run_config.sandbox
+    from azr.eval.code_scoring import sandbox_for
+
+    sandbox = sandbox_for(problems, run_config.sandbox)
     if timeout is not None:
         sandbox = sandbox.model_copy(update={"timeout_s": timeout, "cpu_time_s": max(1, math.ceil(timeout))})
     _print_report(report)

@@ -502,8 +502,8 @@ class EvalConfig(Section):
     benchmarks: list[str] = Field(
         default_factory=list,
         title="Benchmarks",
-        description="Benchmarks to evaluate during training, e.g. [cruxeval-o, cruxeval-i]; empty: "
-        "none. Paper: CRUXEval-I, CRUXEval-O, LiveCodeBench-execution.",
+        description="Benchmarks to evaluate during training, e.g. [cruxeval-o, cruxeval-i], or `paper` for "
+        "the paper's table; empty: none. Paper: CRUXEval-I, CRUXEval-O, LiveCodeBench-execution.",
     )
     data: list[BenchmarkData] = Field(
         default_factory=list,
@@ -521,6 +521,11 @@ class EvalConfig(Section):
     prompt: Literal["azr", "plain"] = Field(
         "azr", title="Prompt",
         description="`azr`: the training solve prompts (paper); `plain`: a bare benchmark prompt.",
+    )
+    data_dir: str | None = Field(
+        None, title="Benchmark data folder",
+        description="A folder with the paper suite's files under their public names (azr/eval/README.md); "
+        "empty: $AZR_DATA_DIR or the download cache.",
     )
 
     @field_validator("data", mode="before")

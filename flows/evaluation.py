@@ -24,6 +24,10 @@ in prefect.yaml can react to it, for example:
           step: "{{ event.payload.step }}"
           limit: 200
 
+`benchmark: paper` (a suite name) runs the paper's table instead (azr/eval/suite.py): every
+benchmark of the suite (or the part named in `benchmarks`), one model load, the table as a
+Prefect artifact and an MLflow run with a child run per benchmark.
+
 Given a run directory, the flow evaluates that checkpoint (or the newest one, with a warning, if
 training has already pruned it), asks the model the way the run trained it (the run's
 config.yaml; `preset` applies only to models that are not run directories), and logs a child
@@ -32,12 +36,15 @@ MLflow run nested under the training run, with metrics at the checkpoint's step.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from azr.eval import runner
+from azr.eval import suite as suite_module
+from azr.eval.benchmarks import SUITES
 
 
 @task(name="eval-prepare")
@@ -85,6 +92,37 @@ def log_task(out_dir: str, summary: dict[str, Any]) -> str | None:
     return run_id
 
 
+@task(name="eval-suite-prepare")
+def prepare_suite_task(request: suite_module.SuiteRequest) -> list[str]:
+    out, directories, notes = suite_module.prepare_suite(request)
+    logger = get_run_logger()
+    for note in notes:
+        logger.warning(note)
+    logger.info("suite: %d benchmarks -> %s", len(directories), out)
+    return [str(d) for d in directories]
+
+
+@task(name="eval-suite-generate")
+def generate_suite_task(directories: list[str]) -> None:
+    """Every benchmark answered with one model load."""
+    suite_module.generate_suite([Path(d) for d in directories])
+
+
+@task(name="eval-suite-table")
+def table_task(directories: list[str], summaries: list[dict[str, Any]], tracking_uri: str | None, mlflow: bool) -> dict[str, Any]:
+    """The paper's table: files, a Prefect artifact, the MLflow run with a child per benchmark."""
+    paths = [Path(d) for d in directories]
+    out = paths[0].parent
+    plan = runner.read_plan(paths[0])
+    table = suite_module.build_table(summaries)
+    title = f"paper · {plan.label}"
+    suite_module.write_suite_outputs(out, paths, table, title)
+    run_id = suite_module.log_suite(out, paths, table, tracking_uri)[0] if mlflow else None
+    create_markdown_artifact(key="azr-paper-table", description=f"the paper's table for {plan.model}",
+                             markdown=suite_module.table_markdown(table, title) + f"\nMLflow run: {run_id or 'not logged'}; files: `{out}`\n")
+    return table
+
+
 @flow(name="azr-evaluate")
 def evaluate_flow(
     benchmark: str,
@@ -98,14 +136,26 @@ def evaluate_flow(
     step: int | None = None,
     out_dir: str | None = None,
     tracking_uri: str | None = None,
+    benchmarks: list[str] = [],  # noqa: B006 - as above
+    data_dir: str | None = None,
+    samples: int = 1,
+    backend: str = "auto",
 ) -> dict[str, float]:
     """Evaluate `model` (hub id, model or checkpoint directory, or training run directory) on
-    `benchmark` (cruxeval-o, cruxeval-i, humaneval, custom); returns the `eval/<key>/...` metrics."""
+    `benchmark` (e.g. humaneval-plus, aime24, cruxeval-o; or `paper` for the paper's table, with
+    `benchmarks` a part of it); returns the `eval/<key>/...` metrics."""
     request = runner.EvalRequest(
         benchmark=benchmark, model=model, data=data, limit=limit, prompt=prompt,  # type: ignore[arg-type]
         max_new_tokens=max_new_tokens, step=step, out_dir=out_dir, tracking_uri=tracking_uri,
-        preset=preset, overrides=tuple(overrides),
+        preset=preset, overrides=tuple(overrides), samples=samples, backend=backend,
     )
+    if benchmark.strip().lower() in SUITES:
+        suite_request = suite_module.SuiteRequest(benchmark.strip().lower(), tuple(benchmarks), request, {}, data_dir)
+        directories = prepare_suite_task(suite_request)
+        generate_suite_task(directories)
+        summaries = [score_task(d) for d in directories]
+        table = table_task(directories, summaries, tracking_uri, True)
+        return suite_module.suite_metrics(table)
     directory = prepare_task(request)
     generate_task(directory)
     summary = score_task(directory)

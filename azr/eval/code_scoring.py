@@ -28,6 +28,13 @@ _ERROR_CHARS = 500
 _VERDICTS = ("passed", "wrong", "timeout", "error")
 
 
+def code_of(prediction: str) -> str:
+    """The code of a prediction: its last fenced python block when it has one, else the text."""
+    from azr.eval.prompting_paper import last_code_block
+
+    return last_code_block(prediction) or prediction if "```" in prediction else prediction
+
+
 def program_for(problem: GeneratedProblem, code: str) -> str:
     if isinstance(problem, PlusProblem):
         return evalplus.plus_program(problem, solution_source(problem, code))
@@ -80,7 +87,7 @@ def score_generated(
         else:
             results.append(None)
             positions.append(index)
-            runs.append(ProgramRun(program_for(problem, code), ("",), check_determinism=True))
+            runs.append(ProgramRun(program_for(problem, code_of(code)), ("",), check_determinism=True))
     for index, outcome in zip(positions, executor.run(runs) if runs else [], strict=True):
         call = outcome.calls[0]
         code = solutions[index] or ""

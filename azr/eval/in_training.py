@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from azr.config import AZRConfig
-from azr.eval.benchmarks import get_benchmark
+from azr.eval.benchmarks import SUITES, get_benchmark
 from azr.eval.evaluate import score_responses
 from azr.eval.generate import answer_prompts, greedy
 from azr.eval.problems import EvalDataError, Problem
@@ -25,6 +25,46 @@ from azr.executor import Executor
 from azr.wrappers import RESPONSE_PREFIX, make_wrapper
 
 BenchmarkSpec = tuple[str, str | Path | None]  # (benchmark name, data: file, hub id, or None for the default)
+
+
+def expand_specs(benchmarks: Sequence[BenchmarkSpec], data_dir: str | None = None) -> list[BenchmarkSpec]:
+    """Suite names (`paper`) replaced by their benchmarks; a benchmark without data takes its
+    file from `data_dir` when it is there (the suite's layout, azr/eval/suite.py)."""
+    from azr.eval.suite import data_in_directory
+
+    out: list[BenchmarkSpec] = []
+    for name, data in benchmarks:
+        members = SUITES.get(str(name).strip().lower())
+        for member in members or (name,):
+            source = data if members is None else None
+            if source is None:
+                source = data_in_directory(get_benchmark(member).name, data_dir)
+            if all(get_benchmark(member).name != get_benchmark(n).name for n, _ in out):
+                out.append((member, source))
+    return out
+
+
+def _score(name: str, problems: list[Problem], prompts: list[str], records: list[Any], prompt: PromptStyle,
+           executor: Executor, config: AZRConfig) -> list[Any]:
+    """Score with the run's executor, or, for code generation whose tests need longer limits
+    than the run's sandbox gives, with an executor of its own for the time of the scoring."""
+    from azr.eval.code_scoring import sandbox_for
+
+    sandbox = sandbox_for(problems, config.sandbox)
+    own = None
+    if sandbox != config.sandbox:
+        from azr.sandbox import SandboxExecutor
+
+        own = SandboxExecutor(sandbox)
+    try:
+        return score_responses(
+            name, problems, prompts, [r.response for r in records], prompt, own or executor,
+            response_prefix=RESPONSE_PREFIX, finish_reasons=[r.finish_reason for r in records],
+            response_tokens=[r.response_tokens for r in records],
+        )
+    finally:
+        if own is not None:
+            own.close()
 
 
 @functools.lru_cache(maxsize=16)
@@ -53,6 +93,7 @@ def evaluate_policy(
     """
     if prompt not in PROMPT_STYLES:
         raise ValueError(f"prompt must be one of {', '.join(PROMPT_STYLES)}, got {prompt!r}")
+    benchmarks = expand_specs(benchmarks, getattr(config.eval, "data_dir", None))
     wrapper = make_wrapper(config.model.prompt_wrapper, getattr(policy, "tokenizer", None)) if prompt == "azr" else None
     settings = greedy(max_new_tokens or config.rollout.max_new_tokens)
     metrics: dict[str, float] = {}
@@ -66,11 +107,7 @@ def evaluate_policy(
         records = answer_prompts(
             policy, [p.id for p in problems], prompts, settings, chunk_size=config.rollout.generation_batch_size
         )
-        rows = score_responses(
-            benchmark.name, problems, prompts, [r.response for r in records], prompt, executor,
-            response_prefix=RESPONSE_PREFIX, finish_reasons=[r.finish_reason for r in records],
-            response_tokens=[r.response_tokens for r in records],
-        )
+        rows = _score(benchmark.name, problems, prompts, records, prompt, executor, config)
         key = benchmark.metric_key(data_text)
         metrics.update(metrics_from_summary(key, summarise(rows)))
         if out_dir is not None:

@@ -1,6 +1,8 @@
 """Reading predictions made by any system: JSONL lines {"id", "prediction"}.
 
-HumanEval's own sample format ({"task_id", "completion"}) is accepted too. Nothing here is
+HumanEval's own sample format ({"task_id", "completion"}), EvalPlus' ({"task_id", "solution"})
+and whole model responses ({"id", "response"}) are accepted too; ids are matched as the benchmark
+files give them (azr/eval/ids.py). Nothing here is
 fatal except an unreadable file: malformed lines, ids the benchmark does not have, ids given
 twice (the first line counts) and problems with no prediction are all reported with the score.
 """
@@ -15,7 +17,7 @@ from azr.artifacts import PathLike
 from azr.eval.jsonl import BadLine, read_jsonl
 
 _ID_KEYS = ("id", "task_id")
-_PREDICTION_KEYS = ("prediction", "completion")
+_PREDICTION_KEYS = ("prediction", "completion", "solution", "response")
 
 
 @dataclass
