@@ -66,6 +66,16 @@ def _mount_plan_command() -> None:
 
 _mount_plan_command()
 
+
+def _mount_engine_commands() -> None:
+    """`azr engine launch` (another machine of a multi-node engine) lives in azr/cli_engine.py."""
+    from azr.cli_engine import engine_app
+
+    app.add_typer(engine_app, name="engine")
+
+
+_mount_engine_commands()
+
 console = Console()
 err_console = Console(stderr=True)
 

@@ -108,6 +108,7 @@ def train(
 
     _quiet_output()
     from azr.engine.model_source import ModelSourceError
+    from azr.engine.protocol import EngineError
     from azr.engine.vllm_server import VLLMError
     from azr.pipeline.resources import set_event_hook
     from azr.sandbox import IsolationUnavailable, SandboxError
@@ -122,7 +123,7 @@ def train(
                                  resume=resume is not None, force=force)
         except (ConfigError, RunDirError) as exc:
             _fail(str(exc))
-        except (ModelSourceError, IsolationUnavailable, SandboxError, VLLMError, OSError) as exc:
+        except (ModelSourceError, IsolationUnavailable, SandboxError, VLLMError, EngineError, OSError) as exc:
             _fail(f"{exc} (what was done is kept in {target}: `azr train --resume {target}` continues it, "
                   "with --set KEY=VALUE --force to change a setting)", code=1)
         finally:

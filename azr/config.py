@@ -572,6 +572,56 @@ class TrackingConfig(Section):
     )
 
 
+def _seconds(default: float, title: str, description: str) -> Any:
+    return Field(default, gt=0, title=title, description=description)
+
+
+class EngineConfig(Section):
+    """The engine process group that holds the model: its start, call timeouts, multi-node rendezvous."""
+
+    python: str | None = Field(
+        None,
+        title="Engine Python",
+        description="Interpreter of the engine's environment (torch, transformers, accelerate; no "
+        "Prefect needed); None: the controller's own Python.",
+    )
+    start_timeout_s: float = _seconds(900.0, "Start timeout (s)", "Seconds for every rank to start, load the model and report ready.")
+    generate_timeout_s: float = _seconds(7200.0, "Generate timeout (s)", "Seconds one generation command may take.")
+    update_timeout_s: float = _seconds(7200.0, "Update timeout (s)", "Seconds one TRR++ update command may take.")
+    checkpoint_timeout_s: float = _seconds(
+        3600.0, "Checkpoint timeout (s)", "Seconds one checkpoint save, load or resume, weight export or rollout weight sync may take."
+    )
+    control_timeout_s: float = _seconds(120.0, "Control timeout (s)", "Seconds a small command (ping, shutdown) may take.")
+    collective_timeout_s: float = _seconds(
+        1800.0, "Collective timeout (s)", "Seconds a rank waits in one torch.distributed collective for its peers before it fails."
+    )
+    num_machines: int = Field(
+        1, ge=1, title="Machines",
+        description="Machines the engine spans (Accelerate multi-node); trainer.processes counts the ranks of all of them.",
+    )
+    main_process_ip: str = Field(
+        "127.0.0.1", title="Rendezvous address",
+        description="Address of machine 0, where the ranks meet (Accelerate's main_process_ip).",
+    )
+    main_process_port: int | None = Field(
+        None, ge=1, le=65535, title="Rendezvous port",
+        description="Port on machine 0 for the rendezvous; None: a free one (one machine only).",
+    )
+    accelerate_config: Path | None = Field(
+        None, title="Accelerate config file",
+        description="An `accelerate launch --config_file` YAML (e.g. from infra/accelerate/); None: flags only.",
+    )
+
+    @model_validator(mode="after")
+    def _check_machines(self) -> EngineConfig:
+        if self.num_machines > 1 and self.main_process_port is None:
+            raise ValueError(
+                f"engine.num_machines is {self.num_machines}: set engine.main_process_port (and "
+                "engine.main_process_ip, machine 0's address) so the other machines can find it"
+            )
+        return self
+
+
 class AZRConfig(BaseModel):
     """A whole run. Sections mirror the pipeline; see each field's description."""
 
@@ -594,6 +644,7 @@ class AZRConfig(BaseModel):
     tracking: TrackingConfig = Field(
         default_factory=TrackingConfig, title="Tracking", description=TrackingConfig.__doc__
     )
+    engine: EngineConfig = Field(default_factory=EngineConfig, title="Engine", description=EngineConfig.__doc__)
 
     @model_validator(mode="after")
     def _check_consistency(self) -> AZRConfig:
@@ -613,6 +664,12 @@ class AZRConfig(BaseModel):
             raise ValueError(
                 "induction proposals take their programs from the deduction/abduction buffers; "
                 "add deduction or abduction to tasks.types"
+            )
+        world, machines = self.trainer.world_size(), self.engine.num_machines
+        if world % machines != 0:
+            raise ValueError(
+                f"trainer.processes ({world}) must be a multiple of engine.num_machines ({machines}): "
+                "every machine runs the same number of ranks"
             )
         return self
 

@@ -1,6 +1,6 @@
 """One self-play iteration as a Prefect flow: the eight stages of DESIGN.md as tasks, in order.
 
-It runs inside a training flow run, whose process holds the policy, the executor and the
+It runs inside a training flow run, whose process holds the engine client, the executor and the
 buffers (azr.pipeline.resources); the tasks pass only the iteration number and file paths.
 """
 

@@ -2,7 +2,9 @@
 
 The run configuration is a flow parameter (`config`, rendered as a form in the Prefect UI), or
 a preset with `section.key=value` overrides. A deployment runs it on a worker; `azr train`
-runs it directly. The policy is loaded once and stays resident for the whole flow run.
+runs it directly. The flow-run process is the controller: it holds no model; the engine (the
+model's process group, `azr.engine.client`) is started once and stays resident for the whole
+flow run.
 """
 
 from __future__ import annotations
@@ -88,7 +90,9 @@ def train_flow(
         run_config = run_config.model_copy(update={"trainer": run_config.trainer.model_copy(update={"iterations": iterations})})
         run.write_config(run_config)
     tracker = Tracker(run, run_config)
-    tracker.start(tags={"azr.prefect.flow_run_id": str(flow_run.id or "")})
+    tracker.start(tags={"azr.prefect.flow_run_id": str(flow_run.id or ""),
+                        "azr.engine.world_size": str(run_config.trainer.world_size()),
+                        "azr.engine.strategy": run_config.trainer.strategy})
     create_markdown_artifact(
         f"MLflow run `{tracker.run_id}` in experiment `{tracker.experiment_name}` (`{tracker.tracking_uri}`).\n\n"
         f"Open it with: `{tracker.ui_command()}`\n\nRun directory: `{run.root.resolve()}`",

@@ -114,6 +114,7 @@ def test_schemas_of_every_stage_file(tmp_path: Path, executor: SandboxExecutor) 
         assert pq.read_schema(run.stage_path(1, name)).equals(schema), name
     assert run.iteration_done(1)
     assert committed_steps(run.buffer_dir) == [0, 1]
+    close_resources(res)  # the engine process group this run started
 
 
 def _parameters(policy: Policy) -> list[torch.Tensor]:
@@ -122,23 +123,25 @@ def _parameters(policy: Policy) -> list[torch.Tensor]:
 
 def test_an_interrupted_run_resumes_to_the_same_state(tmp_path: Path, executor: SandboxExecutor) -> None:
     """Run 2 iterations straight; separately, stop after iteration 2's rewards with no
-    checkpoint of iteration 1, then resume from the files: same files, same weights."""
+    checkpoint of iteration 1, then resume from the files: same files, same weights.
+    (In-process policies, to compare their weights; the engine process's resume is in
+    tests/test_engine_process.py.)"""
     config = build_config("tiny", overrides=["trainer.iterations=2", "trainer.checkpoint_every=5", "sandbox.timeout_s=3"])
     straight, config = open_run_dir(tmp_path / "straight", config, resume=False)
-    res = open_resources(straight, config, executor=executor)
+    res = open_resources(straight, config, executor=executor, policy=Policy.create(config, cpu=True))  # weights compared in process
     for step in (1, 2):
         run_iteration(res, step)
     final_straight = _parameters(res.policy)
 
     broken, _ = open_run_dir(tmp_path / "broken", config, resume=False)
-    res = open_resources(broken, config, executor=executor)
+    res = open_resources(broken, config, executor=executor, policy=Policy.create(config, cpu=True))  # weights compared in process
     run_iteration(res, 1)
     for name, stage in STAGE_FUNCTIONS[:6]:  # up to rewards of iteration 2, then "killed"
         stage(res, 2)
     shutil.rmtree(broken.checkpoint_dir, ignore_errors=True)  # iteration 1 was never checkpointed
 
     resumed, resumed_config = open_run_dir(tmp_path / "broken", None, resume=True)
-    res = open_resources(resumed, resumed_config, executor=executor)
+    res = open_resources(resumed, resumed_config, executor=executor, policy=Policy.create(config, cpu=True))  # weights compared in process
     assert res.extra["replayed"] == [1]  # iteration 1's update replayed from its scored.parquet
     run_iteration(res, 2)
     for name in ("proposals.parquet", "scored.parquet"):

@@ -1,8 +1,10 @@
 """The resident policy: model, tokenizer, optimizer, accelerator and generation backend.
 
-A training run loads its policy once and keeps it in the flow process across iterations
-(DESIGN.md, process model). Stages receive paths and small values, never models; they reach the
-policy through `get_policy()`, after the run has called `set_policy(Policy.create(config))`.
+Every rank of a run's engine builds one and keeps it across iterations (`azr.engine.service`;
+DESIGN.md, process model); the controller reaches it through `azr.engine.client.EngineClient`,
+which has the same interface. Stages receive paths and small values, never models; they reach
+the policy (a client, or an in-process Policy in unit tests) through `get_policy()`, after the
+run has called `set_policy(...)`.
 """
 
 from __future__ import annotations
@@ -111,6 +113,23 @@ class Policy:
         metrics = self.updater.step(sequences)
         self.weights_version += 1
         return metrics
+
+    @property
+    def world_size(self) -> int:
+        return int(self.accelerator.num_processes)
+
+    @property
+    def strategy(self) -> str:
+        return self.config.trainer.strategy
+
+    def update_scored(self, scored: PathLike) -> dict[str, Any]:
+        """The update on the trained rows of a `scored.parquet`: the metrics of update.json,
+        with the layout that produced them."""
+        from azr.engine.sequences import read_train_sequences
+
+        sequences = read_train_sequences(scored)
+        metrics = self.update(sequences).as_dict() if sequences else {"skipped": True, "sequences": 0, "tokens": 0}
+        return {**metrics, "world_size": self.world_size, "strategy": self.strategy}
 
     def sync_rollout_weights(self) -> float | None:
         """Give a separate rollout engine (vLLM) the current weights if it holds older ones;

@@ -117,7 +117,7 @@ def iteration_metrics(run: RunDir, step: int) -> dict[str, float]:
 
 def _update_metrics(update: dict[str, Any]) -> dict[str, float]:
     names = ("loss", "pg_loss", "entropy", "kl", "grad_norm", "clip_frac", "tokens", "sequences", "seconds", "tokens_per_second",
-             "weight_sync_s")
+             "weight_sync_s", "world_size")
     return {f"update/{name}": float(update[name]) for name in names if isinstance(update.get(name), (int, float))}
 
 

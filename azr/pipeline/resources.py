@@ -22,7 +22,7 @@ ProgressHook = Callable[[str, dict[str, Any]], None]
 class Resources:
     config: AZRConfig
     run: RunDir
-    policy: Any  # azr.engine.policy.Policy (kept untyped: importing it loads torch)
+    policy: Any  # azr.engine.client.EngineClient (an in-process Policy in unit tests); untyped: no torch import
     executor: Executor
     buffers: Buffers
     wrapper: PromptWrapper

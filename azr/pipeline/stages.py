@@ -260,13 +260,13 @@ def _scored_row(step: int, row: Any, role: Role, reward: float, trained: bool) -
             "reward": float(reward), "advantage": 0.0, "trained": trained and int(row["response_tokens"]) > 0}
 
 
-def train_sequences(scored: pd.DataFrame) -> list[Any]:
-    """The TRR++ batch of an iteration, from its scored file."""
-    from azr.engine.update import TrainSequence
+def has_trained_rows(scored: pd.DataFrame) -> bool:
+    return bool(len(scored)) and bool(scored["trained"].any())
 
-    trained = scored[scored["trained"]]
-    return [TrainSequence(list(r["prompt_token_ids"]), list(r["response_token_ids"]), r["group"], float(r["advantage"]))
-            for _, r in trained.iterrows()]
+
+def engine_layout(policy: Any) -> dict[str, Any]:
+    """`world_size` and `strategy` of the engine that trains (recorded in update.json)."""
+    return {"world_size": int(getattr(policy, "world_size", 1)), "strategy": str(getattr(policy, "strategy", "ddp"))}
 
 
 def checkpoint_due(config: Any, step: int, last_step: int) -> bool:
@@ -281,8 +281,11 @@ def update(res: Resources, step: int) -> None:
     after a checkpoint of this step but before update.json, resuming restores update.json
     from the checkpoint (the update is never applied twice).
     """
-    sequences = train_sequences(_read(res, step, "scored.parquet"))
-    metrics = res.policy.update(sequences).as_dict() if sequences else {"skipped": True, "sequences": 0, "tokens": 0}
+    scored = res.run.stage_path(step, "scored.parquet")
+    if has_trained_rows(_read(res, step, "scored.parquet")):
+        metrics = res.policy.update_scored(scored)
+    else:
+        metrics = {"skipped": True, "sequences": 0, "tokens": 0, **engine_layout(res.policy)}
     last_step = int(res.extra.get("last_step", step))
     sync = getattr(res.policy, "sync_rollout_weights", None)
     if sync is not None and step < last_step:  # after the last update, only an evaluation would need it

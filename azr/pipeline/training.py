@@ -21,7 +21,7 @@ from azr.config import AZRConfig
 from azr.pipeline.metrics import iteration_metrics
 from azr.pipeline.resources import ProgressHook, Resources
 from azr.pipeline.run_dir import RunDir
-from azr.pipeline.stages import checkpoint_due, train_sequences
+from azr.pipeline.stages import checkpoint_due, has_trained_rows
 
 logger = logging.getLogger(__name__)
 
@@ -54,23 +54,24 @@ def restore_policy(policy: Any, run: RunDir, upto_step: int) -> list[int]:
     for step in range(done + 1, upto_step + 1):
         if not run.stage_path(step, "update.json").exists():
             break
-        sequences = train_sequences(pd.read_parquet(run.stage_path(step, "scored.parquet")))
-        if sequences:
-            policy.update(sequences)
+        scored = run.stage_path(step, "scored.parquet")
+        if has_trained_rows(pd.read_parquet(scored, columns=["trained"])):
+            policy.update_scored(scored)
         replayed.append(step)
     return replayed
 
 
 def open_resources(run: RunDir, config: AZRConfig, *, on_event: ProgressHook | None = None,
                    policy: Any = None, executor: Any = None) -> Resources:
-    """Load (or take) the policy and executor, load the buffers, restore the policy."""
+    """Start the engine (or take a policy: an in-process one in unit tests) and the executor,
+    load the buffers, restore the policy."""
     from azr.batches import tokenizer_counter
-    from azr.engine.policy import Policy
+    from azr.engine.client import EngineClient
     from azr.sandbox import SandboxExecutor
     from azr.wrappers import make_wrapper
 
     owns_executor, owns_policy = executor is None, policy is None
-    policy = policy or Policy.create(config, rollout_dir=run.root / "rollout")
+    policy = policy or EngineClient.start(config, run.root)  # the engine process group (DESIGN.md)
     try:
         executor = executor or SandboxExecutor.from_run_config(config)
         buffers = load_buffers(run, config)

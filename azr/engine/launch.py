@@ -1,0 +1,78 @@
+"""The `accelerate launch` command that starts the engine's ranks on one machine.
+
+Machine 0's launcher is started by the controller (`azr.engine.client`); on the other machines
+of a multi-node run the same command comes from `azr engine launch --machine-rank K`, one per
+node (infra/README.md). On CPU the ranks meet over gloo: Accelerate only starts several CPU
+processes through torchrun when asked for `--multi_gpu` with no visible GPU, and
+`ACCELERATE_USE_CPU` keeps every rank on the CPU.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from azr.config import AZRConfig
+
+SERVICE_MODULE = "azr.engine.service"
+ENGINE_DIR = "engine"  # under the run directory: config, log, exchange files, rank pids
+
+
+def engine_dir(run_root: Path) -> Path:
+    return Path(run_root) / ENGINE_DIR
+
+
+def on_cpu() -> bool:
+    """Whether the engine runs on the CPU: no CUDA device is visible to this machine."""
+    try:
+        import torch
+    except ImportError:
+        return True
+    return not torch.cuda.is_available()
+
+
+def launch_command(config: AZRConfig, run_root: Path, *, machine_rank: int = 0, port: int | None = None,
+                   python: str | None = None, cpu: bool | None = None) -> list[str]:
+    """argv of one machine's launcher. `port`: the rendezvous port (engine.main_process_port
+    when set, else the caller picks a free one on a single machine)."""
+    engine = config.engine
+    world, machines = config.trainer.world_size(), engine.num_machines
+    if not 0 <= machine_rank < machines:
+        raise ValueError(f"machine rank {machine_rank} is outside 0..{machines - 1} (engine.num_machines = {machines})")
+    rendezvous = engine.main_process_port or port
+    if rendezvous is None:
+        raise ValueError("no rendezvous port: set engine.main_process_port")
+    cpu = on_cpu() if cpu is None else cpu
+    argv = [python or engine.python or sys.executable, "-m", "accelerate.commands.launch"]
+    if engine.accelerate_config is not None:
+        argv += ["--config_file", str(engine.accelerate_config)]
+    if world > 1 or machines > 1:
+        argv.append("--multi_gpu")  # torchrun; on CPU it gives gloo ranks (see module docstring)
+    elif cpu:
+        argv.append("--cpu")
+    argv += [
+        "--num_processes", str(world),
+        "--num_machines", str(machines),
+        "--machine_rank", str(machine_rank),
+        "--main_process_ip", engine.main_process_ip,
+        "--main_process_port", str(rendezvous),
+        "--mixed_precision", "no",  # the policy chooses its own precision from model.dtype
+        "--dynamo_backend", "no",
+        "-m", SERVICE_MODULE,
+        "--run-dir", str(Path(run_root).resolve()),
+    ]
+    return argv
+
+
+def launch_environment(*, cpu: bool, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The launcher's environment: this one, the project importable, CPU ranks kept on the CPU."""
+    env = dict(os.environ)
+    project = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (project, env.get("PYTHONPATH", "")) if p)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    if cpu:
+        env["CUDA_VISIBLE_DEVICES"] = ""
+        env["ACCELERATE_USE_CPU"] = "true"
+    env.update(extra or {})
+    return env
