@@ -100,9 +100,15 @@ def _user_errors(code: int = 2) -> Iterator[None]:
         fail(str(exc), code)
 
 
-def _open_executor(sandbox: Any) -> Any:
+def _open_executor(sandbox: Any, problems: Any = None) -> Any:
+    """The sandbox for scoring; a no-op context when the problems need none (math only)."""
+    from contextlib import nullcontext
+
+    from azr.eval.code_scoring import needs_sandbox
     from azr.sandbox import IsolationUnavailable, SandboxError, SandboxExecutor
 
+    if problems is not None and not needs_sandbox(problems):
+        return nullcontext(None)
     try:
         return SandboxExecutor(sandbox)
     except (IsolationUnavailable, SandboxError) as exc:
@@ -231,8 +237,7 @@ def eval_run(
             fail(f"cannot generate with {plan.resolved_model}: {exc}", 1)
         progress.update(loading, total=1, completed=1)
         scoring = progress.add_task("scoring in the sandbox", total=plan.problems * plan.samples)
-        executor = _open_executor(_sandbox_for(out_dir, plan))
-        with executor:
+        with _open_executor(_sandbox_for(out_dir, plan), runner.read_problems(out_dir)) as executor:
             summary = runner.score(out_dir, executor=executor, on_progress=lambda n: progress.advance(scoring, n))
         progress.update(scoring, completed=plan.problems * plan.samples)
     _print_summary(f"{plan.benchmark} · {plan.label}", summary)
@@ -319,7 +324,7 @@ def _run_suite(request: Any, suite: str | None, benchmarks: str | None, data: li
         summaries = []
         for directory, plan in zip(directories, plans):
             task = progress.add_task(f"scoring {plan.benchmark}", total=plan.problems * plan.samples)
-            with _open_executor(_sandbox_for(directory, plan)) as executor:
+            with _open_executor(_sandbox_for(directory, plan), runner.read_problems(directory)) as executor:
                 summaries.append(runner.score(directory, executor=executor, on_progress=lambda n, t=task: progress.advance(t, n)))
     table = suite_module.build_table(summaries)
     title = f"{suite or 'suite'} · {plans[0].label}"
@@ -408,7 +413,7 @@ def eval_score(
     if timeout is not None:
         sandbox = sandbox.model_copy(update={"timeout_s": timeout, "cpu_time_s": max(1, math.ceil(timeout))})
     _print_report(report)
-    with _progress() as progress, _open_executor(sandbox) as executor:
+    with _progress() as progress, _open_executor(sandbox, problems) as executor:
         scoring = progress.add_task("scoring in the sandbox", total=len(problems))
         rows = score_report(chosen.name, problems, report, executor, on_progress=lambda n: progress.advance(scoring, n))
     out_dir.mkdir(parents=True, exist_ok=True)

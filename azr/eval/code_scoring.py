@@ -41,6 +41,13 @@ def program_for(problem: GeneratedProblem, code: str) -> str:
     return livecodebench.livecode_program(problem, code)
 
 
+def needs_sandbox(problems: Sequence[object]) -> bool:
+    """Whether scoring runs anything: math answers are judged by math-verify workers instead."""
+    from azr.eval.problems import MathProblem
+
+    return any(not isinstance(p, MathProblem) for p in problems)
+
+
 def sandbox_for(problems: Sequence[object], base: SandboxConfig) -> SandboxConfig:
     """The sandbox settings code-generation problems need: an outer limit that covers every
     test of the slowest problem (the per-test limits are enforced inside), the CPU time to

@@ -341,7 +341,7 @@ def read_responses(out_dir: Path) -> list[dict[str, Any]]:
 
 def score(out_dir: Path, *, executor: Any = None, on_progress: Progress | None = None) -> dict[str, Any]:
     """Score the responses in the sandbox; returns the summary (skipped when it exists)."""
-    from azr.eval.code_scoring import sandbox_for
+    from azr.eval.code_scoring import needs_sandbox, sandbox_for
     from azr.eval.evaluate import score_responses
     from azr.sandbox import SandboxExecutor
 
@@ -356,7 +356,7 @@ def score(out_dir: Path, *, executor: Any = None, on_progress: Progress | None =
     expected_ids = [p.id for p in problems for _ in range(plan.samples)]
     if [r["id"] for r in responses] != expected_ids:
         raise EvalDataError(f"{out_dir / RESPONSES_FILE} does not match {PROBLEMS_FILE}; rerun with --force")
-    own_executor = executor is None
+    own_executor = executor is None and needs_sandbox(problems)
     if own_executor:
         executor = SandboxExecutor(sandbox_for(problems, plan.run_config.sandbox))
     try:
