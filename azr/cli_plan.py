@@ -177,12 +177,14 @@ def plan_command(
 
 def check_before_training(config: AZRConfig, ignore: bool) -> None:
     """`azr train`'s first step: refuse (exit 1) a layout that cannot fit, before any run
-    directory, MLflow run or model exists; `--ignore-memory-plan` starts it anyway."""
+    directory, MLflow run or model exists; `--ignore-memory-plan` starts it anyway. A model
+    whose architecture is not known here yet gets a note and no plan."""
     try:
         plan, _ = make_plan(config)
     except PlanUnavailable as exc:
-        if not ignore:
-            _fail(f"cannot check memory before loading: {exc}. Start anyway with {IGNORE_FLAG}", 1)
+        # A hub model that is not downloaded yet is fine to train (loading fetches it); the
+        # plan only needs its config.json, so say why there is none and go on.
+        err_console.print(f"[bold yellow]note:[/] no memory plan: {exc}", highlight=False, soft_wrap=True)
         return
     if plan.fits:
         console.print(f"memory plan: {verdict(plan)} (`azr plan` for the table)", highlight=False)

@@ -156,9 +156,8 @@ def model_facts(name_or_path: str, revision: str | None = None) -> ModelFacts:
         return KNOWN_MODELS[name_or_path]
     if path.suffix == ".gguf":
         raise ModelFactsError(
-            f"cannot plan {name_or_path}: a GGUF file carries no config.json. Plan its converted "
-            "directory instead (a directory with config.json), or pass --gpu-memory and "
-            "`azr train --ignore-memory-plan` to start without a plan"
+            f"cannot plan {name_or_path}: a GGUF file carries no config.json here; plan a model "
+            "directory with the same architecture (its config.json) instead"
         )
     cached = _cached_hub_config(name_or_path, revision)
     if cached is not None:

@@ -3,7 +3,8 @@
 Each configuration runs in a fresh subprocess, so its peak RSS (ru_maxrss, the kernel's
 high-water mark) covers exactly: Python + torch, the model with fp32 master weights, AdamW
 state, and one update on 8 sequences of 512 tokens (prompt + response) with bf16 compute.
-The first update (allocator and oneDNN warm-up) and a second, steady one are timed.
+The first update (allocator and oneDNN warm-up) and a second, steady one are timed. Beside the
+peak RSS it prints what `azr plan` predicts for the update phase of the same batch.
 
     python benchmarks/update_step.py [--micro-batch 4] [--checkpointing both] [--tokens 512] [--response 256]
 """
@@ -62,9 +63,25 @@ def child(args: argparse.Namespace) -> None:
         "response_tokens_per_s": round(second.tokens / second.seconds, 1),
         "rss_after_load_mb": round(rss_loaded),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "planned_update_mb": round(_planned_update_bytes(config, args) / 2**20),
         "threads": torch.get_num_threads(),
     }
     print(json.dumps(result))
+
+
+def _planned_update_bytes(config, args: argparse.Namespace) -> float:
+    """What `azr plan` says the update phase needs for exactly this batch (every sequence
+    `--tokens` long, as the plan's worst case assumes), for comparison with the peak RSS."""
+    from azr.config_loader import build_config
+    from azr.memory_plan import GIB, plan_memory
+    from azr.model_facts import model_facts
+
+    prompt = args.tokens - args.response
+    same = build_config(base=config, overrides=[
+        f"rollout.max_prompt_tokens={prompt}", f"rollout.content_max_tokens={prompt}",
+        f"rollout.max_new_tokens={args.response}",
+    ])
+    return plan_memory(same, model_facts(same.model.name_or_path), 64 * GIB).update_total
 
 
 def _rss_mb() -> float:

@@ -246,3 +246,5 @@ def test_ignoring_the_plan_warns_and_continues(capsys: pytest.CaptureFixture[str
     assert refused.value.exit_code == 1
     check_before_training(build_config("tiny"), ignore=False)
     assert "memory plan: fits" in capsys.readouterr().out
+    check_before_training(build_config("tiny", None, ["model.name_or_path=nobody/not-downloaded"]), ignore=False)
+    assert "no memory plan" in capsys.readouterr().err  # loading would fetch it: no refusal
