@@ -27,6 +27,7 @@ def iteration_calls(policy: Any, prompts: list[str], args: argparse.Namespace, r
     """One iteration's engine calls; (name, seconds) of each, measured by the caller."""
     from azr.engine.generation import SamplingSettings
     from azr.engine.update import TrainSequence
+    from azr.task_types import GROUP_NAMES
 
     timed: list[tuple[str, float]] = []
 
@@ -42,7 +43,7 @@ def iteration_calls(policy: Any, prompts: list[str], args: argparse.Namespace, r
     for part in range(3):  # one Monte-Carlo call per task type
         call("generate mc", policy.generate, prompts[part::3], mc)
     solutions = call("generate solve", policy.generate, prompts, settings)
-    sequences = [TrainSequence(c[0].prompt_token_ids, c[0].token_ids, f"g{i % 6}", 1.0 if i % 2 else -1.0)
+    sequences = [TrainSequence(c[0].prompt_token_ids, c[0].token_ids, GROUP_NAMES[i % len(GROUP_NAMES)], 1.0 if i % 2 else -1.0)
                  for i, c in enumerate(proposals + solutions) if c[0].token_ids]
     call("update", policy.update, sequences)
     call("sync", policy.sync_rollout_weights)

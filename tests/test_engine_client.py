@@ -161,3 +161,35 @@ def test_the_kubernetes_indexed_job_starts_a_valid_multi_node_run() -> None:
     assert config.engine.num_machines == spec["completions"]
     assert config.engine.main_process_ip == f"{job['metadata']['name']}-0.{service['metadata']['name']}"
     assert config.trainer.world_size() == spec["completions"] * container["resources"]["limits"]["nvidia.com/gpu"]
+
+
+def test_the_engine_dies_with_its_controller(tmp_path: Path) -> None:
+    """SIGKILL the controller (no exit hooks run): the launcher and every rank go too."""
+    import json
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, time\n"
+        "from azr.config_loader import build_config\n"
+        "from azr.engine.client import EngineClient\n"
+        "client = EngineClient.start(build_config('tiny', overrides=['trainer.processes=2']), sys.argv[1])\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    controller = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "run")], stdout=subprocess.PIPE,
+                                  text=True, start_new_session=True)
+    try:
+        assert controller.stdout.readline().strip() == "ready"
+        started = json.loads((tmp_path / "run" / "engine" / "ranks.json").read_text())
+        pids = [started["launcher"], *(r["pid"] for r in started["ranks"])]
+        assert all(_alive(pid) for pid in pids)
+        controller.kill()
+        controller.wait()
+        deadline = time.monotonic() + 30
+        while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(pid) for pid in pids)
+    finally:
+        if controller.poll() is None:
+            controller.kill()
