@@ -334,10 +334,13 @@ def _check_layout(config: AZRConfig, plan: MemoryPlan) -> None:
     trainer, rollout = config.trainer, config.rollout
     if plan.device != "gpu":
         return
-    if plan.ranks > trainer.gpus:
+    machines = config.engine.num_machines
+    gpus = trainer.gpus * machines  # trainer.gpus is one machine's
+    if plan.ranks > gpus:
+        where = f"trainer.gpus={trainer.gpus} on each of {machines} machines" if machines > 1 else f"trainer.gpus={trainer.gpus}"
         plan.problems.append(
-            f"{plan.ranks} engine ranks need {plan.ranks} GPUs (one each) but the run has trainer.gpus="
-            f"{trainer.gpus}: set trainer.gpus={plan.ranks} or trainer.processes={trainer.gpus}"
+            f"{plan.ranks} engine ranks need {plan.ranks} GPUs (one each) but the run has {where}: "
+            f"more GPUs, or trainer.processes={gpus}"
         )
     if rollout.backend == "vllm" and rollout.tensor_parallel_size > trainer.gpus:
         plan.problems.append(
@@ -418,8 +421,9 @@ def suggest_changes(
             first([["rollout.vllm.mode=colocate"]])  # the engine colocates vLLM without TP only
         steps = [round(rollout.gpu_memory_utilization + sign * 0.05 * k, 2) for sign in (-1, 1) for k in range(1, 18)]
         first([[f"rollout.gpu_memory_utilization={u}"] for u in steps if 0.05 <= u <= 0.95])
-    if on_gpu and trainer.processes is not None and trainer.processes < trainer.gpus:
-        first([[f"trainer.processes={trainer.gpus}"] + (["trainer.strategy=fsdp"] if trainer.strategy == "ddp" else [])])
+    all_gpus = trainer.gpus * config.engine.num_machines
+    if on_gpu and trainer.processes is not None and trainer.processes < all_gpus:
+        first([[f"trainer.processes={all_gpus}"] + (["trainer.strategy=fsdp"] if trainer.strategy == "ddp" else [])])
     if on_gpu:
         first([_more_gpus(config, n) for n in _gpu_counts(trainer.gpus)])
     elif trainer.world_size() > 1:
@@ -456,7 +460,7 @@ def _gpu_counts(current: int) -> list[int]:
 def _more_gpus(config: AZRConfig, gpus: int) -> list[str]:
     overrides = [f"trainer.gpus={gpus}"]
     if config.trainer.processes is not None:
-        overrides.append(f"trainer.processes={gpus}")
+        overrides.append(f"trainer.processes={gpus * config.engine.num_machines}")
     if config.trainer.strategy == "ddp":
         overrides.append("trainer.strategy=fsdp")
     return overrides

@@ -248,3 +248,11 @@ def test_ignoring_the_plan_warns_and_continues(capsys: pytest.CaptureFixture[str
     assert "memory plan: fits" in capsys.readouterr().out
     check_before_training(build_config("tiny", None, ["model.name_or_path=nobody/not-downloaded"]), ignore=False)
     assert "no memory plan" in capsys.readouterr().err  # loading would fetch it: no refusal
+
+
+def test_ranks_over_two_machines_count_both_machines_gpus() -> None:
+    two_machines = ["trainer.processes=16", "engine.num_machines=2", "engine.main_process_port=29500"]
+    plan = plan_memory(build_config("qwen2.5-14b", None, two_machines), KNOWN_MODELS["Qwen/Qwen2.5-14B"], 80 * GIB)
+    assert plan.fits and plan.ranks == 16
+    over = plan_memory(build_config("qwen2.5-14b", None, ["trainer.processes=16"]), KNOWN_MODELS["Qwen/Qwen2.5-14B"], 80 * GIB)
+    assert any("16 engine ranks need 16 GPUs" in problem for problem in over.problems)
