@@ -96,7 +96,7 @@ def _solve_records(
     batch_size = config.rollout.batch_size
     kept = []
     for task in buffers.select_solve_batch(task_type, step, batch_size):
-        prompt = wrapper.wrap(solve_prompt_for(task_type, task))
+        prompt = wrapper.wrap(solve_prompt_for(task_type, task, config.tasks.prompt_profile))
         tokens = _measure(prompt, count_tokens)
         if tokens is None or tokens <= limit:
             kept.append((prompt, tokens, task))

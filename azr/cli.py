@@ -156,7 +156,7 @@ def prompts_build(
     try:
         with console.status("loading the tokenizer"):
             tokenizer = load_tokenizer(run_config.model)
-        wrapper = make_wrapper(run_config.model.prompt_wrapper, tokenizer)
+        wrapper = make_wrapper(run_config.model.prompt_wrapper, tokenizer, run_config.tasks.prompt_profile)
         buffers = Buffers.initial(run_config.buffer, run_config.seed)
         prompts = build_iteration_prompts(buffers, step, run_config, wrapper, tokenizer_counter(tokenizer))
     except (ModelSourceError, SeedFileError, BufferStoreError, PromptBuildError, ValueError, OSError) as exc:

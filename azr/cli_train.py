@@ -74,6 +74,8 @@ class _ProgressView:
                 f"{metrics.get('overall/valid_rate', 0):.0%}   solve accuracy {metrics.get('overall/solve_accuracy', 0):.0%}   "
                 f"update loss {metrics.get('update/loss', float('nan')):.4f}   {metrics.get('time/iteration_s', 0):.0f} s"
             )
+            for finding in data.get("findings", []):
+                self.progress.console.print(f"  [yellow]monitor {finding.name}[/]: {finding.message}", highlight=False)
         elif event == "checkpoint":
             self.progress.console.print(f"  checkpoint: {data['path']}")
 
@@ -136,6 +138,8 @@ def train(
     ui = f"mlflow ui --backend-store-uri {summary['tracking_uri']} --host 127.0.0.1 --workers 1"
     console.print(f"  open the MLflow UI:    {ui}", soft_wrap=True)
     console.print(f"  inspect the run:       azr runs show {run}")
+    if summary.get("verdict"):
+        console.print(summary["verdict"], highlight=False, soft_wrap=True)
 
 
 def _check_memory(wanted: Any, resume: Path | None, ignore: bool) -> None:

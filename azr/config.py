@@ -276,6 +276,12 @@ class TaskConfig(Section):
         description="`truncate`: head...tail as the original (makes the task unsolvable); "
         "`reject`: the proposal is invalid. Paper: truncate.",
     )
+    prompt_profile: Literal["paper", "small"] = Field(
+        "paper",
+        title="Prompt profile",
+        description="`paper`: the original prompt texts (reference §2); `small`: short prompts with "
+        "one worked answer each, for small chat models (the cpu preset).",
+    )
     swap_difficulty_criteria: bool = Field(
         True,
         title="Original difficulty bullet",
@@ -570,6 +576,13 @@ class TrackingConfig(Section):
     sample_rows: int = Field(
         8, ge=0, title="Sample rows", description="Example rows of each stage logged as a table per iteration."
     )
+    system_metrics: bool = Field(
+        True, title="System metrics",
+        description="Log CPU, memory, disk, network and GPU (when NVML is available) figures as `system/...` metrics.",
+    )
+    system_metrics_interval_s: float = Field(
+        10.0, gt=0.0, title="System metrics interval (s)", description="Seconds between two system-metrics samples.",
+    )
 
 
 def _seconds(default: float, title: str, description: str) -> Any:
@@ -622,6 +635,66 @@ class EngineConfig(Section):
         return self
 
 
+class MonitorConfig(Section):
+    """Watching a run for the failure modes AZR users report (saturation, growing step time,
+    collapsing diversity, a memory leak). Each detector fires when its condition starts to hold."""
+
+    enabled: bool = Field(True, title="Monitors on", description="Compute monitor metrics and run the detectors after every iteration.")
+    window: int = Field(5, ge=2, title="Sliding window", description="Iterations in the window of the diversity and trend metrics.")
+    min_distinct_programs: float = Field(
+        0.3, ge=0.0, le=1.0, title="Diversity floor",
+        description="`diversity_collapse` fires when distinct / all valid programs over the window falls below this.",
+    )
+    min_programs: int = Field(
+        8, ge=1, title="Programs for a diversity verdict",
+        description="Valid programs the window must hold before diversity is judged.",
+    )
+    max_copy_share: float = Field(
+        0.5, ge=0.0, le=1.0, title="Copying ceiling",
+        description="`reference_copying` fires when this share of an iteration's valid programs repeats a program of its prompt.",
+    )
+    max_step_time_growth: float = Field(
+        2.0, gt=1.0, title="Step-time growth",
+        description="`step_time_growth` fires when the window's mean iteration time exceeds this multiple of the first window's.",
+    )
+    max_response_growth: float = Field(
+        2.0, gt=1.0, title="Response-length growth",
+        description="`response_length_growth` fires when the window's mean response length exceeds this multiple of the first window's.",
+    )
+    max_rss_growth_mb: float = Field(
+        2048.0, gt=0.0, title="Memory growth (MiB)",
+        description="`memory_growth` fires when RSS (this process and its children) rose over the whole window by more than this (MiB).",
+    )
+    saturation_window: int = Field(
+        50, ge=2, title="Saturation window",
+        description="Iterations compared by `saturation`: the last ones against the ones before (the paper saw gains stop near 400 steps).",
+    )
+    min_accuracy_gain: float = Field(
+        0.01, ge=0.0, title="Saturation gain",
+        description="`saturation` fires when mean solver accuracy over the last window beats the window before by less than this.",
+    )
+
+
+class SafetyConfig(Section):
+    """The safety monitor: scanning the reasoning of every response for concerning intent
+    (the paper's "uh-oh moment"). It only observes unless `penalty` is set."""
+
+    enabled: bool = Field(True, title="Safety monitor on", description="Scan the reasoning of every response with the rule set (azr/safety.py).")
+    judge: Literal["off", "flagged", "all"] = Field(
+        "off", title="Judge model",
+        description="Also ask the policy, through the generation backend, whether reasoning is concerning: `flagged` (rule matches only), `all` responses, or `off`.",
+    )
+    judge_max_new_tokens: int = Field(8, ge=1, title="Judge answer length", description="Tokens the judge may answer with (it answers yes or no).")
+    alert_rate: float = Field(
+        0.01, ge=0.0, le=1.0, title="Alert rate",
+        description="`azr.monitor.safety` fires when the flagged share of an iteration's responses rises above this.",
+    )
+    penalty: float = Field(
+        0.0, ge=0.0, title="Reward penalty",
+        description="Subtracted from the reward of a flagged trained response; 0 (default) never changes rewards.",
+    )
+
+
 class AZRConfig(BaseModel):
     """A whole run. Sections mirror the pipeline; see each field's description."""
 
@@ -645,6 +718,8 @@ class AZRConfig(BaseModel):
         default_factory=TrackingConfig, title="Tracking", description=TrackingConfig.__doc__
     )
     engine: EngineConfig = Field(default_factory=EngineConfig, title="Engine", description=EngineConfig.__doc__)
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig, title="Monitors", description=MonitorConfig.__doc__)
+    safety: SafetyConfig = Field(default_factory=SafetyConfig, title="Safety monitor", description=SafetyConfig.__doc__)
 
     @model_validator(mode="after")
     def _check_consistency(self) -> AZRConfig:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from azr import prompts_small
 from azr.config import TaskConfig
 from azr.records import InductionTask, Triplet
 from azr.task_types import TaskType
@@ -20,6 +21,9 @@ CALL_HINT = "f(<|YOUR INPUT WILL BE PLUGGED HERE|>)"
 """The line shown after the program in the induction propose prompt (reference §2.3)."""
 
 REFERENCES_HEADING = "### Reference Code Snippets:"
+
+PROMPT_PROFILES = ("paper", "small")
+"""`tasks.prompt_profile`: the paper's texts, or short ones with a worked answer (small models)."""
 
 # Example values shown in the "example" sections: a name string plus a dict.
 _EXAMPLE_INPUT = "'Maria', {'age': 34, 'city': 'Lisbon'}"
@@ -263,19 +267,30 @@ def induction_solve_prompt(pairs: Sequence[tuple[str, str]], message: str) -> st
     return "\n\n".join(sections) + "\n"
 
 
-def solve_prompt_for(task_type: TaskType, entry: Triplet | InductionTask) -> str:
-    """The solve question for a buffer entry: what the solver sees of it depends on the type."""
+def solve_prompt_for(task_type: TaskType, entry: Triplet | InductionTask, profile: str = "paper") -> str:
+    """The solve question for a buffer entry: what the solver sees of it depends on the type.
+
+    `profile` is `tasks.prompt_profile`: `paper` (these texts) or `small` (azr.prompts_small).
+    """
+    small = _check_profile(profile) == "small"
     if task_type is TaskType.INDUCTION:
         if not isinstance(entry, InductionTask):
             raise TypeError(f"induction solve needs an InductionTask, got {type(entry).__name__}")
-        return induction_solve_prompt(entry.shown_pairs, entry.message)
+        build = prompts_small.induction_solve_prompt if small else induction_solve_prompt
+        return build(entry.shown_pairs, entry.message)
     if not isinstance(entry, Triplet):
         raise TypeError(f"{task_type.value} solve needs a Triplet, got {type(entry).__name__}")
     if task_type is TaskType.DEDUCTION:
-        return deduction_solve_prompt(entry.program, entry.input)
+        return (prompts_small.deduction_solve_prompt if small else deduction_solve_prompt)(entry.program, entry.input)
     if task_type is TaskType.ABDUCTION:
-        return abduction_solve_prompt(entry.program, entry.output)
+        return (prompts_small.abduction_solve_prompt if small else abduction_solve_prompt)(entry.program, entry.output)
     raise ValueError(f"unknown task type {task_type!r}")
+
+
+def _check_profile(profile: str) -> str:
+    if profile not in PROMPT_PROFILES:
+        raise ValueError(f"unknown prompt profile {profile!r}; valid profiles are: {', '.join(PROMPT_PROFILES)}")
+    return profile
 
 
 def propose_prompt_for(
@@ -289,16 +304,20 @@ def propose_prompt_for(
     `references: 0` is the no-reference ablation. Induction takes the one program to write
     inputs for, as source text or as the buffer entry holding it.
     """
+    small = _check_profile(config.prompt_profile) == "small"
     if task_type is TaskType.INDUCTION:
         program = references_or_program
         if isinstance(program, (Triplet, InductionTask)):
             program = program.program
         if not isinstance(program, str):
             raise TypeError("induction propose needs a program (str, Triplet or InductionTask)")
-        return induction_propose_prompt(program, config.induction_inputs)
+        build = prompts_small.induction_propose_prompt if small else induction_propose_prompt
+        return build(program, config.induction_inputs)
     if isinstance(references_or_program, (str, Triplet, InductionTask)):
         raise TypeError(f"{task_type.value} propose needs a sequence of reference Triplets")
     references = list(references_or_program)[: config.references]
+    if small and task_type in (TaskType.DEDUCTION, TaskType.ABDUCTION):
+        return prompts_small.io_propose_prompt(task_type, references, config.banned_imports)
     if task_type is TaskType.DEDUCTION:
         builder = deduction_propose_prompt
     elif task_type is TaskType.ABDUCTION:

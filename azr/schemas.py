@@ -133,6 +133,20 @@ SCORED_SCHEMA = pa.schema(
 """scored.parquet: one row per sequence of the TRR++ batch, with its reward and advantage."""
 
 
+SAFETY_SCHEMA = pa.schema(
+    _KEYS
+    + [
+        pa.field("source", pa.string(), nullable=False),  # proposals | mc_rollouts | solutions
+        pa.field("sample", pa.int64(), nullable=False),  # Monte-Carlo sample number, else 0
+        pa.field("rules", pa.list_(pa.string()), nullable=False),  # rules that matched ([] if only the judge)
+        pa.field("matches", pa.list_(pa.string()), nullable=False),  # the matched words, as written
+        pa.field("judge", pa.bool_()),  # the judge's verdict; None when it was not asked
+        pa.field("reasoning", pa.string(), nullable=False),
+        pa.field("response", pa.string(), nullable=False),
+    ]
+)
+"""safety.parquet: the responses the safety monitor flagged, with what matched."""
+
 EVAL_RESPONSES_SCHEMA = pa.schema(
     [
         pa.field("benchmark", pa.string(), nullable=False),

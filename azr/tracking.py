@@ -45,6 +45,7 @@ class Tracker:
         self.client = mlflow.MlflowClient(self.tracking_uri)
         self.run_id: str = info.get("mlflow_run_id", "")
         self._artifact_root = artifacts if self.tracking_uri == default_uri else None
+        self._system_metrics: Any = None
 
     def _experiment_id(self) -> str:
         existing = self.client.get_experiment_by_name(self.experiment_name)
@@ -56,7 +57,13 @@ class Tracker:
         return self.client.create_experiment(self.experiment_name, artifact_location=location)
 
     def start(self, tags: dict[str, str] | None = None) -> str:
-        """Create the MLflow run, or reopen the one this run directory already has."""
+        """Create the MLflow run, or reopen the one this run directory already has; then start
+        sampling system metrics into it."""
+        run_id = self._open(tags)
+        self.start_system_metrics()
+        return run_id
+
+    def _open(self, tags: dict[str, str] | None = None) -> str:
         from mlflow.entities import Param, RunTag
 
         if self.run_id:
@@ -88,6 +95,54 @@ class Tracker:
         for start in range(0, len(entries), _BATCH):
             self.client.log_batch(self.run_id, metrics=entries[start : start + _BATCH])
 
+    def log_validated_tasks(self, step: int) -> str | None:
+        """The iteration's valid, buffered tasks as an MLflow dataset input (context `training`,
+        named `azr-tasks-NNNNNN`, with its digest), so a checkpoint traces back to the self-made
+        data that trained it. Returns the digest (None when the iteration made no valid task)."""
+        import mlflow.data
+        import pandas as pd
+        from mlflow.entities import DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        path = self.run.stage_path(step, "validated.parquet")
+        if not path.exists():
+            return None
+        frame = pd.read_parquet(path)
+        frame = frame[frame["valid"]].drop(columns=["detail", "reason"], errors="ignore").reset_index(drop=True)
+        if frame.empty:
+            return None
+        for column in ("inputs", "outputs", "imports"):  # lists -> JSON text: a stable digest and schema
+            frame[column] = frame[column].map(lambda v: None if v is None else json.dumps(list(v)))
+        dataset = mlflow.data.from_pandas(frame, source=path.resolve().as_uri(), name=f"azr-tasks-{step:06d}")
+        tags = [InputTag(MLFLOW_DATASET_CONTEXT, "training"), InputTag("azr.iteration", str(step))]
+        self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags=tags)])
+        return dataset.digest
+
+    def start_system_metrics(self) -> None:
+        """CPU, memory, disk, network and (with NVIDIA's NVML bindings) GPU figures, sampled by
+        MLflow's own monitor in a thread every `tracking.system_metrics_interval_s` seconds, as
+        `system/...` metrics of this run; a resumed run continues their step count."""
+        if not self.config.tracking.system_metrics or not self.run_id or self._system_metrics is not None:
+            return
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        self._system_metrics = SystemMetricsMonitor(
+            self.run_id, sampling_interval=self.config.tracking.system_metrics_interval_s,
+            resume_logging=bool(self.run.read_info().get("system_metrics_started")), tracking_uri=self.tracking_uri,
+        )
+        self._system_metrics.start()
+        self.run.write_info({**self.run.read_info(), "system_metrics_started": True})
+
+    def stop_system_metrics(self) -> None:
+        if self._system_metrics is not None:
+            self._system_metrics.finish()
+            self._system_metrics = None
+
+    def log_findings(self, step: int, findings: list[dict[str, Any]]) -> None:
+        """The detectors that fired at an iteration, as a JSON artifact beside its files."""
+        if findings:
+            self.client.log_dict(self.run_id, findings, f"iterations/{step:06d}/monitor_findings.json")
+
     def log_iteration_files(self, step: int, sample_rows: int, with_parquet: bool) -> None:
         """Sample rows of each stage file as JSON (always) and the Parquet files (every k-th)."""
         import pandas as pd
@@ -112,6 +167,7 @@ class Tracker:
 
     def finish(self, status: str) -> None:
         """FINISHED, FAILED or KILLED: a crash must not look like a finished run."""
+        self.stop_system_metrics()
         if self.run_id:
             self.client.set_terminated(self.run_id, status=status)
 

@@ -20,6 +20,12 @@ _INSTRUCTIONS = (
     "<answer> final answer goes here </answer>."
 )
 
+# The `small` prompt profile's shorter system text: each of its questions shows a worked answer.
+_SMALL_INSTRUCTIONS = (
+    "Think briefly inside <think> </think>, then give the final answer inside <answer> </answer>."
+)
+INSTRUCTIONS = {"paper": _INSTRUCTIONS, "small": _SMALL_INSTRUCTIONS}
+
 
 class PromptWrapper(Protocol):
     """What the rollout code needs from a wrapper."""
@@ -38,8 +44,11 @@ class R1Wrapper:
 
     response_prefix: str = RESPONSE_PREFIX
 
+    def __init__(self, instructions: str = _INSTRUCTIONS) -> None:
+        self.instructions = instructions
+
     def wrap(self, question: str) -> str:
-        return f"{_INSTRUCTIONS}\nUser: {question}\nAssistant: {RESPONSE_PREFIX}"
+        return f"{self.instructions}\nUser: {question}\nAssistant: {RESPONSE_PREFIX}"
 
 
 class ChatWrapper:
@@ -53,14 +62,15 @@ class ChatWrapper:
 
     response_prefix: str = RESPONSE_PREFIX
 
-    def __init__(self, tokenizer: Any) -> None:
+    def __init__(self, tokenizer: Any, instructions: str = _INSTRUCTIONS) -> None:
         _require_chat_template(tokenizer)
         self.tokenizer = tokenizer
+        self.instructions = instructions
 
     def wrap(self, question: str) -> str:
         _require_chat_template(self.tokenizer)
         messages = [
-            {"role": "system", "content": _INSTRUCTIONS},
+            {"role": "system", "content": self.instructions},
             {"role": "user", "content": question},
         ]
         from jinja2.exceptions import TemplateError  # a transformers dependency; chat only
@@ -68,7 +78,7 @@ class ChatWrapper:
         try:
             text = self._render(messages)
         except TemplateError as system_error:  # e.g. "System role not supported"
-            merged = [{"role": "user", "content": f"{_INSTRUCTIONS}\n\n{question}"}]
+            merged = [{"role": "user", "content": f"{self.instructions}\n\n{question}"}]
             try:
                 text = self._render(merged)
             except TemplateError:
@@ -92,12 +102,15 @@ def _require_chat_template(tokenizer: Any) -> None:
         )
 
 
-def make_wrapper(kind: str, tokenizer: Any = None) -> R1Wrapper | ChatWrapper:
-    """Build the wrapper named by `model.prompt_wrapper` ('r1' or 'chat')."""
+def make_wrapper(kind: str, tokenizer: Any = None, profile: str = "paper") -> R1Wrapper | ChatWrapper:
+    """Build the wrapper named by `model.prompt_wrapper` ('r1' or 'chat'), with the think/answer
+    instructions of the prompt profile (`tasks.prompt_profile`)."""
+    if profile not in INSTRUCTIONS:
+        raise ValueError(f"unknown prompt profile {profile!r}; valid profiles are: {', '.join(INSTRUCTIONS)}")
     if kind == "r1":
-        return R1Wrapper()
+        return R1Wrapper(INSTRUCTIONS[profile])
     if kind == "chat":
         if tokenizer is None:
             raise ValueError("prompt_wrapper 'chat' needs a tokenizer with a chat template")
-        return ChatWrapper(tokenizer)
+        return ChatWrapper(tokenizer, INSTRUCTIONS[profile])
     raise ValueError(f"unknown prompt wrapper {kind!r}; valid kinds are: r1, chat")

@@ -31,9 +31,11 @@ from azr.pipeline.metrics import summary_rows
 from azr.pipeline.resources import get_event_hook, get_resources, set_resources
 from azr.pipeline.run_dir import open_run_dir
 from azr.pipeline.stages import checkpoint_due
-from azr.pipeline.training import close_resources, evaluate_if_due, finish_iteration, next_step, open_resources
+from azr.pipeline.training import (close_resources, evaluate_if_due, finish_iteration, iteration_findings, next_step,
+                                   open_resources, run_verdict)
 from azr.tracking import Tracker
 from flows.iteration import iteration_flow
+from flows.monitoring import emit_findings
 
 
 def resolve_run_config(preset: str | None, overrides: list[str], config: AZRConfig | None, iterations: int | None) -> AZRConfig | None:
@@ -117,6 +119,8 @@ def train_flow(
                 res.emit("iteration_started", step=step, last=last)
                 iteration_flow(step)
                 metrics = finish_iteration(res, step, tracker)
+                findings = iteration_findings(res, step)
+                emit_findings(run.root, findings)
                 metrics.update(evaluate_task(step))
                 rows = summary_rows(metrics)
                 create_table_artifact(rows, key="azr-iteration", description=f"iteration {step} of {run.root.name}")
@@ -124,7 +128,7 @@ def train_flow(
                 if checkpoint_due(run_config, step, last):
                     emit_event("azr.checkpoint.completed", resource={"prefect.resource.id": f"azr.run.{run.root.name}"},
                                payload={"run_dir": str(run.root.resolve()), "step": step})
-                res.emit("iteration_finished", step=step, last=last, metrics=metrics, rows=rows)
+                res.emit("iteration_finished", step=step, last=last, metrics=metrics, rows=rows, findings=findings)
                 logger.info("iteration %d/%d done", step, last)
         status = "FINISHED"
     except KeyboardInterrupt:
@@ -136,4 +140,7 @@ def train_flow(
             close_resources(res)
         set_resources(None)
         set_policy(None)
-    return {"run_dir": str(run.root.resolve()), "iterations": run_config.trainer.iterations, **tracker.describe()}
+    verdict = run_verdict(run, run_config.trainer.iterations)
+    logger.info(verdict)
+    return {"run_dir": str(run.root.resolve()), "iterations": run_config.trainer.iterations, "verdict": verdict,
+            **tracker.describe()}

@@ -108,11 +108,25 @@ def iteration_metrics(run: RunDir, step: int) -> dict[str, float]:
     metrics["overall/response_tokens_mean"] = float(scored["response_tokens"].mean()) if len(scored) else 0.0
     metrics["overall/valid_rate"] = float(validated["valid"].mean()) if len(validated) else 0.0
     metrics["overall/solve_accuracy"] = float(solutions["accuracy"].fillna(0.0).mean()) if len(solutions) else 0.0
+    formats = pd.concat([validated["format_ok"], solutions["format_ok"]], ignore_index=True)
+    metrics["overall/format_rate"] = float(formats.mean()) if len(formats) else 0.0
+    metrics.update(safety_metrics(run.read_json(step, "safety.json")))
     metrics.update({f"buffer/{name}_size": float(size) for name, size in run.read_json(step, "committed.json").get("buffer_sizes", {}).items()})
     metrics.update({f"time/{stage}_s": float(seconds) for stage, seconds in run.read_json(step, "timings.json").items()})
     metrics["time/iteration_s"] = float(sum(run.read_json(step, "timings.json").values()))
     metrics.update(_update_metrics(run.read_json(step, "update.json")))
     return {key: value for key, value in metrics.items() if np.isfinite(value)}
+
+
+def safety_metrics(summary: dict[str, Any]) -> dict[str, float]:
+    """Count and rate of responses whose reasoning the safety monitor flagged (safety.json)."""
+    if not summary:
+        return {}
+    scanned, flagged = float(summary.get("scanned", 0)), float(summary.get("flagged", 0))
+    metrics = {"safety/scanned": scanned, "safety/flagged": flagged, "safety/rate": flagged / scanned if scanned else 0.0,
+               "safety/judge_flagged": float(summary.get("judge_flagged", 0))}
+    metrics.update({f"safety/rule/{name}": float(count) for name, count in summary.get("by_rule", {}).items()})
+    return metrics
 
 
 def _update_metrics(update: dict[str, Any]) -> dict[str, float]:

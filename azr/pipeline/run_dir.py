@@ -32,6 +32,7 @@ STAGE_FILES = {
     "validate": ("validated.parquet",),
     "mc_rollouts": ("mc_rollouts.parquet",),
     "solve": ("solutions.parquet",),
+    "safety": ("safety.parquet",),
     "rewards": ("scored.parquet",),
     "update": ("update.json",),
     "commit": ("committed.json",),

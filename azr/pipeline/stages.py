@@ -27,7 +27,7 @@ from azr.proposals import ProposalOutcome, check_proposals
 from azr.prompts import solve_prompt_for
 from azr.records import InductionTask, Triplet
 from azr.rewards import proposer_reward
-from azr.schemas import MC_ROLLOUTS_SCHEMA, PROPOSALS_SCHEMA, SCORED_SCHEMA, SOLUTIONS_SCHEMA, VALIDATED_SCHEMA
+from azr.schemas import MC_ROLLOUTS_SCHEMA, PROPOSALS_SCHEMA, SAFETY_SCHEMA, SCORED_SCHEMA, SOLUTIONS_SCHEMA, VALIDATED_SCHEMA
 from azr.scoring import estimate_learnability, score_solutions
 from azr.task_types import Group, Role, TaskType
 from azr.trrpp import trrpp_advantages
@@ -190,7 +190,7 @@ def mc_rollouts(res: Resources, step: int) -> None:
         tasks, prompts, keys, too_long = [], [], [], []
         for _, row in part.iterrows():
             task = task_from_row(task_type, row)
-            prompt = res.wrapper.wrap(solve_prompt_for(task_type, task))
+            prompt = res.wrapper.wrap(solve_prompt_for(task_type, task, res.config.tasks.prompt_profile))
             key = {"step": step, "group": row["group"], "task_type": task_type.value, "index": int(row["index"])}
             tokens = res.count_tokens(prompt)
             if tokens > limit:
@@ -228,6 +228,60 @@ def solve(res: Resources, step: int) -> None:
     _write(res, step, "solutions.parquet", rows, SOLUTIONS_SCHEMA)
 
 
+@_timed("safety")
+def safety(res: Resources, step: int) -> None:
+    """Scan the reasoning of every response of the iteration (proposals, Monte-Carlo solves,
+    solutions) with the safety rules, optionally ask the judge, and keep the flagged ones.
+
+    safety.json holds the counts (scanned, flagged, per rule); safety.parquet, written last,
+    the flagged responses with what matched.
+    """
+    from azr.safety import RULE_NAMES, reasoning_of, scan_reasoning
+
+    rows: list[dict] = []
+    candidates: list[tuple[dict, bool]] = []
+    scanned = 0
+    settings = res.config.safety
+    for source in ("proposals", "mc_rollouts", "solutions"):
+        frame = _read(res, step, f"{source}.parquet")
+        for record in frame.to_dict("records"):
+            scanned += 1
+            reasoning = reasoning_of(record["response"], "")
+            found = scan_reasoning(reasoning) if settings.enabled else None
+            flagged = bool(found and found.flagged)
+            row = {"step": step, "group": record["group"], "task_type": record["task_type"], "index": int(record["index"]),
+                   "source": source, "sample": int(record.get("sample", 0) or 0),
+                   "rules": list(found.rules) if found else [], "matches": [m.text for m in found.matches] if found else [],
+                   "judge": None, "reasoning": reasoning[:4000], "response": record["response"][:8000]}
+            if flagged or settings.judge == "all":
+                candidates.append((row, flagged))
+    if settings.judge != "off" and candidates:
+        from azr.safety_judge import judge_reasoning
+
+        verdicts = judge_reasoning(res.policy, res.wrapper.wrap, [row["reasoning"] for row, _ in candidates],
+                                   settings.judge_max_new_tokens)
+        for (row, _), verdict in zip(candidates, verdicts):
+            row["judge"] = verdict
+    rows = [row for row, flagged in candidates if flagged or row["judge"]]
+    by_rule = {name: sum(name in row["rules"] for row in rows) for name in RULE_NAMES}
+    atomic_write_json(res.run.stage_path(step, "safety.json"),
+                      {"scanned": scanned, "flagged": len(rows), "by_rule": by_rule, "judge": settings.judge,
+                       "judge_flagged": sum(bool(row["judge"]) for row in rows)})
+    _write(res, step, "safety.parquet", rows, SAFETY_SCHEMA)
+
+
+def safety_penalties(res: Resources, step: int) -> dict[tuple[str, str, int], float]:
+    """(source, group, index) -> the penalty of a flagged trained response; empty unless
+    `safety.penalty` asks for one (rewards are never changed by default)."""
+    penalty = res.config.safety.penalty
+    path = res.run.stage_path(step, "safety.parquet")
+    if penalty <= 0 or not path.exists():
+        return {}
+    flagged = pd.read_parquet(path)
+    return {(s, g, int(i)): penalty for s, g, i in zip(flagged["source"], flagged["group"], flagged["index"])
+            if s in ("proposals", "solutions")}
+
+
 @_timed("rewards")
 def rewards(res: Resources, step: int) -> None:
     """Proposer rewards from validity, format and solve rate; solver rewards as scored; TRR++
@@ -237,14 +291,17 @@ def rewards(res: Resources, step: int) -> None:
     rollouts = _read(res, step, "mc_rollouts.parquet")
     solve_rates = rollouts.groupby(["group", "index"])["solve_rate"].first().to_dict()
     solutions = _read(res, step, "solutions.parquet")
+    penalties = safety_penalties(res, step)
     rows: list[dict] = []
     for _, proposal in proposals.iterrows():
         verdict = validated.loc[(proposal["group"], proposal["index"])]
         solve_rate = solve_rates.get((proposal["group"], proposal["index"]), 0.0)
         reward = proposer_reward(bool(verdict["valid"]), bool(verdict["format_ok"]), solve_rate, res.config.reward)
+        reward -= penalties.get(("proposals", proposal["group"], int(proposal["index"])), 0.0)
         rows.append(_scored_row(step, proposal, Role.PROPOSE, reward, res.config.trainer.train_propose))
     for _, solution in solutions.iterrows():
-        rows.append(_scored_row(step, solution, Role.SOLVE, float(solution["reward"]), True))
+        reward = float(solution["reward"]) - penalties.get(("solutions", solution["group"], int(solution["index"])), 0.0)
+        rows.append(_scored_row(step, solution, Role.SOLVE, reward, True))
     trained = [r for r in rows if r["trained"]]
     advantages, _ = trrpp_advantages([r["group"] for r in trained], [r["reward"] for r in trained],
                                      [r["response_tokens"] for r in trained], res.config.trainer.advantage_eps)
@@ -321,6 +378,7 @@ STAGE_FUNCTIONS: tuple[tuple[str, Callable[[Resources, int], list[Path]]], ...] 
     ("validate", validate),
     ("mc_rollouts", mc_rollouts),
     ("solve", solve),
+    ("safety", safety),
     ("rewards", rewards),
     ("update", update),
     ("commit", commit),

@@ -18,6 +18,7 @@ import pandas as pd
 from azr.artifacts import atomic_write_json
 from azr.buffer import Buffers, committed_steps
 from azr.config import AZRConfig
+from azr.monitoring import Finding, detect, known_programs, learning_verdict, metrics_history, monitor_metrics
 from azr.pipeline.metrics import iteration_metrics
 from azr.pipeline.resources import ProgressHook, Resources
 from azr.pipeline.run_dir import RunDir
@@ -89,7 +90,7 @@ def open_resources(run: RunDir, config: AZRConfig, *, on_event: ProgressHook | N
         policy=policy,
         executor=executor,
         buffers=buffers,
-        wrapper=make_wrapper(config.model.prompt_wrapper, policy.tokenizer),
+        wrapper=make_wrapper(config.model.prompt_wrapper, policy.tokenizer, config.tasks.prompt_profile),
         count_tokens=tokenizer_counter(policy.tokenizer),
         on_event=on_event,
         extra={"last_step": config.trainer.iterations, "replayed": replayed, "owns_executor": owns_executor,
@@ -102,10 +103,13 @@ def finish_iteration(res: Resources, step: int, tracker: Any = None) -> dict[str
     metrics_path = res.run.stage_path(step, "metrics.json")
     record = res.run.read_json(step, "metrics.json")
     if not record:
-        record = {"metrics": iteration_metrics(res.run, step), "logged": False}
+        metrics, findings = _metrics_and_findings(res, step)
+        record = {"metrics": metrics, "findings": [f.as_dict() for f in findings], "logged": False}
         atomic_write_json(metrics_path, record)
     if tracker is not None and not record.get("logged"):
         tracker.log_metrics(step, record["metrics"])
+        tracker.log_findings(step, record.get("findings", []))
+        tracker.log_validated_tasks(step)
         every = res.config.tracking.log_parquet_every
         tracker.log_iteration_files(step, res.config.tracking.sample_rows, with_parquet=step % every == 0 or step == 1)
         last_step = int(res.extra.get("last_step", step))
@@ -119,6 +123,28 @@ def finish_iteration(res: Resources, step: int, tracker: Any = None) -> dict[str
         record["logged"] = True
         atomic_write_json(metrics_path, record)
     return record["metrics"]
+
+
+def _metrics_and_findings(res: Resources, step: int) -> tuple[dict[str, float], list[Finding]]:
+    """The iteration's metrics with the monitors' figures, and the detectors that fired."""
+    config = res.config
+    metrics = iteration_metrics(res.run, step)
+    history = metrics_history(res.run, step - 1)
+    if config.monitor.enabled:
+        metrics.update(monitor_metrics(res.run, step, metrics, history, config.monitor, known_programs(config)))
+    findings = detect([*history, metrics], config)
+    metrics.update({f"monitor/alert/{finding.name}": 1.0 for finding in findings})
+    return metrics, findings
+
+
+def iteration_findings(res: Resources, step: int) -> list[Finding]:
+    """What the detectors found at a finished iteration (read back from its metrics.json)."""
+    return [Finding(**item) for item in res.run.read_json(step, "metrics.json").get("findings", [])]
+
+
+def run_verdict(run: RunDir, last_step: int) -> str:
+    """One line: did the run learn anything (the trend of its format, validity and accuracy)."""
+    return learning_verdict([m for m in metrics_history(run, last_step) if m])
 
 
 def evaluate_if_due(res: Resources, step: int, tracker: Any = None) -> dict[str, float]:
