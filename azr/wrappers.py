@@ -48,7 +48,8 @@ class R1Wrapper:
         self.instructions = instructions
 
     def wrap(self, question: str) -> str:
-        return f"{self.instructions}\nUser: {question}\nAssistant: {RESPONSE_PREFIX}"
+        shown = "".join(f"User: {q}\nAssistant: {a}\n" for q, a in _demonstrations(question))
+        return f"{self.instructions}\n{shown}User: {question}\nAssistant: {RESPONSE_PREFIX}"
 
 
 class ChatWrapper:
@@ -69,16 +70,16 @@ class ChatWrapper:
 
     def wrap(self, question: str) -> str:
         _require_chat_template(self.tokenizer)
-        messages = [
-            {"role": "system", "content": self.instructions},
-            {"role": "user", "content": question},
-        ]
+        turns = [m for q, a in _demonstrations(question)
+                 for m in ({"role": "user", "content": q}, {"role": "assistant", "content": a})]
+        messages = [{"role": "system", "content": self.instructions}, *turns, {"role": "user", "content": str(question)}]
         from jinja2.exceptions import TemplateError  # a transformers dependency; chat only
 
         try:
             text = self._render(messages)
         except TemplateError as system_error:  # e.g. "System role not supported"
-            merged = [{"role": "user", "content": f"{self.instructions}\n\n{question}"}]
+            rest = messages[1:]
+            merged = [{"role": "user", "content": f"{self.instructions}\n\n{rest[0]['content']}"}, *rest[1:]]
             try:
                 text = self._render(merged)
             except TemplateError:
@@ -92,6 +93,13 @@ class ChatWrapper:
         if not isinstance(text, str):
             raise TypeError(f"apply_chat_template returned {type(text).__name__}, expected str")
         return text
+
+
+def _demonstrations(question: str) -> list[tuple[str, str]]:
+    """The worked exchange a question carries (azr.prompts_small.Question), shown as an earlier
+    turn; none for a plain string."""
+    demonstration = getattr(question, "demonstration", None)
+    return [demonstration] if demonstration else []
 
 
 def _require_chat_template(tokenizer: Any) -> None:
