@@ -140,6 +140,10 @@ def eval_benchmarks() -> None:
     for benchmark in BENCHMARKS.values():
         table.add_row(benchmark.name, benchmark.key, benchmark.default_data or "--data required", benchmark.description)
     console.print(table)
+    from azr.eval.benchmarks import SUITES
+
+    for name, members in SUITES.items():
+        console.print(f"suite {name} (--suite {name}): {', '.join(members)}", highlight=False)
 
 
 @eval_app.command("run")

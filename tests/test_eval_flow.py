@@ -47,3 +47,39 @@ def test_the_flow_runs_the_stages_and_logs(tmp_path: Path, bundled_copy: Path) -
     assert list(frame["id"]) == ["crux_0", "crux_1"]
     assert metrics["eval/cruxeval_i/accuracy"] == frame["correct"].mean()
     assert json.loads((out / "mlflow.json").read_text())["tracking_uri"] == f"sqlite:///{out / 'mlflow.db'}"
+
+
+SUITE_SCRIPT = """
+import json, sys
+from flows.evaluation import evaluate_flow
+metrics = evaluate_flow(
+    benchmark="paper", benchmarks=["mbpp-plus", "amc23"], model="tiny-random", data_dir=sys.argv[1], limit=1,
+    preset="tiny", max_new_tokens=3, out_dir=sys.argv[2],
+)
+print("METRICS" + json.dumps(metrics))
+"""
+
+
+def test_the_flow_runs_a_part_of_the_paper_suite(tmp_path: Path, bundled_copy: Path) -> None:
+    from azr.engine.conversion import CACHE_ENV
+    from tests.paper_fixtures import write_data_dir
+
+    data = write_data_dir(tmp_path / "data")
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+        CACHE_ENV: os.environ[CACHE_ENV],
+    }
+    out = tmp_path / "suite"
+    result = subprocess.run(
+        [sys.executable, "-c", SUITE_SCRIPT, str(data), str(out)], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=280,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads(next(line for line in result.stdout.splitlines() if line.startswith("METRICS")).removeprefix("METRICS"))
+    assert {"eval/paper/code_avg", "eval/paper/math_avg", "eval/paper/total", "eval/amc23/pass_at_1"} <= set(metrics)
+    table = json.loads((out / "table.json").read_text())
+    assert [row["benchmark"] for row in table["rows"]] == ["mbpp-plus", "amc23"]
+    assert len(pd.read_parquet(out / "results.parquet")) == 2

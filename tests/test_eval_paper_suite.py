@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from azr.cli import app
-from azr.eval.benchmarks import SUITES
+from azr.eval.benchmarks import SUITES, get_benchmark
 from tests.paper_fixtures import write_data_dir, write_jsonl
 
 runner = CliRunner()
@@ -138,3 +138,33 @@ def test_the_suite_can_be_the_benchmarks_of_a_training_run(data_dir: Path) -> No
     assert [name for name, _ in specs] == [*NINE, "cruxeval-o"]
     assert dict(specs)["aime24"] == str(data_dir / "aime24" / "test.jsonl")
     assert dict(specs)["livecodebench"] == str(data_dir / "livecodebench")
+
+
+def test_in_training_a_part_of_the_suite_is_scored_with_its_rules(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from azr.config_loader import build_config
+    from azr.engine.generation import Completion
+    from azr.eval.in_training import evaluate_policy
+    from azr.eval.prompting import build_prompt
+    from azr.sandbox import SandboxExecutor
+    from azr.wrappers import R1Wrapper
+
+    monkeypatch.setenv("AZR_DATA_DIR", str(data_dir))  # the loaders' default folder
+    config = build_config("tiny", None, [f"eval.data_dir={data_dir}"])
+    problems = {name: get_benchmark(name).load(None) for name in ("mbpp-plus", "amc23")}
+    right = {"Mbpp/2": "def similar_elements(a, b):\n    return tuple(set(a) & set(b))",
+             "Mbpp/17": "def square_perimeter(a):\n    return a * a"}  # the second is wrong
+    responses = {}
+    for problem in problems["mbpp-plus"]:
+        responses[build_prompt(problem, "azr", R1Wrapper())] = f" ok </think>\n<answer>```python\n{right[problem.id]}\n```</answer>"
+    for problem in problems["amc23"]:
+        responses[build_prompt(problem, "azr", R1Wrapper())] = " ok </think>\n<answer>\\boxed{27}</answer>"
+
+    class Scripted:
+        def generate(self, prompts: list[str], settings: Any) -> list[list[Completion]]:
+            return [[Completion(responses[p], (1,), (2,), "stop")] for p in prompts]
+
+    with SandboxExecutor.from_run_config(config) as executor:
+        metrics = evaluate_policy(Scripted(), config, [("mbpp-plus", None), ("amc23", None)], None, executor)
+    assert metrics["eval/mbpp_plus/accuracy"] == 0.5 and metrics["eval/amc23/accuracy"] == 1.0
+    assert metrics["eval/mbpp_plus/base_accuracy"] == 0.5 and metrics["eval/mbpp_plus/format_rate"] == 1.0
+
