@@ -158,10 +158,12 @@ class Buffers:
     # ----------------------------------------------------------------------------- sampling
 
     def sample_references(self, task_type: TaskType, k: int) -> list[Triplet]:
-        """K = min(k, distinct entries) distinct references for a propose prompt (§6.5).
+        """K = min(k, candidates) distinct references for a propose prompt (§6.5).
 
-        Distinct by content (program, input, output); each distinct task is one candidate,
-        represented by its newest occurrence, drawn uniformly or weighted by step + 1.
+        Candidates are the buffer's entries (`reference_sampling: entries`, the original: a
+        program stored twice is drawn more often), or its distinct contents (program, input,
+        output), each represented by its newest occurrence; drawn uniformly or weighted by
+        step + 1.
         """
         if task_type == TaskType.INDUCTION:
             raise ValueError(
@@ -170,7 +172,10 @@ class Buffers:
             )
         if k < 0:
             raise ValueError(f"k must be non-negative, got {k}")
-        candidates = self._distinct_triplets(task_type)
+        if self.config.reference_sampling == "entries":
+            candidates = list(self.buffers[task_type].entries)
+        else:
+            candidates = self._distinct_triplets(task_type)
         count = min(k, len(candidates))
         if count == 0:
             return []

@@ -78,6 +78,9 @@ class _ProgressView:
                 self.progress.console.print(f"  [yellow]monitor {finding.name}[/]: {finding.message}", highlight=False)
         elif event == "checkpoint":
             self.progress.console.print(f"  checkpoint: {data['path']}")
+        elif event == "seeding_progress":
+            self.progress.update(self.task, total=data["target"], completed=data["size"],
+                                 description=f"seeding the {data['pool']} pool (batch {data['batch'] + 1})")
 
 
 def train(

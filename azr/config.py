@@ -493,6 +493,31 @@ class BufferConfig(Section):
         32, ge=1, title="Prompt resample tries",
         description="Resamples of an over-long propose prompt before giving up.",
     )
+    reference_sampling: Literal["entries", "distinct"] = Field(
+        "entries", title="References drawn from",
+        description="`entries`: K distinct buffer entries, so a program stored several times is "
+        "drawn more often (original); `distinct`: K distinct contents, each equally likely.",
+    )
+    seeding: Literal["model", "none"] = Field(
+        "model", title="Seeding",
+        description="How buffers without a seed file start (reference §6.2): `model`: a seeding "
+        "stage before iteration 1 where the base model proposes tasks until each pool holds "
+        "rollout.batch_size x seed_batch_factor (paper: 256); `none`: the identity task alone.",
+    )
+    seed_batch_factor: int = Field(
+        4, ge=1, title="Seed batch factor",
+        description="Seeding target = rollout.batch_size x this. Paper: 4 (256 seeds); Llama: 1 (64).",
+    )
+    seed_max_batches: int = Field(
+        200, ge=1, title="Seeding batch limit",
+        description="Generation batches the seeding stage may use per pool before it stops with "
+        "an error (the original looped until the target, however long).",
+    )
+    allow_small_buffers: bool = Field(
+        False, title="Allow small buffers",
+        description="Start self-play even when a buffer holds fewer tasks than rollout.batch_size "
+        "(the original asserts it holds at least that many); the laptop presets allow it.",
+    )
 
 
 class BenchmarkData(Section):

@@ -137,7 +137,30 @@ def rename_entry_function(
     target = names[0] if policy == "not_first" else names[-1]
     if target == "f":
         return code
-    return re.sub(rf"\b{re.escape(target)}\(", "f(", code)
+    # `\s*` as the original: `def solve (x):` and `solve (3)` are renamed too.
+    return re.sub(rf"\b{re.escape(target)}\s*\(", "f(", code)
+
+
+def clean_seed_program(code: str) -> str:
+    """The seeding parse options (reference §2.5): comments and docstrings removed, and only
+    imports, functions and classes kept at the top level (`remove_after_return`).
+
+    Parsed, never run; a program that does not parse is returned unchanged (validation then
+    rejects it).
+    """
+    try:
+        tree = ast.parse(code)
+    except AST_ERRORS:
+        return code
+    keep = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+    tree.body = [node for node in tree.body if isinstance(node, keep)]
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and body:
+            first = body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+                node.body = body[1:] or [ast.Pass()]
+    return ast.unparse(tree)
 
 
 def parse_program_proposal(
@@ -146,11 +169,13 @@ def parse_program_proposal(
     reject_multiple_functions: bool = True,
     rename_function: Literal["not_first", "any_last"] = "not_first",
     code_location: Literal["first", "last"] = "first",
+    seeding: bool = False,
 ) -> ProgramProposal | ParseFailure:
     """Program + one input, as written by a deduction or abduction proposer.
 
     The program is the first (or last) fenced block; a block tagged otherwise (e.g. an input
     block written first) is not code, as in the original where it then failed the def check.
+    `seeding` applies the seeding parse options (`clean_seed_program`).
     """
     if not answer:
         return ParseFailure(Reason.NO_ANSWER_TAG, "no <answer> content")
@@ -172,6 +197,8 @@ def parse_program_proposal(
     if not input_text:
         return ParseFailure(Reason.NO_INPUT_BLOCK, "no ```input block and no '# Input:' line")
     program = rename_entry_function(code, names, rename_function)
+    if seeding:
+        program = clean_seed_program(program)
     return ProgramProposal(program=program, input=input_text, imports=collect_imports(program))
 
 

@@ -46,10 +46,12 @@ def check_proposals(
     executor: Executor,
     sources: Sequence[Triplet] | None = None,
     prefix: str = THINK_PREFIX,
+    seeding: bool = False,
 ) -> list[ProposalOutcome]:
     """Parse and validate one propose batch, in order.
 
-    `sources[i]` is the program shown to induction proposer i (required for induction).
+    `sources[i]` is the program shown to induction proposer i (required for induction);
+    `seeding` parses programs with the seeding options (reference §6.2).
     """
     tasks = config.tasks
     determinism = config.sandbox.check_determinism
@@ -65,6 +67,7 @@ def check_proposals(
                 reject_multiple_functions=tasks.reject_multiple_functions,
                 rename_function=tasks.rename_function,
                 code_location=tasks.code_location,
+                seeding=seeding,
             )
             for g in generations
         ]

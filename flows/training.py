@@ -36,6 +36,7 @@ from azr.pipeline.training import (close_resources, evaluate_if_due, finish_iter
 from azr.tracking import Tracker
 from flows.iteration import iteration_flow
 from flows.monitoring import emit_findings
+from tasks.seeding import seed_buffers
 
 
 def resolve_run_config(preset: str | None, overrides: list[str], config: AZRConfig | None, iterations: int | None) -> AZRConfig | None:
@@ -112,6 +113,7 @@ def train_flow(
             res.extra["tracker"] = tracker
             set_resources(res)
             set_policy(res.policy)
+            seed_buffers()  # the seeding stage before iteration 1 (a no-op when seeded or given seed files)
             first, last = next_step(run), run_config.trainer.iterations
             progress = create_progress_artifact(100.0 * (first - 1) / last, key="azr-train-progress",
                                                 description=f"iterations of {run.root.name}")

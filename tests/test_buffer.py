@@ -162,12 +162,25 @@ def test_references_are_distinct_and_at_most_the_buffer() -> None:
 
 def test_references_stay_distinct_with_duplicated_entries() -> None:
     seeds = [triplet(i % 3) for i in range(15)]  # 3 distinct contents, 5 copies each
-    buffers = make_buffers(seeds)
+    buffers = make_buffers(seeds, reference_sampling="distinct")
     buffers.add_step(1, {D: [triplet(0), triplet(1)]})  # same content, newer step
     for _ in range(20):
         refs = buffers.sample_references(D, 6)
         assert len(refs) == 3
         assert len({(r.program, r.input, r.output) for r in refs}) == 3
+
+
+def test_references_are_drawn_over_entries_by_default() -> None:
+    # The original samples entries: a program stored 9 times is drawn 9 times as often.
+    seeds = [triplet("common")] * 9 + [triplet("rare")]
+    buffers = make_buffers(seeds)
+    assert buffers.config.reference_sampling == "entries"
+    assert len(buffers.sample_references(D, 6)) == 6  # distinct entries, repeated contents
+    picks = Counter(buffers.sample_references(D, 1)[0].input for _ in range(400))
+    assert picks["'common'"] > 300
+    distinct = make_buffers(seeds, reference_sampling="distinct")
+    picks = Counter(distinct.sample_references(D, 1)[0].input for _ in range(400))
+    assert 120 < picks["'common'"] < 280
 
 
 def test_references_weighted_by_step() -> None:

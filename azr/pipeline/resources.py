@@ -24,7 +24,7 @@ class Resources:
     run: RunDir
     policy: Any  # azr.engine.client.EngineClient (an in-process Policy in unit tests); untyped: no torch import
     executor: Executor
-    buffers: Buffers
+    buffers: Buffers | None  # None until the seeding stage has filled them (pipeline/seeding.py)
     wrapper: PromptWrapper
     count_tokens: Callable[[str], int]
     on_event: ProgressHook | None = None

@@ -22,6 +22,7 @@ from azr.monitoring import Finding, detect, known_programs, learning_verdict, me
 from azr.pipeline.metrics import iteration_metrics
 from azr.pipeline.resources import ProgressHook, Resources
 from azr.pipeline.run_dir import RunDir
+from azr.pipeline.seeding import initial_buffers, seeding_needed
 from azr.pipeline.stages import checkpoint_due, has_trained_rows
 
 logger = logging.getLogger(__name__)
@@ -33,10 +34,13 @@ def next_step(run: RunDir) -> int:
     return (max(steps) + 1) if steps else 1
 
 
-def load_buffers(run: RunDir, config: AZRConfig) -> Buffers:
+def load_buffers(run: RunDir, config: AZRConfig) -> Buffers | None:
+    """The run's buffers; None while its seeding stage is still to run (it sets them)."""
     if committed_steps(run.buffer_dir):
         return Buffers.load(run.buffer_dir, config.buffer)
-    buffers = Buffers.initial(config.buffer, config.seed)
+    if seeding_needed(run, config):
+        return None
+    buffers = initial_buffers(run, config)  # refuses buffers smaller than a solve batch
     buffers.write_initial(run.buffer_dir)
     return buffers
 
@@ -72,10 +76,10 @@ def open_resources(run: RunDir, config: AZRConfig, *, on_event: ProgressHook | N
     from azr.wrappers import make_wrapper
 
     owns_executor, owns_policy = executor is None, policy is None
+    buffers = load_buffers(run, config)  # first: an under-seeded run is refused before the model loads
     policy = policy or EngineClient.start(config, run.root)  # the engine process group (DESIGN.md)
     try:
         executor = executor or SandboxExecutor.from_run_config(config)
-        buffers = load_buffers(run, config)
         start = next_step(run)
         replayed = restore_policy(policy, run, start)
     except BaseException:
