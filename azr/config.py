@@ -189,6 +189,12 @@ class RolloutConfig(Section):
         description="Prompts longer than this are resampled (propose) or dropped and padded "
         "(solve). Keep it below max_prompt_tokens (reference issue #14). Paper: 5600.",
     )
+    mc_prompt_limit: Literal["max_prompt_tokens", "content_max_tokens"] = Field(
+        "max_prompt_tokens", title="Monte-Carlo prompt limit",
+        description="Which limit drops an over-long Monte-Carlo solve prompt (its task gets solve "
+        "rate 0 and stays out of the buffer): `max_prompt_tokens` as the original (6144), or "
+        "`content_max_tokens` (5600).",
+    )
     mc_samples: int = Field(
         8, ge=1, title="Monte-Carlo solves",
         description="Solver rollouts per valid proposal that estimate its learnability. Paper: 8.",
@@ -377,6 +383,12 @@ class RewardConfig(Section):
     induction_scoring: Literal["binary", "accuracy", "if_one_correct"] = Field(
         "binary", title="Induction scoring",
         description="How the hidden pairs of an induction task make its accuracy. Paper: binary (all correct).",
+    )
+    solver_parsing: Literal["original", "lenient"] = Field(
+        "original", title="Solver answer parsing",
+        description="`original`: a solved program's fence has no tag or `python`, and a `# Input:`/"
+        "`# Output:` fallback takes the rest of its line; `lenient`: also `py`/`python3` fences, and "
+        "the next line after a bare heading.",
     )
 
 

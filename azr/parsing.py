@@ -20,6 +20,7 @@ _FORMAT = re.compile(r"^<think>.*?</think>\s*<answer>.*?</answer>", re.DOTALL)
 _FENCE = re.compile(r"```([^\n`]*)\n?(.*?)```", re.DOTALL)
 _TAG = re.compile(r"\s*([A-Za-z_][\w-]*)\s*")
 _CODE_TAGS = frozenset({"", "python", "py", "python3"})
+_ORIGINAL_CODE_TAGS = frozenset({"", "python"})  # the original solver parser: an optional `python` tag
 _DEF = re.compile(r"^[ \t]*def[ \t]+([A-Za-z_]\w*)[ \t]*\(", re.MULTILINE)
 _IMPORT_LINE = re.compile(r"^[ \t]*(?:import[ \t]+\S.*|from[ \t]+\S+[ \t]+import[ \t]+.+)$", re.M)
 
@@ -106,14 +107,18 @@ def _last_tagged(blocks: list[Fence], tag: str) -> str | None:
     return next((b.body.strip() for b in reversed(blocks) if b.tag == tag), None)
 
 
-def _text_after_heading(text: str, heading: str) -> str | None:
-    """Text after the last `# Input:`-style heading, up to the next fence or end of line."""
+def _text_after_heading(text: str, heading: str, same_line: bool = False) -> str | None:
+    """Text after the last `# Input:`-style heading, up to the next fence or end of line.
+
+    `same_line` (the original solver parser): only what follows the heading on its own line;
+    otherwise a heading alone on its line takes the next line.
+    """
     index = text.rfind(heading)
     if index == -1:
         return None
     rest = text[index + len(heading) :].lstrip(" \t")
     rest = rest.split("```", 1)[0]
-    line = rest.strip("\n").split("\n", 1)[0].strip()
+    line = (rest if same_line else rest.strip("\n")).split("\n", 1)[0].strip()
     return line or None
 
 
@@ -221,12 +226,12 @@ def parse_induction_proposal(answer: str, num_inputs: int) -> InductionProposal 
     return InductionProposal(inputs=tuple(inputs[-num_inputs:]), message=message)
 
 
-def _fallback_value(answer: str, kind: Literal["input", "output"]) -> str:
+def _fallback_value(answer: str, kind: Literal["input", "output"], strict: bool = True) -> str:
     """The solver's input/output: last fenced block of that kind, then looser forms."""
     block = _last_tagged(fences(answer), kind)
     if block is not None:
         return block
-    heading = _text_after_heading(answer, f"# {kind.capitalize()}:")
+    heading = _text_after_heading(answer, f"# {kind.capitalize()}:", same_line=strict)
     if heading is not None:
         return heading
     calls = re.findall(rf"\b{kind}\((.*)\)", answer)
@@ -241,17 +246,20 @@ def _fallback_value(answer: str, kind: Literal["input", "output"]) -> str:
     return answer.strip()
 
 
-def parse_solution(task_type: TaskType, answer: str) -> str | ParseFailure:
+def parse_solution(task_type: TaskType, answer: str, strict: bool = True) -> str | ParseFailure:
     """The solver's answer: an input (abduction), an output (deduction) or a program (induction).
 
     Deduction and abduction never fail here (their format depends only on the think/answer
-    structure); induction fails without a code block, which forces format score 0.
+    structure); induction fails without a code block, which forces format score 0. `strict`
+    reads answers as the original did (`reward.solver_parsing: original`): a program's fence
+    has no tag or `python`, and a `# Input:` heading counts only with its value on its line.
     """
     if task_type is TaskType.ABDUCTION:
-        return _fallback_value(answer, "input")
+        return _fallback_value(answer, "input", strict)
     if task_type is TaskType.DEDUCTION:
-        return _fallback_value(answer, "output")
-    code = next((b.body for b in reversed(fences(answer)) if b.tag in _CODE_TAGS), None)
+        return _fallback_value(answer, "output", strict)
+    tags = _ORIGINAL_CODE_TAGS if strict else _CODE_TAGS
+    code = next((b.body for b in reversed(fences(answer)) if b.tag in tags), None)
     if code is None or not code.strip():
         return ParseFailure(Reason.NO_CODE_BLOCK, "no python block in the answer")
     return code

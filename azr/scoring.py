@@ -60,12 +60,13 @@ def verify_unique(executor: Executor, checks: Sequence[Check | None]) -> list[Ve
 
 
 def _parse_answers(
-    task_type: TaskType, tasks: Sequence[Triplet | InductionTask], responses: Sequence[str], prefix: str
+    task_type: TaskType, tasks: Sequence[Triplet | InductionTask], responses: Sequence[str], prefix: str,
+    strict: bool = True,
 ) -> tuple[list[bool], list[str | ParseFailure], list[Check | None]]:
     formats, answers, checks = [], [], []
     for task, response in zip(tasks, responses, strict=True):
         generation = parse_generation(response, prefix)
-        answer = parse_solution(task_type, generation.answer)
+        answer = parse_solution(task_type, generation.answer, strict)
         formats.append(generation.format_ok)
         answers.append(answer)
         checks.append(None if isinstance(answer, ParseFailure) else build_check(task_type, task, answer))
@@ -81,7 +82,7 @@ def score_solutions(
     prefix: str = THINK_PREFIX,
 ) -> list[SolveOutcome]:
     """Solver rewards for one solve batch: response i answers task i."""
-    formats, answers, checks = _parse_answers(task_type, tasks, responses, prefix)
+    formats, answers, checks = _parse_answers(task_type, tasks, responses, prefix, config.solver_parsing == "original")
     verdicts = verify_unique(executor, checks)
     outcomes = []
     for format_ok, answer, verdict in zip(formats, answers, verdicts):
@@ -111,7 +112,8 @@ def estimate_learnability(
     """
     flat_tasks = [task for task, samples in zip(tasks, rollouts, strict=True) for _ in samples]
     flat_responses = [response for samples in rollouts for response in samples]
-    _, answers, checks = _parse_answers(task_type, flat_tasks, flat_responses, prefix)
+    _, answers, checks = _parse_answers(task_type, flat_tasks, flat_responses, prefix,
+                                        config.solver_parsing == "original")
     verdicts = verify_unique(executor, checks)
     accuracies: list[float | None] = []
     for answer, verdict in zip(answers, verdicts):

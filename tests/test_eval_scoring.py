@@ -143,3 +143,10 @@ def test_empty_and_missing_predictions_never_run(executor: SandboxExecutor) -> N
 )
 def test_assertion_shaped_predictions_are_reduced(task: TaskType, text: str, expected: str) -> None:
     assert normalise_prediction(task, text) == expected
+
+
+def test_an_empty_input_is_right_for_a_function_without_parameters(executor: SandboxExecutor) -> None:
+    # CRUXEval-I: f() has the empty string as its input; an empty prediction is then an answer.
+    problem = ReasoningProblem("no_params", TaskType.ABDUCTION, "def f():\n    return [1, 2]\n", "", "[1, 2]")
+    scores = score_predictions([problem, problem], ["", "1"], executor)
+    assert [s.correct for s in scores] == [True, False]

@@ -203,3 +203,37 @@ class TestSolutions:
     def test_induction_without_code_fails(self) -> None:
         parsed = parse_solution(TaskType.INDUCTION, "f returns x")
         assert isinstance(parsed, ParseFailure) and parsed.reason is Reason.NO_CODE_BLOCK
+
+
+# ------------------------------------------------------------- fidelity settings (issue 13)
+
+
+def test_renaming_allows_space_before_the_parenthesis() -> None:
+    from azr.parsing import parse_program_proposal
+
+    answer = "```python\ndef solve (x):\n    return solve (x - 1) if x else 0\n```\n```input\n3\n```"
+    parsed = parse_program_proposal(answer)
+    assert not isinstance(parsed, ParseFailure)
+    assert parsed.program == "def f(x):\n    return f(x - 1) if x else 0"
+
+
+def test_solver_parsing_follows_the_original_by_default() -> None:
+    from azr.config import RewardConfig
+
+    assert RewardConfig().solver_parsing == "original"
+    py_fence = "```py\ndef f(a):\n    return a\n```"
+    assert isinstance(parse_solution(TaskType.INDUCTION, py_fence), ParseFailure)
+    assert parse_solution(TaskType.INDUCTION, py_fence, strict=False) == "def f(a):\n    return a"
+    assert parse_solution(TaskType.INDUCTION, "```Python\ndef f(a):\n    return a\n```") == "def f(a):\n    return a"
+    bare_heading = "so the answer is below\n# Input:\n'abc'"
+    assert parse_solution(TaskType.ABDUCTION, bare_heading, strict=False) == "'abc'"
+    assert parse_solution(TaskType.ABDUCTION, bare_heading) != "'abc'"  # the original finds no value on the line
+    assert parse_solution(TaskType.ABDUCTION, "# Input: 'abc'") == "'abc'"
+
+
+def test_monte_carlo_prompts_are_filtered_at_the_prompt_limit_by_default() -> None:
+    from azr.config import RolloutConfig
+    from azr.pipeline.stages import mc_prompt_limit
+
+    assert mc_prompt_limit(RolloutConfig()) == 6144
+    assert mc_prompt_limit(RolloutConfig(mc_prompt_limit="content_max_tokens")) == 5600

@@ -174,6 +174,11 @@ def task_from_row(task_type: TaskType, row: Any) -> Triplet | InductionTask:
     return Triplet(row["program"], row["input"], row["output"], imports or collect_imports(row["program"]))
 
 
+def mc_prompt_limit(rollout: Any) -> int:
+    """Tokens a Monte-Carlo solve prompt may have (`rollout.mc_prompt_limit`)."""
+    return rollout.max_prompt_tokens if rollout.mc_prompt_limit == "max_prompt_tokens" else rollout.content_max_tokens
+
+
 @_timed("mc_rollouts")
 def mc_rollouts(res: Resources, step: int) -> None:
     """n sampled solves of each valid proposal with the pre-update policy: its solve rate.
@@ -183,7 +188,7 @@ def mc_rollouts(res: Resources, step: int) -> None:
     """
     validated = _read(res, step, "validated.parquet")
     valid = validated[validated["valid"]]
-    limit = res.config.rollout.content_max_tokens
+    limit = mc_prompt_limit(res.config.rollout)
     rows: list[dict] = []
     for task_type in (t for t in TaskType if t.value in set(valid["task_type"])):
         part = valid[valid["task_type"] == task_type.value]
