@@ -87,6 +87,7 @@ def no_prefect(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(shim.parent), os.environ.get("PYTHONPATH", "")]))
 
 
+@pytest.mark.timeout(900)
 def test_a_one_rank_engine_without_prefect_serves_the_policy_interface(tmp_path: Path, no_prefect: None) -> None:
     config = build_config("tiny", overrides=["engine.update_timeout_s=20"])
     client = EngineClient.start(config, tmp_path / "run")
@@ -163,6 +164,7 @@ def test_the_kubernetes_indexed_job_starts_a_valid_multi_node_run() -> None:
     assert config.trainer.world_size() == spec["completions"] * container["resources"]["limits"]["nvidia.com/gpu"]
 
 
+@pytest.mark.timeout(900)
 def test_the_engine_dies_with_its_controller(tmp_path: Path) -> None:
     """SIGKILL the controller (no exit hooks run): the launcher and every rank go too."""
     import json

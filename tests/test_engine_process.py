@@ -19,6 +19,7 @@ from azr.engine.vllm_server import free_port
 from azr.pipeline.run_dir import RunDir
 from tests.test_pipeline_flows import azr, check_consistent_run, finish, prefect_env  # noqa: F401 - a fixture
 
+pytestmark = pytest.mark.timeout(1200)  # several real runs each; slow when the machine is shared
 TWO_RANKS = ["--set", "trainer.processes=2", "--set", "trainer.strategy=ddp"]
 
 

@@ -109,11 +109,11 @@ class EngineClient:
             ranks = starting.expect(sock, "ranks")["ranks"]
             atomic_write_json(directory / RANKS_FILE, {"launcher": process.pid, "ranks": ranks})
             starting.ranks = ranks
-            if tokenizer is None:
-                from azr.engine.tokenizer import load_tokenizer
-
-                tokenizer = load_tokenizer(config.model)  # while the ranks load the model
             ready = starting.expect(sock, "ready")
+            if tokenizer is None:  # after the engine: its model-loading errors come first, and
+                from azr.engine.tokenizer import load_tokenizer  # a GGUF source is converted by then
+
+                tokenizer = load_tokenizer(config.model)
         except BaseException:
             starting.kill()
             raise
@@ -302,9 +302,9 @@ class _Starting:
             self._raise(f"the engine exited with code {self.process.returncode} while starting")
         except (socket.timeout, TimeoutError):
             self._raise(f"the engine did not start within {self.timeout:g} s (engine.start_timeout_s)")
-        if message.get("event") == "failed":  # the error itself says it; the traceback is in the log
+        if message.get("event") == "failed":  # the rank's own error says it; the traceback is in the log
             self.kill()
-            raise EngineError(f"the engine could not start: {message.get('error')} (details in {self.log_path})")
+            raise EngineError(f"{message.get('error')} (the engine's log: {self.log_path})")
         if message.get("event") != event:
             self._raise(f"the engine sent {message.get('event')!r} while starting, expected {event!r}")
         return message

@@ -198,13 +198,14 @@ def serve(run_root: Path) -> int:
         policy = Policy.create(config, rollout_dir=run_root / "rollout")
         failure = None
     except Exception as exc:  # noqa: BLE001 - reported to the controller, then this rank exits
-        policy, failure = None, f"{type(exc).__name__}: {exc}"
+        policy, failure = None, str(exc) or type(exc).__name__
         logger.error("rank %d could not build the policy:\n%s", ranks.rank, traceback.format_exc())
     failures = ranks.gather(failure)
     if any(failures):
         if sock is not None:
             rank, message = next((r, f) for r, f in enumerate(failures) if f)
-            protocol.send_message(sock, {"event": "failed", "error": f"rank {rank}: {message}"})
+            where = "" if all(f == message for f in failures) else f"rank {rank} could not start: "
+            protocol.send_message(sock, {"event": "failed", "error": where + message})
         return 1
     if sock is not None:
         protocol.send_message(sock, {"event": "ready", "world_size": ranks.size, "strategy": policy.strategy,
