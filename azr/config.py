@@ -570,6 +570,12 @@ class EvalConfig(Section):
         description="A folder with the paper suite's files under their public names (azr/eval/README.md); "
         "empty: $AZR_DATA_DIR or the download cache.",
     )
+    on_checkpoint: list[str] = Field(
+        default_factory=list,
+        title="Benchmarks per checkpoint",
+        description="Benchmarks the azr-eval deployment evaluates on every saved checkpoint, in flow runs of "
+        "their own (event azr.checkpoint.evaluate, with data, limit and prompt from here); empty: none.",
+    )
 
     @field_validator("data", mode="before")
     @classmethod
@@ -619,6 +625,11 @@ class TrackingConfig(Section):
     )
     system_metrics_interval_s: float = Field(
         10.0, gt=0.0, title="System metrics interval (s)", description="Seconds between two system-metrics samples.",
+    )
+    ui_url: str | None = Field(
+        None, title="MLflow UI address",
+        description="Where the MLflow UI of this store is served (e.g. http://127.0.0.1:5000), for links; "
+        "empty: $AZR_MLFLOW_UI_URL, else the address infra/start-mlflow-ui.sh recorded for this store.",
     )
 
 

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from azr.config import AZRConfig
+from azr.config import AZRConfig, flatten_dict
 
 DEFAULT_PRESET = "cpu"
 PRESET_PACKAGE = "azr.presets"
@@ -157,10 +157,13 @@ def build_config(
     config_file: Path | None = None,
     overrides: Iterable[str] = (),
     base: AZRConfig | None = None,
+    changes: dict[str, Any] | None = None,
 ) -> AZRConfig:
     """Resolve a run configuration; raises ConfigError naming what to fix.
 
-    `base` (a whole config) takes the place of the preset when given.
+    `base` (a whole config) takes the place of the preset when given. `changes` (a nested
+    mapping of set fields, as the flow's `changes` form gives) apply after the file and before
+    the overrides.
     """
     if base is not None:
         data: dict[str, Any] = base.model_dump(mode="json")
@@ -171,6 +174,9 @@ def build_config(
     if config_file is not None:
         data = _deep_merge(data, load_config_file(config_file))
         sources.append(f"file {str(config_file)!r}")
+    if changes:
+        data = _deep_merge(data, changes)
+        sources.append("changes " + ", ".join(f"{k}={v!r}" for k, v in flatten_dict(changes).items()))
     for item in overrides:
         path, value = parse_override(item)
         _check_path(path)

@@ -7,6 +7,7 @@ evaluation runs and Prefect's threads all see the same run. Metrics go in batche
 from __future__ import annotations
 
 import json
+import os
 import platform
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,27 @@ from azr.pipeline.run_dir import RunDir, default_tracking
 
 _MAX_PARAM_CHARS = 6000
 _BATCH = 900  # MLflow accepts up to 1000 metrics per log_batch call
+UI_URL_ENV = "AZR_MLFLOW_UI_URL"
+UI_STATE_FILE = "mlflow-ui.url"  # written by infra/start-mlflow-ui.sh: its address, then its store
+# Logged again under plain names: MLflow puts metrics without a `section/` prefix in its first
+# chart section ("Model metrics"), ahead of the per-group sections.
+HEADLINE_METRICS = {
+    "overall/reward_mean": "reward",
+    "overall/valid_rate": "valid_proposal_rate",
+    "overall/solve_accuracy": "solve_accuracy",
+}
+# The experiment page opens on its runs (not on GenAI traces) for this experiment kind.
+_EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+
+
+def recorded_ui_url(tracking_uri: str) -> str | None:
+    """The MLflow UI address infra/start-mlflow-ui.sh recorded, if it serves `tracking_uri`."""
+    state = Path(os.environ.get("AZR_STATE_DIR", ".azr-state")) / UI_STATE_FILE
+    try:
+        url, store = (state.read_text(encoding="utf-8").split() + ["", ""])[:2]
+    except OSError:
+        return None
+    return url if url and store == tracking_uri else None
 
 
 def _versions() -> dict[str, str]:
@@ -44,17 +66,21 @@ class Tracker:
         self.experiment_name = info.get("experiment") or config.tracking.experiment or f"azr-{config.name}"
         self.client = mlflow.MlflowClient(self.tracking_uri)
         self.run_id: str = info.get("mlflow_run_id", "")
+        self.experiment_id: str = ""
         self._artifact_root = artifacts if self.tracking_uri == default_uri else None
         self._system_metrics: Any = None
 
     def _experiment_id(self) -> str:
         existing = self.client.get_experiment_by_name(self.experiment_name)
         if existing is not None:
+            if _EXPERIMENT_KIND[0] not in existing.tags:
+                self.client.set_experiment_tag(existing.experiment_id, *_EXPERIMENT_KIND)
             return existing.experiment_id
         location = None
         if self._artifact_root is not None:  # a SQLite store would otherwise use ./mlruns
             location = (self._artifact_root / self.experiment_name).resolve().as_uri()
-        return self.client.create_experiment(self.experiment_name, artifact_location=location)
+        return self.client.create_experiment(self.experiment_name, artifact_location=location,
+                                             tags={_EXPERIMENT_KIND[0]: _EXPERIMENT_KIND[1]})
 
     def start(self, tags: dict[str, str] | None = None) -> str:
         """Create the MLflow run, or reopen the one this run directory already has; then start
@@ -69,8 +95,12 @@ class Tracker:
         if self.run_id:
             self.client.update_run(self.run_id, status="RUNNING")
             self.client.set_tag(self.run_id, "azr.resumed", "true")
+            self.experiment_id = self.client.get_run(self.run_id).info.experiment_id
+            for key, value in (tags or {}).items():
+                self.client.set_tag(self.run_id, key, value)
             return self.run_id
-        run = self.client.create_run(self._experiment_id(), run_name=self.run.root.name,
+        self.experiment_id = self._experiment_id()
+        run = self.client.create_run(self.experiment_id, run_name=self.run.root.name,
                                      tags={"azr.run_dir": str(self.run.root.resolve()), **_versions(), **(tags or {})})
         self.run_id = run.info.run_id
         params = [Param(key, json.dumps(value) if not isinstance(value, str) else value)
@@ -91,7 +121,8 @@ class Tracker:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        entries = [Metric(_metric_key(k), float(v), now, step) for k, v in sorted(metrics.items())]
+        named = {**metrics, **{plain: metrics[key] for key, plain in HEADLINE_METRICS.items() if key in metrics}}
+        entries = [Metric(_metric_key(k), float(v), now, step) for k, v in sorted(named.items())]
         for start in range(0, len(entries), _BATCH):
             self.client.log_batch(self.run_id, metrics=entries[start : start + _BATCH])
 
@@ -170,6 +201,41 @@ class Tracker:
         self.stop_system_metrics()
         if self.run_id:
             self.client.set_terminated(self.run_id, status=status)
+
+    def describe_run(self, prefect_url: str | None = None) -> None:
+        """The run page's description (markdown): what ran, where its files are, its Prefect run."""
+        config = self.config
+        lines = [
+            f"**{self.run.root.name}**: preset `{config.name}`, model `{config.model.name_or_path}`, "
+            f"{config.trainer.iterations} iterations of {config.rollout.batch_size} sequences per group "
+            f"({', '.join(t.value for t in config.tasks.types)}).",
+            "",
+            f"Run directory: `{self.run.root.resolve()}`",
+            "",
+            "Headline metrics (first chart section): `reward` (mean over all sequences), "
+            "`valid_proposal_rate`, `solve_accuracy`.",
+        ]
+        if prefect_url:
+            lines += ["", f"Prefect flow run: [{prefect_url}]({prefect_url})"]
+        self.client.set_tag(self.run_id, "mlflow.note.content", "\n".join(lines))
+
+    def ui_url(self) -> str | None:
+        """The MLflow UI address for this store: the setting, $AZR_MLFLOW_UI_URL, the address
+        infra/start-mlflow-ui.sh recorded, or the tracking server itself."""
+        configured = self.config.tracking.ui_url or os.environ.get(UI_URL_ENV)
+        if configured:
+            return configured.rstrip("/")
+        recorded = recorded_ui_url(self.tracking_uri)
+        if recorded:
+            return recorded.rstrip("/")
+        return self.tracking_uri.rstrip("/") if self.tracking_uri.startswith(("http://", "https://")) else None
+
+    def run_url(self) -> str | None:
+        """The MLflow run page, when a UI address is known."""
+        base = self.ui_url()
+        if base is None or not self.run_id:
+            return None
+        return f"{base}/#/experiments/{self.experiment_id}/runs/{self.run_id}"
 
     def ui_command(self) -> str:
         store = self.tracking_uri

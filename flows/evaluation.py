@@ -8,8 +8,11 @@ writes files there and is skipped when its file exists, so a retried or resumed 
 redo finished work.
 
 Event trigger. The training flow emits `azr.checkpoint.completed` when a checkpoint is complete,
-with resource id `azr.run.<run name>` and payload {"run_dir", "step"}. A deployment of this flow
-in prefect.yaml can react to it, for example:
+with resource id `azr.run.<run name>` and payload {"run_dir", "step"}, and, for each benchmark
+in the run's `eval.on_checkpoint`, `azr.checkpoint.evaluate` whose payload also carries that
+benchmark and the run's eval settings (data, limit, prompt, max_new_tokens). The azr-eval
+deployment in prefect.yaml reacts to the latter, so only runs that say what to evaluate start
+evaluations:
 
     triggers:
       - type: event
@@ -17,12 +20,13 @@ in prefect.yaml can react to it, for example:
         match:
           prefect.resource.id: "azr.run.*"
         expect:
-          - azr.checkpoint.completed
+          - azr.checkpoint.evaluate
         parameters:
-          benchmark: cruxeval-o
+          benchmark: "{{ event.payload.benchmark }}"
           model: "{{ event.payload.run_dir }}"
           step: "{{ event.payload.step }}"
-          limit: 200
+          data: "{{ event.payload.data }}"
+          limit: "{{ event.payload.limit }}"
 
 `benchmark: paper` (a suite name) runs the paper's table instead (azr/eval/suite.py): every
 benchmark of the suite (or the part named in `benchmarks`), one model load, the table as a
@@ -36,6 +40,7 @@ MLflow run nested under the training run, with metrics at the checkpoint's step.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -45,12 +50,31 @@ from prefect.artifacts import create_markdown_artifact
 from azr.eval import runner
 from azr.eval import suite as suite_module
 from azr.eval.benchmarks import SUITES
+from azr.eval.problems import EvalDataError
+
+
+# The command line's option names, as this flow's parameters are called.
+_PARAMETER_WORDS = {"--data": "the `data` parameter", "--limit": "the `limit` parameter", "--out": "the `out_dir` parameter",
+                    "--force": "a new `out_dir`", "--preset": "the `preset` parameter"}
+
+
+def in_parameter_words(message: str) -> str:
+    """An error message of `azr eval` phrased for this flow's parameters."""
+    for option, words in _PARAMETER_WORDS.items():
+        message = re.sub(rf"{option}\b", words, message)
+    return message
 
 
 @task(name="eval-prepare")
 def prepare_task(request: runner.EvalRequest) -> str:
-    """Resolve benchmark, model and config; freeze the problems into the output directory."""
-    out_dir, notes = runner.prepare(request)
+    """Resolve benchmark, model and config; freeze the problems into the output directory.
+
+    A benchmark that cannot be read (e.g. the hub is unreachable and `data` is not set) fails the
+    task at once, with no retry, in the flow's words."""
+    try:
+        out_dir, notes = runner.prepare(request)
+    except EvalDataError as exc:
+        raise EvalDataError(in_parameter_words(str(exc))) from None
     logger = get_run_logger()
     for note in notes:
         logger.warning(note)

@@ -1,51 +1,77 @@
 """A training run as a Prefect flow: iterations, evaluation when due, checkpoints, tracking.
 
-The run configuration is a flow parameter (`config`, rendered as a form in the Prefect UI), or
-a preset with `section.key=value` overrides. A deployment runs it on a worker; `azr train`
-runs it directly. The flow-run process is the controller: it holds no model; the engine (the
-model's process group, `azr.engine.client`) is started once and stays resident for the whole
-flow run.
+The parameters are a preset (a dropdown in the Prefect UI) plus `changes` to it (a form whose
+empty fields keep the preset's values), exactly `-p` and `-s` of `azr train`; a full `config` is
+an advanced alternative to the preset. A deployment runs it on a worker; `azr train` runs it
+directly. The flow-run process is the controller: it holds no model; the engine (the model's
+process group, `azr.engine.client`) is started once and stays resident for the whole flow run.
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.artifacts import (
-    create_link_artifact,
-    create_markdown_artifact,
-    create_progress_artifact,
-    create_table_artifact,
-    update_progress_artifact,
-)
 from prefect.events import emit_event
 from prefect.runtime import flow_run
+from pydantic import Field
 
 from azr.config import AZRConfig
-from azr.config_loader import build_config
+from azr.config_loader import ConfigError, build_config
 from azr.engine.policy import set_policy
-from azr.pipeline.metrics import summary_rows
 from azr.pipeline.resources import get_event_hook, get_resources, set_resources
-from azr.pipeline.run_dir import open_run_dir
+from azr.pipeline.run_dir import RunDir, open_run_dir
 from azr.pipeline.stages import checkpoint_due
-from azr.pipeline.training import (close_resources, evaluate_if_due, finish_iteration, iteration_findings, next_step,
-                                   open_resources, run_verdict)
+from azr.pipeline.training import (
+    close_resources,
+    evaluate_if_due,
+    evaluation_due,
+    finish_iteration,
+    iteration_findings,
+    next_step,
+    open_resources,
+    run_verdict,
+)
+from azr.run_parameters import ConfigChanges, Preset, changed_values, preset_help
 from azr.tracking import Tracker
 from flows.iteration import iteration_flow
 from flows.monitoring import emit_findings
+from flows.run_pages import artifact_key, name_flow_run, publish_iteration, publish_tracking_links
+from flows.run_slot import hold_run_slot
 from tasks.seeding import seed_buffers
 
 
-def resolve_run_config(preset: str | None, overrides: list[str], config: AZRConfig | None, iterations: int | None) -> AZRConfig | None:
-    """The config a run asks for: an explicit one, else the preset with overrides."""
+def resolve_run_config(
+    preset: str | None,
+    overrides: list[str],
+    config: AZRConfig | None,
+    iterations: int | None,
+    changes: dict[str, Any] | None = None,
+    stored: AZRConfig | None = None,
+) -> AZRConfig | None:
+    """The config a run asks for: the preset with `changes` then `overrides`, or exactly `config`.
+
+    A full `config` never silently replaces a chosen preset: giving both is an error. On resume
+    (`stored`: the run's own config) the changes apply to the stored config and the preset is
+    not used; with nothing to change the stored config stays (None).
+    """
+    if stored is not None:
+        if config is None and not changes and not overrides and iterations is None:
+            return None
+        preset, config = None, config or stored
+    if config is not None and preset is not None:
+        raise ConfigError(
+            f"both a preset ({preset!s}) and a full `config` were given, and one would silently replace the "
+            "other: clear `config` to run the preset with `changes`, or clear `preset` to run exactly `config`"
+        )
     if config is None and preset is None:
         return None
-    resolved = config if config is not None else build_config(preset, overrides=overrides)
-    if config is not None and overrides:
-        resolved = build_config(None, overrides=overrides, base=config)
+    resolved = build_config(None if config is not None else str(preset), overrides=overrides, base=config,
+                            changes=changed_values(changes))
     if iterations is not None:
         resolved = resolved.model_copy(update={"trainer": resolved.trainer.model_copy(update={"iterations": iterations})})
     return resolved
@@ -74,20 +100,73 @@ def _gpu_hold(count: int):  # noqa: ANN202 - a context manager
 
 @flow(name="azr-train", persist_result=False, log_prints=False)
 def train_flow(
-    preset: str | None = "cpu",
-    overrides: list[str] | None = None,
-    config: AZRConfig | None = None,
-    iterations: int | None = None,
-    run_dir: str | None = None,
-    resume: bool = False,
-    force: bool = False,
+    preset: Preset | None = Field(
+        Preset.cpu, json_schema_extra={"title": "Preset"},
+        description="The recipe to start from; `changes` adjust it. Not used on resume. " + preset_help() + ".",
+    ),
+    changes: ConfigChanges | None = Field(
+        None, json_schema_extra={"title": "Changes to the preset"},
+        description="Settings that differ from the preset, as `-s section.key=value` does on the command line; "
+        "every empty field keeps the preset's value. On resume they apply to the run's own settings (with `force`).",
+    ),
+    overrides: list[str] | None = Field(
+        None, json_schema_extra={"title": "Changes as text"},
+        description='More changes as "section.key=value" strings (values are YAML, e.g. trainer.iterations=2), '
+        "applied after `changes`: the command line's -s.",
+    ),
+    config: AZRConfig | None = Field(
+        None, json_schema_extra={"title": "Full configuration (advanced)"},
+        description="Every setting, instead of a preset: clear `preset` to use it (giving both is refused). "
+        "Its form starts from the class defaults (the paper's recipe), not from a preset.",
+    ),
+    iterations: int | None = Field(
+        None, ge=1, json_schema_extra={"title": "Iterations"},
+        description="Total self-play iterations of the run (trainer.iterations); empty: the preset's (cpu: 3, paper: 500).",
+    ),
+    extend_by: int | None = Field(
+        None, ge=1, json_schema_extra={"title": "Extend by (iterations)"},
+        description="With `resume`: train this many iterations beyond those already done (counted once the run is "
+        "free); empty: up to `iterations`.",
+    ),
+    run_dir: str | None = Field(
+        None, json_schema_extra={"title": "Run directory"},
+        description="Where the run's files go (on the worker, relative to the project); empty: runs/<preset>-<time>. "
+        "Needed with `resume`.",
+    ),
+    resume: bool = Field(
+        False, json_schema_extra={"title": "Resume"},
+        description="Continue the run in `run_dir` from its last complete stage, with its own settings (as "
+        "`azr train --resume`).",
+    ),
+    force: bool = Field(
+        False, json_schema_extra={"title": "Force"},
+        description="On resume, accept settings that differ from the run's own (they are written to its config.yaml).",
+    ),
 ) -> dict:
     """Run (or, with `resume`, continue) AZR self-play for `trainer.iterations` iterations."""
     logger = get_run_logger()
-    wanted = resolve_run_config(preset, overrides or [], config, iterations)
+    if resume and not run_dir:
+        raise ConfigError("resume needs `run_dir`: the directory of the run to continue")
+    stored_run = RunDir(Path(run_dir)) if resume and run_dir else None
+    stored = stored_run.read_config() if stored_run is not None and stored_run.config_path.is_file() else None
+    wanted = resolve_run_config(preset, overrides or [], config, iterations, changes, stored)
     if wanted is None and not resume:
-        raise ValueError("train_flow needs a preset or a config")
+        raise ConfigError("choose a `preset` (or clear it and give a full `config`)")
     root = Path(run_dir) if run_dir else default_run_dir(wanted)
+    name_flow_run(root.name)
+    with hold_run_slot(root.name):
+        if extend_by is not None:
+            if not resume:
+                raise ConfigError("`extend_by` continues an existing run: set `resume` and `run_dir` too")
+            done = next_step(RunDir(root)) - 1
+            iterations = done + extend_by
+            wanted = (wanted or stored).model_copy(update={"trainer": (wanted or stored).trainer.model_copy(update={"iterations": iterations})})
+            logger.info("extending %s by %d iterations: %d done, training up to %d", root.name, extend_by, done, iterations)
+        return _train(root, wanted, resume, force, iterations)
+
+
+def _train(root: Path, wanted: AZRConfig | None, resume: bool, force: bool, iterations: int | None) -> dict:
+    logger = get_run_logger()
     run, run_config = open_run_dir(root, wanted, resume=resume, force=force)
     if resume and iterations is not None and run_config.trainer.iterations != iterations:
         run_config = run_config.model_copy(update={"trainer": run_config.trainer.model_copy(update={"iterations": iterations})})
@@ -96,15 +175,7 @@ def train_flow(
     tracker.start(tags={"azr.prefect.flow_run_id": str(flow_run.id or ""),
                         "azr.engine.world_size": str(run_config.trainer.world_size()),
                         "azr.engine.strategy": run_config.trainer.strategy})
-    create_markdown_artifact(
-        f"MLflow run `{tracker.run_id}` in experiment `{tracker.experiment_name}` (`{tracker.tracking_uri}`).\n\n"
-        f"Open it with: `{tracker.ui_command()}`\n\nRun directory: `{run.root.resolve()}`",
-        key="azr-mlflow-run", description="Where this training run is tracked",
-    )
-    if tracker.tracking_uri.startswith(("http://", "https://")):
-        experiment = tracker.client.get_run(tracker.run_id).info.experiment_id
-        create_link_artifact(f"{tracker.tracking_uri.rstrip('/')}/#/experiments/{experiment}/runs/{tracker.run_id}",
-                             link_text="MLflow run", key="azr-mlflow-link")
+    publish_tracking_links(run, tracker)
     status = "FAILED"
     res = None
     try:
@@ -115,23 +186,32 @@ def train_flow(
             set_policy(res.policy)
             seed_buffers()  # the seeding stage before iteration 1 (a no-op when seeded or given seed files)
             first, last = next_step(run), run_config.trainer.iterations
-            progress = create_progress_artifact(100.0 * (first - 1) / last, key="azr-train-progress",
+            logger.info("%s: preset %s, model %s, iterations %d-%d of %d, run directory %s", run.root.name,
+                        run_config.name, run_config.model.name_or_path, first, last, last, run.root.resolve())
+            progress = create_progress_artifact(100.0 * (first - 1) / last, key=artifact_key(run, "progress"),
                                                 description=f"iterations of {run.root.name}")
             for step in range(first, last + 1):
                 res.emit("iteration_started", step=step, last=last)
-                iteration_flow(step)
+                started = time.perf_counter()
+                state = iteration_flow.with_options(flow_run_name=f"iteration-{step} of {run.root.name}")(
+                    step, return_state=True)
+                state.result()  # a failed iteration fails the run
                 metrics = finish_iteration(res, step, tracker)
                 findings = iteration_findings(res, step)
                 emit_findings(run.root, findings)
-                metrics.update(evaluate_task(step))
-                rows = summary_rows(metrics)
-                create_table_artifact(rows, key="azr-iteration", description=f"iteration {step} of {run.root.name}")
+                if evaluation_due(run_config, step):
+                    metrics.update(evaluate_task(step))
+                rows = publish_iteration(run, step, last, metrics, state.state_details.flow_run_id)
                 update_progress_artifact(progress, 100.0 * step / last)
                 if checkpoint_due(run_config, step, last):
-                    emit_event("azr.checkpoint.completed", resource={"prefect.resource.id": f"azr.run.{run.root.name}"},
-                               payload={"run_dir": str(run.root.resolve()), "step": step})
+                    announce_checkpoint(run, run_config, step)
                 res.emit("iteration_finished", step=step, last=last, metrics=metrics, rows=rows, findings=findings)
-                logger.info("iteration %d/%d done", step, last)
+                logger.info(
+                    "iteration %d/%d of %s: reward %.3f, valid proposals %.1f%%, solve accuracy %.1f%% (%.0f s)",
+                    step, last, run.root.name, metrics.get("overall/reward_mean", float("nan")),
+                    100 * metrics.get("overall/valid_rate", float("nan")),
+                    100 * metrics.get("overall/solve_accuracy", float("nan")), time.perf_counter() - started,
+                )
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
@@ -146,3 +226,16 @@ def train_flow(
     logger.info(verdict)
     return {"run_dir": str(run.root.resolve()), "iterations": run_config.trainer.iterations, "verdict": verdict,
             **tracker.describe()}
+
+
+def announce_checkpoint(run: RunDir, config: AZRConfig, step: int) -> None:
+    """`azr.checkpoint.completed` for every checkpoint, and one `azr.checkpoint.evaluate` per
+    benchmark in `eval.on_checkpoint`, carrying the run's eval settings (the azr-eval trigger)."""
+    resource = {"prefect.resource.id": f"azr.run.{run.root.name}"}
+    emit_event("azr.checkpoint.completed", resource=resource, payload={"run_dir": str(run.root.resolve()), "step": step})
+    for benchmark in config.eval.on_checkpoint:
+        emit_event("azr.checkpoint.evaluate", resource=resource, payload={
+            "run_dir": str(run.root.resolve()), "step": step, "benchmark": benchmark,
+            "data": config.eval.data_source(benchmark), "limit": config.eval.limit, "prompt": config.eval.prompt,
+            "max_new_tokens": config.eval.max_new_tokens,
+        })

@@ -30,10 +30,14 @@ fi
 
 NAME="mlflow-ui"
 URL="http://127.0.0.1:$AZR_MLFLOW_PORT"
+# Training flows read this (address, then store) to link their MLflow runs (azr/tracking.py).
+UI_RECORD="$AZR_STATE_DIR/mlflow-ui.url"
 azr_init_state
 pid=$(azr_running_pid "$NAME" "--port $AZR_MLFLOW_PORT")
 if [ -n "$pid" ]; then
   azr_wait_http "$URL/health" "$pid" "$NAME"
+  running_store=$(tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | sed -n '/^--backend-store-uri$/{n;p;q}')
+  [ -z "$running_store" ] || printf '%s\n%s\n' "$URL" "$running_store" >"$UI_RECORD"
   echo "MLflow UI already running: $URL (pid $pid: $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true))"
   echo "  (another store: stop it first with $AZR_ROOT/infra/stop.sh mlflow)"
   exit 0
@@ -51,5 +55,6 @@ fi
 pid=$(azr_start "$NAME" "$mlflow" "${args[@]}")
 echo "starting MLflow UI (pid $pid, store $uri, log $AZR_LOG_DIR/$NAME.log) ..."
 azr_wait_http "$URL/health" "$pid" "$NAME"
+printf '%s\n%s\n' "$URL" "$uri" >"$UI_RECORD"
 echo "MLflow UI up: $URL (pid $pid, store $uri${artifacts:+, artifacts $artifacts})"
 echo "  stop it: $AZR_ROOT/infra/stop.sh mlflow"

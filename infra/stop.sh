@@ -22,8 +22,9 @@ stop_workers() {
   [ "$stopped" = 1 ] || echo "no worker${only:+ for $only} running"
 }
 stop_mlflow() {
-  [ -n "$(azr_running_pid mlflow-ui --backend-store-uri)" ] || { echo "MLflow UI not running"; rm -f "$AZR_PID_DIR/mlflow-ui.pid"; return 0; }
+  [ -n "$(azr_running_pid mlflow-ui --backend-store-uri)" ] || { echo "MLflow UI not running"; rm -f "$AZR_PID_DIR/mlflow-ui.pid" "$AZR_STATE_DIR/mlflow-ui.url"; return 0; }
   azr_stop mlflow-ui --backend-store-uri 20
+  rm -f "$AZR_STATE_DIR/mlflow-ui.url"
 }
 stop_server() {
   [ -n "$(azr_running_pid prefect-server 'server start')" ] || { echo "Prefect server not running"; rm -f "$AZR_PID_DIR/prefect-server.pid"; return 0; }

@@ -9,18 +9,22 @@ advances the buffers' random state).
 
 from __future__ import annotations
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from azr.pipeline import stages
 from azr.pipeline.resources import get_resources
+from azr.pipeline.stage_summary import stage_summary
 
 
 def _stage_task(name: str, function, retries: int = 0):  # noqa: ANN001, ANN202
     @task(name=name.replace("_", "-"), retries=retries, retry_delay_seconds=1, cache_policy=NO_CACHE,
           persist_result=False, log_prints=False)
     def run(step: int) -> list[str]:
-        return [str(path) for path in function(get_resources(), step)]
+        res = get_resources()
+        paths = [str(path) for path in function(res, step)]
+        get_run_logger().info(stage_summary(res.run, step, name))
+        return paths
 
     return run
 

@@ -70,7 +70,8 @@ def processes_with_marker(marker: str) -> list[tuple[int, str]]:
 class LocalPrefect:
     """`prefect server start` on 127.0.0.1:<free port> with PREFECT_HOME=`home`."""
 
-    def __init__(self, home: Path, logs: Path) -> None:
+    def __init__(self, home: Path, logs: Path, *, ui: bool = False) -> None:
+        self.ui = ui  # serve the web UI too (tests/browser_check.py)
         self.home = home
         self.logs = logs
         self.port = free_port()
@@ -89,7 +90,7 @@ class LocalPrefect:
                 "PREFECT_HOME": str(self.home),
                 "PREFECT_API_URL": self.api_url,
                 "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                "PREFECT_UI_ENABLED": "false",
+                "PREFECT_UI_ENABLED": "true" if self.ui else "false",
                 key: value,
             }
         )

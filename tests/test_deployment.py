@@ -10,6 +10,7 @@ checks that no process it started is left.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -89,10 +90,14 @@ def test_deploy_and_run_the_tiny_preset_on_a_worker(prefect: LocalPrefect, tmp_p
     worker = prefect.start_worker(
         TRAIN_POOL, cwd=repo, env={"AZR_PROJECT_DIR": str(repo), "PREFECT_WORKER_QUERY_SECONDS": "1"}
     )
+    fixture = ROOT / "tests" / "fixtures" / "eval" / "cruxeval_mini.jsonl"
+    changes = {"trainer": {"iterations": 1},
+               "eval": {"on_checkpoint": ["cruxeval-o"], "data": [{"benchmark": "cruxeval-o", "source": str(fixture)}],
+                        "limit": 3}}
     started = prefect.cli(
         "deployment", "run", "azr-train/azr-train",
         "--param", "preset=tiny",
-        "--param", 'overrides=["trainer.iterations=1"]',
+        "--param", f"changes={json.dumps(changes)}",
         "--param", f"run_dir={run_dir}",
         cwd=repo,
     )
@@ -101,11 +106,12 @@ def test_deploy_and_run_the_tiny_preset_on_a_worker(prefect: LocalPrefect, tmp_p
     with temporary_settings(updates={PREFECT_API_URL: prefect.api_url}), get_client(sync_client=True) as client:
         deployment = client.read_deployment_by_name("azr-train/azr-train")
         assert deployment.work_pool_name == TRAIN_POOL
-        assert deployment.parameters == {"preset": "cpu", "overrides": []}
+        assert deployment.parameters == {"preset": "cpu"}
         assert deployment.pull_steps == [
             {"prefect.deployments.steps.set_working_directory": {"directory": "{{ $AZR_PROJECT_DIR }}"}}
         ]
-        assert [s.active for s in deployment.schedules] == [False]  # the nightly example stays off
+        schema = deployment.parameter_openapi_schema
+        assert schema["properties"]["preset"]["title"] == "Preset" and "`tiny`:" in schema["properties"]["preset"]["description"]
 
         deadline = time.monotonic() + RUN_TIMEOUT_S
         while True:
@@ -123,9 +129,23 @@ def test_deploy_and_run_the_tiny_preset_on_a_worker(prefect: LocalPrefect, tmp_p
         )
         assert flow_run.parameters["preset"] == "tiny"
         assert (run_dir / "iterations").is_dir(), sorted(p.name for p in run_dir.iterdir())
+        assert flow_run.name == run_dir.name  # named after the training run, not at random
+        (child,) = [r for r in client.read_flow_runs() if r.parent_task_run_id is not None]
+        assert child.name == f"iteration-1 of {run_dir.name}"
+        artifacts = client.read_artifacts()
+        keys = {a.key for a in artifacts if a.key}
+        assert {f"azr-{run_dir.name}-iterations", f"azr-{run_dir.name}-mlflow", f"azr-{run_dir.name}-progress"} <= keys
+        (on_child,) = [a for a in artifacts if a.flow_run_id == child.id and a.type == "table"]
+        assert len(on_child.data) == 6 and "valid proposals" in on_child.data[0]  # one row per group, plain names
+        task_names = {t.name.rsplit("-", 1)[0] for t in client.read_task_runs()}
+        assert "evaluate" not in task_names  # not due (eval.benchmarks is empty): not shown
+        from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
-        # The checkpoint event reached the azr-eval trigger: an evaluation run of this run's
-        # directory at the checkpoint's step waits in the eval pool.
+        lines = [log.message for log in client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[child.id])))]
+        assert any(line.startswith("iteration 1 validate: valid ") for line in lines), lines
+
+        # The checkpoint's azr.checkpoint.evaluate event (the run named cruxeval-o in
+        # eval.on_checkpoint) reached the azr-eval trigger, with the run's eval settings.
         (evaluation,) = [d for d in client.read_deployments() if d.name == "azr-eval"]  # any flow name
         deadline = time.monotonic() + 120
         while True:
@@ -137,6 +157,7 @@ def test_deploy_and_run_the_tiny_preset_on_a_worker(prefect: LocalPrefect, tmp_p
         assert triggered[0].parameters["model"] == str(run_dir.resolve())
         assert triggered[0].parameters["step"] == 1
         assert triggered[0].parameters["benchmark"] == "cruxeval-o"
+        assert triggered[0].parameters["data"] == str(fixture) and triggered[0].parameters["limit"] == 3
         client.delete_flow_run(triggered[0].id)
 
     # Nothing of the run was written into the checkout.

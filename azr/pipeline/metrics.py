@@ -135,20 +135,32 @@ def _update_metrics(update: dict[str, Any]) -> dict[str, float]:
     return {f"update/{name}": float(update[name]) for name in names if isinstance(update.get(name), (int, float))}
 
 
+# The per-group summary table's columns (CLI and Prefect artifact), with what each means.
+SUMMARY_COLUMNS = {
+    "group": "task type and role (deduction_propose, ..., induction_solve)",
+    "sequences": "responses generated for the group this iteration",
+    "valid proposals": "share of proposals that passed validation (propose groups)",
+    "solve accuracy": "share of answers judged correct (solve groups)",
+    "well formatted": "share of responses with a parsable think/answer format",
+    "learnability": "mean proposer reward from the Monte-Carlo solves, invalid counted as 0 (propose groups)",
+    "mean reward": "mean reward of the group's sequences",
+    "response tokens": "mean response length, tokens",
+}
+
+
 def summary_rows(metrics: dict[str, float]) -> list[dict[str, Any]]:
-    """Per-group rows for tables (CLI, Prefect artifact)."""
+    """One row per group under SUMMARY_COLUMNS; None where a measure does not apply to the group."""
+
+    def value(group: str, name: str, digits: int = 3) -> float | None:
+        key = f"{group}/{name}"
+        return round(metrics[key], digits) if key in metrics else None
+
     rows = []
     for group in GROUP_NAMES:
         if f"{group}/count" not in metrics:
             continue
-        rate = metrics.get(f"{group}/valid_rate", metrics.get(f"{group}/accuracy"))
-        rows.append({
-            "group": group,
-            "count": int(metrics[f"{group}/count"]),
-            "valid|acc": round(rate, 3) if rate is not None else None,
-            "format": round(metrics.get(f"{group}/format_rate", 0.0), 3),
-            "learn": round(metrics[f"{group}/learnability_mean"], 3) if f"{group}/learnability_mean" in metrics else None,
-            "reward": round(metrics.get(f"{group}/reward_mean", 0.0), 3),
-            "tokens": round(metrics.get(f"{group}/response_tokens_mean", 0.0), 1),
-        })
+        cells = [group, int(metrics[f"{group}/count"]), value(group, "valid_rate"), value(group, "accuracy"),
+                 value(group, "format_rate"), value(group, "learnability_mean"), value(group, "reward_mean"),
+                 value(group, "response_tokens_mean", 1)]
+        rows.append(dict(zip(SUMMARY_COLUMNS, cells, strict=True)))
     return rows

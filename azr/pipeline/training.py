@@ -151,11 +151,16 @@ def run_verdict(run: RunDir, last_step: int) -> str:
     return learning_verdict([m for m in metrics_history(run, last_step) if m])
 
 
+def evaluation_due(config: AZRConfig, step: int) -> bool:
+    """In-training evaluation runs every `trainer.eval_every` iterations when benchmarks are set."""
+    return bool(config.eval.benchmarks) and step % config.trainer.eval_every == 0
+
+
 def evaluate_if_due(res: Resources, step: int, tracker: Any = None) -> dict[str, float]:
     """Evaluate the policy on the configured benchmarks when `eval_every` says so (once per
     iteration: eval.json marks it done), and log the metrics at the iteration's step."""
     config = res.config
-    if not config.eval.benchmarks or step % config.trainer.eval_every != 0:
+    if not evaluation_due(config, step):
         return {}
     record = res.run.read_json(step, "eval.json")
     if not record:
