@@ -141,8 +141,11 @@ def test_deploy_and_run_the_tiny_preset_on_a_worker(prefect: LocalPrefect, tmp_p
         assert "evaluate" not in task_names  # not due (eval.benchmarks is empty): not shown
         from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
-        lines = [log.message for log in client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[child.id])))]
-        assert any(line.startswith("iteration 1 validate: valid ") for line in lines), lines
+        deadline = time.monotonic() + 60  # logs reach the server a little after the final state
+        while not any(line.startswith("iteration 1 validate: valid ") for line in (lines := [
+                log.message for log in client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[child.id])))])):
+            assert time.monotonic() < deadline, lines
+            time.sleep(1)
 
         # The checkpoint's azr.checkpoint.evaluate event (the run named cruxeval-o in
         # eval.on_checkpoint) reached the azr-eval trigger, with the run's eval settings.

@@ -107,5 +107,8 @@ def test_extend_a_named_run_and_evaluate_its_new_checkpoint(prefect: LocalPrefec
         assert len(summaries) == 1
         again = _wait(client, prefect, start("azr-evaluate-new-checkpoints/azr-eval-new-checkpoints", runs=str(runs)))
         assert again.state.is_completed()
-        assert any("evaluated 0 new checkpoint" in line for line in _logs(client, again.id))
+        deadline = time.monotonic() + 60  # logs reach the server a little after the final state
+        while not any("evaluated 0 new checkpoint" in line for line in _logs(client, again.id)):
+            assert time.monotonic() < deadline, _logs(client, again.id)
+            time.sleep(1)
         assert len(list((run.root / "eval").glob("cruxeval_o-*/summary.json"))) == 1
