@@ -20,7 +20,7 @@ from pydantic import Field
 
 from azr.config_loader import ConfigError
 from azr.engine.checkpoints import list_checkpoints
-from azr.eval.benchmarks import get_benchmark
+from azr.eval.benchmarks import SUITES, get_benchmark
 from azr.eval.runner import PLAN_FILE
 from azr.eval.results import SUMMARY_FILE
 from azr.pipeline.run_dir import RunDir
@@ -62,13 +62,22 @@ def extend_flow(
     return train_flow(preset=None, run_dir=run_dir, resume=True, extend_by=iterations)
 
 
-def _evaluated(run: RunDir, key: str, prompt: str, step: int) -> tuple[bool, str | None]:
-    """Whether that checkpoint was evaluated on that benchmark; an unfinished evaluation's folder."""
+def _finished(folder: Path) -> bool:
+    """One benchmark's folder has its summary; a suite's folder has one for each of its benchmarks."""
+    if (folder / SUMMARY_FILE).is_file():
+        return True
+    parts = [plan.parent for plan in folder.glob(f"*/{PLAN_FILE}")]
+    return (folder / "suite.json").is_file() and bool(parts) and all((p / SUMMARY_FILE).is_file() for p in parts)
+
+
+def _evaluated(run: RunDir, benchmark: str, data: str | None, prompt: str, step: int) -> tuple[bool, str | None]:
+    """Whether that checkpoint was evaluated on that benchmark (or suite); an unfinished evaluation's folder."""
+    key = benchmark.strip().lower() if benchmark.strip().lower() in SUITES else get_benchmark(benchmark).metric_key(data)
     unfinished = None
     for folder in sorted((run.root / "eval").glob(f"{key}-{prompt}-step{step:08d}-*")):
-        if (folder / SUMMARY_FILE).is_file():
+        if _finished(folder):
             return True, None
-        if (folder / PLAN_FILE).is_file():
+        if (folder / PLAN_FILE).is_file() or (folder / "suite.json").is_file():
             unfinished = str(folder)
     return False, unfinished
 
@@ -106,13 +115,14 @@ def evaluate_new_checkpoints_flow(
             continue
         for name in wanted:
             data = config.eval.data_source(name)
-            evaluated, unfinished = _evaluated(run, get_benchmark(name).metric_key(data), config.eval.prompt, step)
+            evaluated, unfinished = _evaluated(run, name, data, config.eval.prompt, step)
             if evaluated:
                 continue
             logger.info("%s: evaluating checkpoint step %d on %s", run.root.name, step, name)
             state = evaluate_flow.with_options(flow_run_name=f"{name} of {run.root.name} step {step}")(
                 benchmark=name, model=str(run.root.resolve()), step=step, data=data, limit=config.eval.limit,
                 prompt=config.eval.prompt, max_new_tokens=config.eval.max_new_tokens, out_dir=unfinished,
+                data_dir=config.eval.data_dir,
                 return_state=True,
             )
             if state.is_completed():

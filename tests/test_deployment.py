@@ -142,8 +142,10 @@ def test_deploy_and_run_the_tiny_preset_on_a_worker(prefect: LocalPrefect, tmp_p
         from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
         deadline = time.monotonic() + 60  # logs reach the server a little after the final state
-        while not any(line.startswith("iteration 1 validate: valid ") for line in (lines := [
-                log.message for log in client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[child.id])))])):
+        while True:
+            lines = [log.message for log in client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[child.id])))]
+            if any(line.startswith("iteration 1 validate: valid ") for line in lines):
+                break
             assert time.monotonic() < deadline, lines
             time.sleep(1)
 

@@ -3,6 +3,7 @@ config only instead of a preset; and the schema the Prefect UI renders them from
 
 from __future__ import annotations
 
+import json
 import typing
 from enum import Enum
 from pathlib import Path
@@ -118,21 +119,24 @@ def test_a_change_to_one_field_is_that_preset_with_that_field_changed(preset: st
     from flows.training import resolve_run_config
 
     base = build_config(preset).flatten()
+    refused: list[str] = []
     for dotted in LEAVES:
         new = _other_value(dotted, base[dotted])
         changes = ConfigChanges.model_validate(_nest(dotted, new))
         assert changed_values(changes) == _nest(dotted, new)
         try:
             got = resolve_run_config(Preset(preset), [], None, None, changes).flatten()
-        except ConfigError as exc:  # a cross-field rule (e.g. content_max_tokens <= max_prompt_tokens)
-            pytest.fail(f"{preset}: changing {dotted} to {new!r} was refused: {exc}")
+        except ConfigError:  # a cross-field rule (e.g. engine.num_machines > 1 needs a port)
+            with pytest.raises(ConfigError):  # refused on the command line alike
+                build_config(preset, overrides=[f"{dotted}={json.dumps(new)}"])
+            refused.append(dotted)
+            continue
         adapter = TypeAdapter(LEAVES[dotted].annotation)
         want = dict(base, **{dotted: adapter.dump_python(adapter.validate_python(new), mode="json")})
         assert got == want, f"{preset}: {dotted}"
         # the same as `-p preset -s key=value` on the command line
-        import json
-
         assert build_config(preset, overrides=[f"{dotted}={json.dumps(new)}"]).flatten() == got
+    assert len(refused) <= 3, f"{preset}: most single changes must be accepted; refused {refused}"
 
 
 def test_empty_changes_are_the_preset_and_bad_changes_are_refused() -> None:
