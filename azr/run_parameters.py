@@ -8,9 +8,9 @@ the command line, as a form (the Prefect UI renders its JSON schema).
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, create_model
 
 from azr.config import AZRConfig
 from azr.config_loader import preset_description, preset_names
@@ -26,15 +26,39 @@ def preset_help() -> str:
     return "; ".join(f"`{name}`: {preset_description(name)}" for name in preset_names())
 
 
-def _drop_empty_defaults(schema: dict[str, Any], cls: type[BaseModel]) -> None:
-    """Sections of the changes show as forms with every field empty (their default is {})."""
-    for name, field in cls.model_fields.items():
-        if field.default_factory is not None and name in schema.get("properties", {}):
-            schema["properties"][name]["default"] = {}
+def _as_choice(value: Any) -> Any:
+    return {True: "true", False: "false"}.get(value, value) if isinstance(value, bool) else value
+
+
+# A yes/no change as a choice that starts empty: a form renders a plain boolean as a toggle and
+# submits its "off" position (false) even when untouched, which would silently change the preset.
+YesNo = Annotated[
+    Literal["true", "false"], BeforeValidator(_as_choice), PlainSerializer(lambda value: value == "true", return_type=bool)
+]
+
+
+def _empty_unless_set(schema: dict[str, Any], cls: type[BaseModel]) -> None:
+    """Every change shows as a plain, empty, optional field (not a "value or None" choice).
+
+    A section's default is {}; a setting has no default and is not required, so a form leaves it
+    out unless the user fills it in. Validation still takes a missing setting as None.
+    """
+    for name, prop in schema.get("properties", {}).items():
+        field = cls.model_fields[name]
+        if field.default_factory is not None:
+            prop["default"] = {}
+            continue
+        prop.pop("default", None)
+        options = [option for option in prop.pop("anyOf", []) if option.get("type") != "null"]
+        if len(options) == 1:
+            prop.update(options[0])
+        elif options:
+            prop["anyOf"] = options
+    schema.pop("required", None)
 
 
 class _Changes(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra=_drop_empty_defaults)
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_empty_unless_set)
 
 
 def _section_model(section: type[BaseModel]) -> type[BaseModel]:
@@ -50,6 +74,8 @@ def _changes_model(model: type[BaseModel], name: str) -> type[_Changes]:
             fields[key] = (inner, Field(default_factory=inner, title=field.title, description=section.__doc__))
             continue
         annotation = Annotated[field.annotation, *field.metadata] if field.metadata else field.annotation
+        if field.annotation is bool:
+            annotation = YesNo
         fields[key] = (
             annotation | None,
             Field(None, title=field.title, description=f"{field.description} {EMPTY_MEANS_PRESET}"),

@@ -104,8 +104,8 @@ def train_flow(
         Preset.cpu, json_schema_extra={"title": "Preset"},
         description="The recipe to start from; `changes` adjust it. Not used on resume. " + preset_help() + ".",
     ),
-    changes: ConfigChanges | None = Field(
-        None, json_schema_extra={"title": "Changes to the preset"},
+    changes: ConfigChanges = Field(
+        {}, json_schema_extra={"title": "Changes to the preset"},
         description="Settings that differ from the preset, as `-s section.key=value` does on the command line; "
         "every empty field keeps the preset's value. On resume they apply to the run's own settings (with `force`).",
     ),
@@ -130,7 +130,7 @@ def train_flow(
     ),
     run_dir: str | None = Field(
         None, json_schema_extra={"title": "Run directory"},
-        description="Where the run's files go (on the worker, relative to the project); empty: runs/<preset>-<time>. "
+        description="Where the run's files go (on the worker, relative to the project); empty: runs/PRESET-TIME. "
         "Needed with `resume`.",
     ),
     resume: bool = Field(

@@ -94,6 +94,8 @@ class LocalPrefect:
                 key: value,
             }
         )
+        if self.ui:  # the browser reaches the API where this server listens (not the default port)
+            env["PREFECT_UI_API_URL"] = self.api_url
         env.update(extra or {})
         return env
 

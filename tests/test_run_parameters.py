@@ -62,16 +62,18 @@ def test_changes_form_shows_every_setting_empty_titled_and_described() -> None:
             if section is not prop and section.get("type") == "object" and "properties" in section and name != "data":
                 assert prop["default"] == {}, f"{where}{name}: a section of the changes starts empty"
                 walk(section, f"{where}{name}.")
-            else:
-                assert prop["default"] is None, f"{where}{name}: an unset change must be empty, not {prop['default']!r}"
+            else:  # a plain optional field with no default: a form leaves it out unless filled in
+                assert "default" not in prop, f"{where}{name}: an unset change must be empty, not {prop['default']!r}"
+                assert {"type": "null"} not in prop.get("anyOf", []), f"{where}{name}: shown as a value-or-None choice"
                 assert "preset's value" in prop["description"]
                 seen += 1
+        assert not definition.get("required"), f"{where}: no change is required"
 
     walk(changes, "")
     assert seen == len(LEAVES)
     rollout = _resolve(schema, changes["properties"]["rollout"])
-    backend = [p for p in rollout["properties"]["backend"]["anyOf"] if "enum" in p]
-    assert backend == [{"enum": ["transformers", "vllm"], "type": "string"}]  # enums stay enums
+    assert rollout["properties"]["backend"]["enum"] == ["transformers", "vllm"]  # enums stay enums
+    assert schema["properties"]["changes"]["default"] == {}
 
 
 def _other_value(dotted: str, current: Any) -> Any:
