@@ -98,21 +98,29 @@ class Browser:
     def click_text(self, text: str, selector: str = "button, a, [role=tab], [role=button], summary, label") -> None:
         found = self.js(f"""(() => {{
             const hits = [...document.querySelectorAll({json.dumps(selector)})]
-              .filter(e => e.innerText && e.innerText.trim() === {json.dumps(text)});
+              .filter(e => e.innerText && e.innerText.trim().split(/\s+/).slice(0, {len(text.split())}).join(' ') === {json.dumps(text)})
+              .sort((a, b) => a.innerText.length - b.innerText.length);
             if (!hits.length) return false;
             hits[0].scrollIntoView({{block: 'center'}}); hits[0].click(); return true; }})()""")
         if not found:
             raise AssertionError(f"nothing to click named {text!r} on {self.js('location.href')}")
         time.sleep(1.0)
 
-    def screenshot(self, path: Path, full_page: bool = True) -> None:
-        params: dict[str, Any] = {"format": "png"}
+    def screenshot(self, path: Path, full_page: bool = True, max_height: int = 7000) -> None:
+        """A PNG of the page; `full_page` grows the viewport to the tallest scrolling content (the
+        Prefect UI scrolls inside an inner element, which a plain full-page capture would cut)."""
+        height = HEIGHT
         if full_page:
-            size = self.js("[document.documentElement.scrollWidth, document.documentElement.scrollHeight]")
-            params.update(captureBeyondViewport=True,
-                          clip={"x": 0, "y": 0, "width": WIDTH, "height": min(max(size[1], HEIGHT), 6000), "scale": 1})
-        path.write_bytes(base64.b64decode(self.call("Page.captureScreenshot", **params)["data"]))
-        print(f"  screenshot {path}")
+            height = min(max_height, max(HEIGHT, int(self.js(
+                "Math.max(...[...document.querySelectorAll('*')].map(e => e.scrollHeight))") or HEIGHT)))
+            self.call("Emulation.setDeviceMetricsOverride", width=WIDTH, height=height, deviceScaleFactor=1, mobile=False)
+            time.sleep(1.5)
+        try:
+            path.write_bytes(base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"]))
+        finally:
+            if full_page:
+                self.call("Emulation.setDeviceMetricsOverride", width=WIDTH, height=HEIGHT, deviceScaleFactor=1, mobile=False)
+        print(f"  screenshot {path} ({WIDTH}x{height})")
 
     def close(self) -> None:
         try:
@@ -220,9 +228,11 @@ def main() -> int:  # noqa: PLR0915 - one scripted walk through both UIs
                 time.sleep(2)
             check(flow_run.state.is_completed(), f"the tiny run finished ({flow_run.state_name})")
             check(flow_run.name == run_dir.name, f"the flow run is named after the training run ({flow_run.name})")
-            browser.open(f"{prefect.url}/runs/flow-run/{started}?tab=Artifacts", run_dir.name)
-            browser.click_text("Artifacts", "[role=tab], button, a")
+            browser.open(f"{prefect.url}/runs/flow-run/{started}", run_dir.name)
+            browser.click_text("Artifacts", "[role=tab], button, a, li, span, div")
             browser.screenshot(out / "2-flow-run-artifacts.png")
+            browser.open(f"{prefect.url}/artifacts/key/azr-{run_dir.name}-iterations", "valid proposals")
+            browser.screenshot(out / "2b-iteration-table.png")
             browser.open(f"{prefect.url}/runs/flow-run/{started}", "iteration-1 of")
             browser.screenshot(out / "3-flow-run-page.png")
             browser.open(f"{prefect.url}/artifacts", f"azr-{run_dir.name}-iterations")
@@ -247,6 +257,11 @@ def main() -> int:  # noqa: PLR0915 - one scripted walk through both UIs
             browser.open(f"{mlflow_url}/#/experiments/{experiment}", run_dir.name)
             browser.screenshot(out / "7-mlflow-experiment.png")
             check("No data" not in browser.js("document.body.innerText")[:3000], "the experiment opens on its runs")
+    except Exception as exc:  # noqa: BLE001 - record what the page showed, then report
+        failures.append(f"{type(exc).__name__}: {exc}")
+        if browser is not None:
+            browser.screenshot(out / "error.png")
+            (out / "error.txt").write_text(browser.js("location.href + '\\n' + document.body.innerText") or "")
     finally:
         if browser is not None:
             browser.close()
