@@ -2,10 +2,18 @@
 
 Layout of `ROOT/step-00000010/`:
 
-    state/       accelerator.save_state: model, optimizer, scheduler, RNG states
+    state/       torch.distributed.checkpoint (DCP): model + AdamW state, one file per rank
+                 (FSDP2 ranks write their shards), and rng-rank-N.pt (each rank's torch RNG)
     export/      save_pretrained model (in the compute dtype) + tokenizer, for evaluation/serving
-    meta.json    step and caller metadata
+                 (the full weights gathered onto rank 0)
+    meta.json    step, the rank count and strategy that wrote it, caller metadata
     COMPLETE     marker, written last
+
+The state is keyed by parameter names (torch's `get_state_dict`), not by rank layout, so DCP
+reshards on load: a checkpoint written by 2 FSDP2 ranks loads into 1 process or into DDP, and
+the other way round, with the same weights and optimizer state. Every rank must see `ROOT`
+(a shared filesystem across machines). Checkpoints written by Accelerate's save_state (before
+DCP) still load, on the same layout.
 
 Everything is written into `ROOT/.tmp-step-00000010/`, the marker last, and the directory is
 then renamed into place: a kill during a save leaves a temporary directory, never a checkpoint
@@ -27,6 +35,8 @@ from typing import Any
 import torch
 
 from azr.artifacts import PathLike, atomic_write_json, fsync_directory, publish_directory
+from azr.engine.distributed import barrier, world
+from azr.engine.zero3 import is_deepspeed
 
 MARKER = "COMPLETE"
 META = "meta.json"
@@ -86,14 +96,17 @@ def save_checkpoint(
     root: PathLike,
     step: int,
     *,
+    optimizer: Any = None,
     keep_last: int = 1,
     export_dtype: torch.dtype | None = None,
     metadata: Mapping[str, Any] | None = None,
+    strategy: str | None = None,
 ) -> Path:
     """Write checkpoint `step` under `root` and prune to the newest `keep_last`.
 
-    Call it on every process (Accelerate gathers sharded state); the main process writes the
-    export, the marker and does the renames. Saving a step that exists replaces it.
+    Collective: call it on every rank. Each rank writes its part of the state; rank 0 writes
+    the export, the marker and does the renames. Saving a step that exists replaces it.
+    `optimizer` defaults to the one prepared by `accelerator`.
     """
     if keep_last < 1:
         raise ValueError(f"keep_last must be >= 1, got {keep_last}")
@@ -106,28 +119,101 @@ def save_checkpoint(
         root.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(temp, ignore_errors=True)  # the leftover of a killed save
         temp.mkdir()
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(temp / STATE_DIR))
-    state_dict = accelerator.get_state_dict(model)
+    barrier()
+    if is_deepspeed(accelerator):  # DeepSpeed's own partitioned checkpoint
+        accelerator.save_state(str(temp / STATE_DIR))
+        state_dict = accelerator.get_state_dict(model)
+    else:
+        save_training_state(model, _optimizer(accelerator, optimizer), temp / STATE_DIR)
+        state_dict = full_model_state_dict(model)
     if main:
         export_pretrained(accelerator.unwrap_model(model), tokenizer, state_dict, temp / EXPORT_DIR, export_dtype)
-        atomic_write_json(temp / META, {"step": step, "saved_at": time.time(), "metadata": dict(metadata or {})})
+        layout = {"world_size": world()[1], "strategy": strategy}
+        atomic_write_json(
+            temp / META, {"step": step, "saved_at": time.time(), **layout, "metadata": dict(metadata or {})}
+        )
         _fsync_files(temp)
         atomic_write_json(temp / MARKER, {"step": step})
         publish_directory(temp, final)
         _prune(root, keep_last)
-    accelerator.wait_for_everyone()
+    barrier()
     return final
 
 
-def load_checkpoint(accelerator: Any, path: PathLike) -> CheckpointInfo:
-    """Restore model, optimizer, scheduler and RNG states saved by `save_checkpoint`."""
+def load_checkpoint(accelerator: Any, path: PathLike, *, model: Any = None, optimizer: Any = None) -> CheckpointInfo:
+    """Restore the model, AdamW and RNG states saved by `save_checkpoint`, on any rank count.
+
+    Collective: call it on every rank. `model` and `optimizer` default to the ones prepared
+    by `accelerator`.
+    """
     path = Path(path)
     if not is_complete(path):
         raise CheckpointError(f"{path} is not a complete checkpoint (no {MARKER} marker); use latest_checkpoint()")
     meta = _read_meta(path)
-    accelerator.load_state(str(path / STATE_DIR))
+    state = path / STATE_DIR
+    if (state / _DCP_METADATA).is_file() and not is_deepspeed(accelerator):
+        load_training_state(model if model is not None else accelerator._models[0], _optimizer(accelerator, optimizer), state)
+    elif is_deepspeed(accelerator) and meta.get("world_size") not in (None, world()[1]):
+        raise CheckpointError(
+            f"{path} was written by {meta['world_size']} ZeRO-3 ranks; DeepSpeed checkpoints resume on the same "
+            f"rank count (this engine has {world()[1]})"
+        )
+    else:  # ZeRO-3, or a checkpoint from before DCP (Accelerate's layout)
+        accelerator.load_state(str(state))
     return CheckpointInfo(path, int(meta["step"]), meta.get("metadata", {}))
+
+
+_DCP_METADATA = ".metadata"
+
+
+def save_training_state(model: Any, optimizer: Any, directory: Path) -> None:
+    """DCP save of the model and optimizer state by parameter name, plus this rank's RNG."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    model_state, optimizer_state = get_state_dict(model, optimizer)
+    dcp.save(
+        {"model": model_state, "optimizer": optimizer_state}, checkpoint_id=str(directory), no_dist=world()[1] == 1
+    )
+    rng = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        rng["cuda"] = torch.cuda.get_rng_state()
+    torch.save(rng, directory / f"rng-rank-{world()[0]}.pt")
+
+
+def load_training_state(model: Any, optimizer: Any, directory: Path) -> None:
+    """DCP load into this rank's layout (DCP reads the slices it needs), then the RNG of this
+    rank if the saving run had a rank with this number."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    model_state, optimizer_state = get_state_dict(model, optimizer)
+    state = {"model": model_state, "optimizer": optimizer_state}
+    dcp.load(state, checkpoint_id=str(directory), no_dist=world()[1] == 1)
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+    rng_file = directory / f"rng-rank-{world()[0]}.pt"
+    if rng_file.is_file():
+        rng = torch.load(rng_file, weights_only=True)
+        torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state(rng["cuda"])
+
+
+def full_model_state_dict(model: Any) -> dict[str, torch.Tensor]:
+    """The whole model's weights on CPU, gathered from FSDP2 shards; collective. Complete on
+    rank 0 (other ranks of a sharded model get an empty dict)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def _optimizer(accelerator: Any, optimizer: Any) -> Any:
+    """The torch optimizer (unwrapped from Accelerate's AcceleratedOptimizer)."""
+    if optimizer is None:
+        if not accelerator._optimizers:
+            raise ValueError("no optimizer: pass optimizer= or prepare one with the accelerator")
+        optimizer = accelerator._optimizers[0]
+    return getattr(optimizer, "optimizer", optimizer)
 
 
 def log_checkpoint_to_mlflow(

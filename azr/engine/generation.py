@@ -166,7 +166,10 @@ class TransformersBackend:
     Sampling parameters come only from `SamplingSettings`: the checkpoint's
     generation_config.json (e.g. an instruct model's temperature 0.7) is ignored, so rollouts
     follow the run configuration. A seeded call is reproducible and leaves the global RNG as it
-    was. Greedy calls with n > 1 decode each prompt once and repeat the result.
+    was: each generate call of the plan draws from its own generator state, seeded from
+    (seed, call index), so a call's samples do not depend on which process runs it or on the
+    calls before it (the engine's ranks split the calls: `azr.engine.sharded_generation`).
+    Greedy calls with n > 1 decode each prompt once and repeat the result.
     """
 
     def __init__(
@@ -186,6 +189,7 @@ class TransformersBackend:
         self.max_batch_tokens = max_batch_tokens
         self.max_batch_size = max_batch_size
         self.compute_dtype = compute_dtype
+        self.synced_gpus = False
         self.eos_token_ids = tuple(eos_token_ids) if eos_token_ids is not None else model_eos_ids(model, tokenizer)
         if not self.eos_token_ids:
             raise ValueError("the tokenizer and the model's generation config define no EOS token")
@@ -206,18 +210,45 @@ class TransformersBackend:
         encoded = encode_prompts(self.tokenizer, prompts)
         if not encoded:
             return []
+        rows, batches = self.plan(encoded, settings)
+        outputs = self.decode(encoded, rows, batches, range(len(batches)), settings)
+        return self.records(encoded, rows, outputs, settings)
+
+    def plan(self, encoded: list[list[int]], settings: SamplingSettings) -> tuple[list[int], list[list[int]]]:
+        """The prompt of each decoded row (n copies of each, 1 when greedy) and the generate
+        calls (lists of rows) that decode them."""
         copies = 1 if settings.greedy else settings.n
-        rows = [prompt for prompt in range(len(prompts)) for _ in range(copies)]
-        outputs: list[tuple[int, ...] | None] = [None] * len(rows)
+        rows = [prompt for prompt in range(len(encoded)) for _ in range(copies)]
         batches = plan_batches(
             [len(encoded[p]) for p in rows], settings.max_new_tokens, self.max_batch_tokens, self.max_batch_size
         )
+        return rows, batches
+
+    def decode(
+        self,
+        encoded: list[list[int]],
+        rows: list[int],
+        batches: list[list[int]],
+        which: Sequence[int],
+        settings: SamplingSettings,
+    ) -> dict[int, tuple[int, ...]]:
+        """Run the generate calls numbered `which` of the plan; the generated ids by row."""
+        outputs: dict[int, tuple[int, ...]] = {}
         with self._decoding_state(settings.seed):
-            for batch in batches:
+            for index in which:
+                if settings.seed is not None:
+                    torch.manual_seed(call_seed(settings.seed, index))
+                batch = batches[index]
                 generated = self._generate_batch([encoded[rows[r]] for r in batch], settings)
-                for row, ids in zip(batch, generated):
-                    outputs[row] = ids
-        results: list[list[Completion]] = [[] for _ in prompts]
+                outputs.update(zip(batch, generated))
+        return outputs
+
+    def records(
+        self, encoded: list[list[int]], rows: list[int], outputs: dict[int, tuple[int, ...]], settings: SamplingSettings
+    ) -> list[list[Completion]]:
+        """`settings.n` completion records per prompt, in prompt order."""
+        copies = 1 if settings.greedy else settings.n
+        results: list[list[Completion]] = [[] for _ in encoded]
         for row, prompt in enumerate(rows):
             completion = completion_record(outputs[row], encoded[prompt], self.eos_token_ids,  # type: ignore[arg-type]
                                            settings.max_new_tokens, self.tokenizer)
@@ -236,6 +267,10 @@ class TransformersBackend:
             input_ids=input_ids.to(device),
             attention_mask=attention_mask.to(device),
             generation_config=self._generation_config(settings),
+            # transformers turns this on for FSDP modules; the sharded backend gathers FSDP2
+            # parameters first, so decoding is local. ZeRO-3 gathers per module in every
+            # forward: there all ranks step together until all are done.
+            synced_gpus=self.synced_gpus,
         )
         return [tuple(row) for row in output[:, width:].tolist()]
 
@@ -278,12 +313,18 @@ class TransformersBackend:
         )
         try:
             with rng, torch.no_grad(), autocast:
-                if seed is not None:
-                    torch.manual_seed(seed)
                 yield
         finally:
             model.generation_config = saved_config
             model.train(was_training)
+
+
+def call_seed(seed: int, call: int) -> int:
+    """The generator seed of generate call `call` of a seeded request: distinct per call,
+    independent of how the calls are spread over processes."""
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed, call]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
 def _neutral_generation_config(config: Any) -> Any:

@@ -5,6 +5,22 @@ DESIGN.md, process model); the controller reaches it through `azr.engine.client.
 which has the same interface. Stages receive paths and small values, never models; they reach
 the policy (a client, or an in-process Policy in unit tests) through `get_policy()`, after the
 run has called `set_policy(...)`.
+
+The collective contract (the engine is one SPMD program over `trainer.world_size()` ranks):
+
+- Every rank builds `Policy.create(config)` with the same config, and calls every method
+  (`generate`, `update`, `update_scored`, `save_checkpoint`, `load_checkpoint`, `resume`,
+  `sync_rollout_weights`, `close`) in the same order with the same arguments: each may run
+  collectives (all-gathers of FSDP2 shards, gradient reductions, checkpoint barriers), so a
+  rank that skips or reorders a call hangs the others.
+- Every method returns the same value on every rank: `generate` all the completions in prompt
+  order (each rank decodes a share and they are all-gathered); `update` the global metrics of
+  the whole batch (each rank trains on its share; the loss weights use global per-group token
+  counts; sums are all-reduced), except `seconds`/`tokens_per_second`, which are this rank's
+  clock (the ranks finish together, within a collective's latency); `save_checkpoint` the
+  same path (rank 0 writes the export and the marker, every rank its state shard); the
+  checkpoint calls the same `CheckpointInfo`. `tokenizer` is the same on every rank.
+- With one rank (the default on CPU) nothing is wrapped or communicated, whatever the strategy.
 """
 
 from __future__ import annotations
@@ -23,8 +39,10 @@ import torch
 from azr.artifacts import PathLike
 from azr.config import AZRConfig
 from azr.engine.checkpoints import CheckpointInfo, latest_checkpoint, load_checkpoint, save_checkpoint
+from azr.engine.distributed import apply_fsdp2, balanced_shares
 from azr.engine.generation import Completion, GenerationBackend, SamplingSettings, TransformersBackend
 from azr.engine.models import compute_dtype, load_model, parameter_dtype
+from azr.engine.sharded_generation import ShardedTransformersBackend
 from azr.engine.update import TrainSequence, TRRPPUpdate, UpdateMetrics, UpdateSettings, make_optimizer
 
 _MIXED_PRECISION = {torch.bfloat16: "bf16", torch.float16: "fp16"}
@@ -35,7 +53,7 @@ class Policy:
     """Everything model-side of one run. Build it with `Policy.create`."""
 
     config: AZRConfig
-    model: Any  # as returned by accelerator.prepare (possibly DDP/FSDP wrapped)
+    model: Any  # DDP-wrapped by accelerator.prepare, fully_shard-ed (FSDP2), or plain on one rank
     tokenizer: Any
     accelerator: Any
     optimizer: torch.optim.Optimizer
@@ -60,6 +78,11 @@ class Policy:
         `cpu=True` forces the CPU even where CUDA exists. `backend` replaces the configured one.
         `rollout.backend: vllm` starts the vLLM engine with its files (exported weights, server
         log) under `rollout_dir` (a temporary directory if None).
+
+        Collective: on N ranks (a process group started by `accelerate launch` or torchrun,
+        N = `trainer.world_size()`) every rank calls it. `trainer.strategy` decides the layout
+        (`azr.engine.distributed`): `ddp` wraps the model in DDP through Accelerate, `fsdp`
+        shards it with FSDP2, `zero3` hands it to DeepSpeed ZeRO-3 through Accelerate.
         """
         from accelerate import Accelerator
         from accelerate.utils import set_seed
@@ -70,15 +93,28 @@ class Policy:
         if device_type == "cpu" and compute == torch.float16:
             raise ValueError("model.dtype float16 is not supported on CPU; use bfloat16 or float32")
         mixed = _MIXED_PRECISION.get(compute, "no") if params != compute else "no"
-        accelerator = Accelerator(mixed_precision=mixed, cpu=device_type == "cpu")
+        strategy = config.trainer.strategy
+        if strategy == "zero3":
+            from azr.engine.zero3 import zero3_accelerator
+
+            accelerator = zero3_accelerator(config, mixed, cpu=device_type == "cpu")
+        else:
+            # FSDP2 casts to the compute dtype itself (MixedPrecisionPolicy): no autocast then.
+            sharded = strategy == "fsdp" and _launched_ranks() > 1
+            accelerator = Accelerator(mixed_precision="no" if sharded else mixed, cpu=device_type == "cpu")
+        _check_world_size(config, accelerator.num_processes)
         set_seed(config.seed)
         model, tokenizer = load_model(config.model, for_training=True, seed=config.seed)
         reference = None
-        if config.trainer.kl_coef > 0:
+        if config.trainer.kl_coef > 0:  # replicated on every rank (frozen, in the compute dtype)
             reference = copy.deepcopy(model).to(dtype=compute, device=accelerator.device).eval()
             reference.requires_grad_(False)
-        optimizer = make_optimizer(model, config.trainer)
-        model, optimizer = accelerator.prepare(model, optimizer)
+        if strategy == "fsdp" and accelerator.num_processes > 1:
+            model = apply_fsdp2(model.to(accelerator.device), accelerator.device, compute, accelerator.num_processes)
+            optimizer = make_optimizer(model, config.trainer)  # over the local shards
+        else:
+            optimizer = make_optimizer(model, config.trainer)
+            model, optimizer = accelerator.prepare(model, optimizer)
         updater = TRRPPUpdate(
             model,
             optimizer,
@@ -90,12 +126,19 @@ class Policy:
         if backend is None and config.rollout.backend == "vllm":
             from azr.engine.vllm_backend import create_vllm_backend
 
+            if accelerator.num_processes > 1:
+                raise ValueError(
+                    f"rollout.backend vllm runs beside one engine rank only; this engine has "
+                    f"{accelerator.num_processes} ranks (trainer.processes): use rollout.backend "
+                    "transformers, which splits the prompts over the ranks"
+                )
+
             work_dir = Path(rollout_dir) if rollout_dir is not None else Path(tempfile.mkdtemp(prefix="azr-vllm-"))
             backend = create_vllm_backend(config, accelerator.unwrap_model(model), tokenizer, work_dir, compute)
         elif backend is None:
-            backend = TransformersBackend.from_rollout(
-                accelerator.unwrap_model(model), tokenizer, config.rollout, compute_dtype=compute
-            )
+            kind = ShardedTransformersBackend if accelerator.num_processes > 1 else TransformersBackend
+            backend = kind.from_rollout(accelerator.unwrap_model(model), tokenizer, config.rollout, compute_dtype=compute)
+            backend.synced_gpus = strategy == "zero3" and accelerator.num_processes > 1
         return cls(config, model, tokenizer, accelerator, optimizer, updater, backend, compute, reference)
 
     @property
@@ -106,11 +149,22 @@ class Policy:
         self.sync_rollout_weights()
         return self.backend.generate(prompts, settings)
 
+    @property
+    def rank(self) -> int:
+        return self.accelerator.process_index
+
     def update(self, sequences: Sequence[TrainSequence]) -> UpdateMetrics:
+        """One TRR++ step on the whole batch; each rank trains on its share (balanced by
+        tokens), and the metrics are the batch's."""
+        sequences = list(sequences)
+        if not sequences:
+            raise ValueError("an update needs at least one sequence")
         prepare = getattr(self.backend, "prepare_for_update", None)
         if prepare is not None:
             prepare()
-        metrics = self.updater.step(sequences)
+        shares = balanced_shares([len(s.prompt_ids) + len(s.response_ids) for s in sequences], self.world_size)
+        metrics = self.updater.step([sequences[i] for i in shares[self.rank]], filler=sequences[0])
+        metrics.strategy = self.strategy
         self.weights_version += 1
         return metrics
 
@@ -156,13 +210,16 @@ class Policy:
             self.tokenizer,
             root,
             step,
+            optimizer=self.optimizer,
             keep_last=self.config.trainer.keep_checkpoints,
             export_dtype=self.compute_dtype,
             metadata=metadata,
+            strategy=self.config.trainer.strategy,
         )
 
     def load_checkpoint(self, path: PathLike) -> CheckpointInfo:
-        info = load_checkpoint(self.accelerator, path)
+        """Restore weights and AdamW state from a checkpoint written on any rank count."""
+        info = load_checkpoint(self.accelerator, path, model=self.model, optimizer=self.optimizer)
         self.weights_version += 1
         return info
 
@@ -170,6 +227,24 @@ class Policy:
         """Load the newest complete checkpoint under `root`, if any."""
         path = latest_checkpoint(root)
         return self.load_checkpoint(path) if path is not None else None
+
+
+def _launched_ranks() -> int:
+    """The rank count the launcher (accelerate launch, torchrun) announced in WORLD_SIZE."""
+    import os
+
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _check_world_size(config: AZRConfig, ranks: int) -> None:
+    expected = config.trainer.world_size()
+    if ranks != expected:
+        raise ValueError(
+            f"the engine has {ranks} rank(s) but the config asks for {expected} "
+            f"(trainer.processes={config.trainer.processes}, trainer.gpus={config.trainer.gpus}); "
+            f"start it with `accelerate launch --num_processes {expected}` (or torchrun "
+            f"--nproc-per-node {expected}), or set -s trainer.processes={ranks}"
+        )
 
 
 _lock = threading.Lock()

@@ -15,6 +15,13 @@ KL, when on, is the k3 estimator exp(ref - logp) - (ref - logp) - 1 against a fr
 
 Every token's weight 1/(G * N_g) is known before the first micro-batch, so the micro-batch
 losses sum exactly to the full-batch loss and gradient accumulation needs no rescaling.
+
+Over N ranks each rank passes its share of the batch; G and N_g are global (summed over the
+ranks before any weight is set), each rank backpropagates its share of the one global loss, and
+the data-parallel average of gradients is undone (x N), so N ranks take the step one process
+takes on the whole batch. Every rank runs the same number of micro-batches (a rank with fewer
+runs zero-weight filler micro-batches), because FSDP2 and ZeRO-3 gather parameters
+collectively in each forward. All reported metrics are global.
 """
 
 from __future__ import annotations
@@ -30,7 +37,9 @@ import numpy as np
 import torch
 
 from azr.config import TrainerConfig
+from azr.engine.distributed import fsdp2_clip_grad_norm, fsdp2_gradient_sync, is_fsdp2, max_over_ranks
 from azr.engine.logprobs import token_logprobs, token_logprobs_and_entropy
+from azr.engine.zero3 import is_deepspeed
 from azr.task_types import GROUP_NAMES
 
 _LOG_RATIO_LIMIT = 20.0  # exp() of a larger log-ratio overflows; the original clamps likewise
@@ -115,6 +124,8 @@ class UpdateMetrics:
     learning_rate: float
     skipped: bool  # a non-finite gradient norm: no optimizer step was taken
     groups: dict[str, GroupMetrics] = field(default_factory=dict)
+    world_size: int = 1  # engine ranks the batch was split over
+    strategy: str = "ddp"  # trainer.strategy: ddp, fsdp or zero3 (nothing is wrapped on one rank)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -178,26 +189,30 @@ class TRRPPUpdate:
 
     # ----------------------------------------------------------------- public API
 
-    def step(self, sequences: Sequence[TrainSequence]) -> UpdateMetrics:
-        """Accumulate the gradient of the whole batch, clip it, take one AdamW step."""
+    def step(self, sequences: Sequence[TrainSequence], *, filler: TrainSequence | None = None) -> UpdateMetrics:
+        """Accumulate the gradient of the whole batch (this rank's share of it), clip it, take
+        one AdamW step. `filler` is a sequence a rank with an empty share runs at weight 0."""
         started = time.perf_counter()
-        metrics = self.accumulate(sequences)
+        metrics = self.accumulate(sequences, filler=filler)
         grad_norm, skipped = self.apply_gradients()
         metrics.grad_norm = grad_norm
         metrics.skipped = skipped
         metrics.seconds = time.perf_counter() - started
         metrics.tokens_per_second = metrics.tokens / metrics.seconds if metrics.seconds > 0 else 0.0
+        metrics.world_size = self.accelerator.num_processes
         return metrics
 
-    def accumulate(self, sequences: Sequence[TrainSequence]) -> UpdateMetrics:
+    def accumulate(self, sequences: Sequence[TrainSequence], *, filler: TrainSequence | None = None) -> UpdateMetrics:
         """Backward of the full-batch loss into the parameters' .grad (no optimizer step)."""
         started = time.perf_counter()
         sequences = list(sequences)
-        if not sequences:
+        if not sequences and (filler is None or self.accelerator.num_processes == 1):
             raise ValueError("an update needs at least one sequence")
         acc = self.accelerator
         group_tokens = self._global_group_tokens(sequences)
         present = sum(1 for n in group_tokens.values() if n > 0)
+        if present == 0:
+            raise ValueError("an update needs at least one sequence (every rank's share is empty)")
         # DDP and FSDP average gradients over processes; the loss is a global sum, so undo that.
         scale = float(acc.num_processes)
         weight_of = {g: 1.0 / (present * n) for g, n in group_tokens.items() if n > 0}
@@ -205,14 +220,17 @@ class TRRPPUpdate:
         sums = torch.zeros(5, dtype=torch.float64)  # loss, pg, entropy, kl, clipped tokens
         per_group = {g: torch.zeros(2, dtype=torch.float64) for g in GROUP_NAMES}  # pg, entropy sums
         batches = self._micro_batches(sequences)
+        real = len(batches)
+        if acc.num_processes > 1:  # the same micro-batch count on every rank
+            batches += [self._collate([filler or sequences[0]], [0])] * (max_over_ranks(real) - real)
         self.model.train()
         for index, batch in enumerate(batches):
             sync = index == len(batches) - 1
-            with contextlib.nullcontext() if sync else acc.no_sync(self.model):
+            with self._gradient_sync(sync):
                 with acc.autocast():
                     terms = self._token_terms(batch)
                 weights = torch.tensor(
-                    [weight_of[s.group] for s in batch.sequences for _ in s.response_ids],
+                    [weight_of.get(s.group, 0.0) if index < real else 0.0 for s in batch.sequences for _ in s.response_ids],
                     dtype=torch.float32,
                     device=terms["pg"].device,
                 )
@@ -221,6 +239,8 @@ class TRRPPUpdate:
                     objective = objective + self.settings.kl_coef * terms["kl"]
                 loss = (weights * objective).sum()
                 acc.backward(loss * scale)
+            if index >= real:
+                continue
             with torch.no_grad():
                 w = weights.double()
                 sums[0] += float(loss.detach())
@@ -269,9 +289,14 @@ class TRRPPUpdate:
         )
 
     def apply_gradients(self) -> tuple[float, bool]:
-        """Clip to max_grad_norm and step; a non-finite norm skips the step (as verl does)."""
-        norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.settings.max_grad_norm)
-        grad_norm = float(norm) if norm is not None else float("nan")
+        """Clip to max_grad_norm and step; a non-finite norm skips the step (as verl does).
+        Under ZeRO-3 DeepSpeed has already clipped and stepped (skipping non-finite steps by
+        its own rule); this reads its norm."""
+        if is_fsdp2(self.model):
+            grad_norm = fsdp2_clip_grad_norm(self.model, self.settings.max_grad_norm)
+        else:
+            norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.settings.max_grad_norm)
+            grad_norm = float(norm) if norm is not None else float("nan")
         skipped = not math.isfinite(grad_norm)
         if not skipped:
             self.optimizer.step()
@@ -302,6 +327,16 @@ class TRRPPUpdate:
         return out  # type: ignore[return-value]
 
     # ----------------------------------------------------------------- internals
+
+    def _gradient_sync(self, enabled: bool) -> Any:
+        """Whether this backward reduces gradients across ranks (the last micro-batch's)."""
+        if is_deepspeed(self.accelerator):  # DeepSpeed steps in the backward that syncs
+            return _deepspeed_boundary(self.accelerator, enabled)
+        if enabled:
+            return contextlib.nullcontext()
+        if is_fsdp2(self.model):
+            return fsdp2_gradient_sync(self.model, False)
+        return self.accelerator.no_sync(self.model)
 
     def _token_terms(self, batch: _Batch) -> dict[str, torch.Tensor]:
         hidden = _last_hidden_state(self.model, batch.input_ids, batch.attention_mask)
@@ -412,6 +447,17 @@ class TRRPPUpdate:
                 "hidden state) (a logit scale or soft-capping?); the chunked TRR++ update supports "
                 "causal LMs whose head is a plain linear layer"
             )
+
+
+@contextlib.contextmanager
+def _deepspeed_boundary(accelerator: Any, boundary: bool) -> Any:
+    """Tell Accelerate's DeepSpeed wrapper whether this backward ends the accumulation (then
+    DeepSpeed clips and steps inside it)."""
+    accelerator.gradient_state._set_sync_gradients(boundary)
+    try:
+        yield
+    finally:
+        accelerator.gradient_state._set_sync_gradients(True)
 
 
 def _last_hidden_state(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
