@@ -161,11 +161,20 @@ def _zero3_unavailable() -> str | None:
     return zero3_unavailable_reason(cpu=True)
 
 
-def test_a_launch_with_the_wrong_rank_count_is_refused() -> None:
+def test_a_launch_with_the_wrong_rank_count_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     from azr.engine.policy import Policy
 
+    monkeypatch.setenv("WORLD_SIZE", "1")  # as a launcher of one process sets it
     with pytest.raises(ValueError, match=r"1 rank\(s\) but the config asks for 2.*--num_processes 2"):
         Policy.create(build_config("tiny", overrides=["trainer.processes=2"]), cpu=True)
+
+
+def test_a_launcher_config_of_another_strategy_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from azr.engine.policy import Policy
+
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")  # what accelerate launch exports for fsdp.yaml
+    with pytest.raises(ValueError, match="trainer.strategy is ddp: set -s trainer.strategy=fsdp"):
+        Policy.create(build_config("tiny", overrides=["trainer.strategy=ddp"]), cpu=True)
 
 
 def test_balanced_shares_cover_every_item_once_and_balance_tokens() -> None:

@@ -94,6 +94,7 @@ class Policy:
             raise ValueError("model.dtype float16 is not supported on CPU; use bfloat16 or float32")
         mixed = _MIXED_PRECISION.get(compute, "no") if params != compute else "no"
         strategy = config.trainer.strategy
+        _check_launcher_strategy(strategy)
         if strategy == "zero3":
             from azr.engine.zero3 import zero3_accelerator
 
@@ -236,9 +237,29 @@ def _launched_ranks() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def _check_launcher_strategy(strategy: str) -> None:
+    """An `accelerate launch` config of another type than trainer.strategy would silently win
+    over it inside Accelerate: refuse that."""
+    import os
+
+    launcher = {"ACCELERATE_USE_FSDP": "fsdp", "ACCELERATE_USE_DEEPSPEED": "zero3"}
+    for variable, wants in launcher.items():
+        if os.environ.get(variable, "false").lower() == "true" and strategy != wants:
+            raise ValueError(
+                f"the engine was launched with an Accelerate config for {wants} ({variable}=true) but "
+                f"trainer.strategy is {strategy}: set -s trainer.strategy={wants}, or launch with the "
+                f"config of {strategy} (infra/accelerate/)"
+            )
+
+
 def _check_world_size(config: AZRConfig, ranks: int) -> None:
+    """A launched engine must have the configured rank count. A process that no launcher
+    started (no WORLD_SIZE) is one rank whatever the config says: an in-process policy, as in
+    tests and benchmarks, runs the 1-process update the N-rank one equals."""
+    import os
+
     expected = config.trainer.world_size()
-    if ranks != expected:
+    if ranks != expected and "WORLD_SIZE" in os.environ:
         raise ValueError(
             f"the engine has {ranks} rank(s) but the config asks for {expected} "
             f"(trainer.processes={config.trainer.processes}, trainer.gpus={config.trainer.gpus}); "

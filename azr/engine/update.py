@@ -307,7 +307,9 @@ class TRRPPUpdate:
         return grad_norm, skipped
 
     def sequence_logprobs(self, sequences: Sequence[TrainSequence], *, reference: bool = False) -> list[np.ndarray]:
-        """Per-token log-probs of each response under the current (or reference) weights."""
+        """Per-token log-probs of each response under the current (or reference) weights, for
+        this rank's sequences (not collective: under FSDP2 or ZeRO-3 every rank must run equally
+        many micro-batches here, since each forward gathers parameters)."""
         model = self.reference_model if reference else self.model
         if model is None:
             raise ValueError("there is no reference model (kl_coef is 0)")

@@ -1,0 +1,147 @@
+"""The update over engine ranks on CPU (gloo): tokens/s at 1 and 2 ranks (ddp, fsdp), each
+rank's peak RSS, and each rank's parameter + AdamW-state bytes (FSDP2 should hold about 1/N of
+DDP's).
+
+Each layout runs as a fresh `torchrun --standalone` group on the tiny model (or `--model`),
+with the machine's cores split evenly over the ranks (torch threads per rank = cores / ranks),
+so 1 and 2 ranks use the same CPU. One warm-up update, then `--steps` timed updates of the same
+batch; the figure is the median step (rank 0's clock; the ranks leave each step together).
+`--repeats` whole launches per layout; the median over them is printed.
+
+    python benchmarks/scaling.py [--steps 5] [--repeats 2] [--sequences 16] [--tokens 256] [--model tiny-random]
+
+On a shared machine the timings are noisy: compare the ratios within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+LAYOUTS = [(1, "ddp"), (2, "ddp"), (2, "fsdp")]
+
+
+def rank_main(args: argparse.Namespace) -> None:
+    """One rank of a layout: build the policy, time the updates, report from rank 0."""
+    import torch
+
+    from azr.config_loader import build_config
+    from azr.engine.distributed import all_gather_objects
+    from azr.engine.policy import Policy
+    from azr.engine.update import TrainSequence
+    from azr.task_types import GROUP_NAMES
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    config = build_config("tiny", overrides=[
+        f"model.name_or_path={args.model}",
+        f"trainer.strategy={args.strategy}",
+        f"trainer.processes={world}",
+        f"trainer.micro_batch_size={args.micro_batch}",
+    ])
+    policy = Policy.create(config, cpu=True)
+    generator = torch.Generator().manual_seed(0)
+    vocab = len(policy.tokenizer)
+    response = args.tokens // 2
+    batch = [
+        TrainSequence(
+            torch.randint(3, vocab, (args.tokens - response,), generator=generator).tolist(),
+            torch.randint(3, vocab, (response,), generator=generator).tolist(),
+            GROUP_NAMES[i % len(GROUP_NAMES)],
+            1.0 if i % 2 else -1.0,
+        )
+        for i in range(args.sequences)
+    ]
+    policy.update(batch)  # warm-up: allocator, oneDNN, AdamW state
+    steps = [policy.update(batch) for _ in range(args.steps)]
+    state_bytes = _local_bytes(policy.model.parameters()) + _local_bytes(
+        t for s in policy.optimizer.state.values() for t in s.values() if isinstance(t, torch.Tensor)
+    )
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    per_rank = all_gather_objects({"state_mb": state_bytes / 2**20, "peak_rss_mb": rss_mb})
+    if policy.rank == 0:
+        Path(args.out).write_text(json.dumps({
+            "step_s": statistics.median(m.seconds for m in steps),
+            "tokens": steps[0].tokens,
+            "ranks": per_rank,
+        }))
+
+
+def _local_bytes(tensors) -> int:
+    """Bytes this rank holds: a DTensor's local shard, a plain tensor whole."""
+    from torch.distributed.tensor import DTensor
+
+    total = 0
+    for tensor in tensors:
+        local = tensor.to_local() if isinstance(tensor, DTensor) else tensor
+        total += local.numel() * local.element_size()
+    return total
+
+
+def launch(ranks: int, strategy: str, args: argparse.Namespace) -> dict:
+    threads = max(1, (os.cpu_count() or 1) // ranks)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "result.json"
+        env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": str(threads),
+               "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}",
+                   __file__, "--rank", "--strategy", strategy, "--out", str(out), *_shared(args)]
+        done = subprocess.run(command, env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"{ranks} x {strategy} failed:\n{done.stderr[-4000:]}")
+        return json.loads(out.read_text())
+
+
+def _shared(args: argparse.Namespace) -> list[str]:
+    return ["--steps", str(args.steps), "--sequences", str(args.sequences), "--tokens", str(args.tokens),
+            "--micro-batch", str(args.micro_batch), "--model", args.model]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--sequences", type=int, default=16)
+    parser.add_argument("--tokens", type=int, default=256, help="prompt + response tokens per sequence")
+    parser.add_argument("--micro-batch", type=int, default=4)
+    parser.add_argument("--model", default="tiny-random")
+    parser.add_argument("--rank", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--strategy", default="ddp", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.rank:
+        rank_main(args)
+        return
+    print(f"update of {args.sequences} x {args.tokens} tokens ({args.tokens // 2} trained), micro-batch "
+          f"{args.micro_batch}, {args.model}, {os.cpu_count()} cores split over the ranks; median of "
+          f"{args.steps} steps x {args.repeats} launches")
+    rows = []
+    for ranks, strategy in LAYOUTS:
+        runs = [launch(ranks, strategy, args) for _ in range(args.repeats)]
+        step_s = statistics.median(r["step_s"] for r in runs)
+        rows.append({
+            "ranks": ranks, "strategy": strategy, "step_s": step_s,
+            "tokens_per_s": runs[0]["tokens"] / step_s,
+            "state_mb_per_rank": max(r["state_mb"] for r in runs[0]["ranks"]),
+            "peak_rss_mb_per_rank": max(statistics.median(r["ranks"][k]["peak_rss_mb"] for r in runs)
+                                        for k in range(ranks)),
+        })
+    base = rows[0]
+    print(f"{'layout':<10} {'step s':>8} {'tok/s':>8} {'vs 1':>6} {'param+adam MB/rank':>19} {'vs ddp':>7} "
+          f"{'peak RSS MB/rank':>17}")
+    ddp_state = {r["ranks"]: r["state_mb_per_rank"] for r in rows if r["strategy"] == "ddp"}
+    for row in rows:
+        print(f"{row['ranks']} x {row['strategy']:<6} {row['step_s']:8.3f} {row['tokens_per_s']:8.0f} "
+              f"{row['tokens_per_s'] / base['tokens_per_s']:6.2f} {row['state_mb_per_rank']:19.1f} "
+              f"{row['state_mb_per_rank'] / ddp_state[row['ranks']]:7.2f} {row['peak_rss_mb_per_rank']:17.0f}")
+    print(json.dumps(rows))
+
+
+if __name__ == "__main__":
+    main()
