@@ -224,8 +224,9 @@ class EngineClient:
                 if reply.get("id") == command["id"]:
                     break
         except _Died:
-            self._fail(f"the engine stopped (launcher exit code {self.process.returncode}) during `{name}`: "
-                       "a rank died or failed")
+            code = self.process.poll()
+            how = f"its launcher exited with code {code}" if code is not None else "rank 0 closed the connection"
+            self._fail(f"the engine stopped during `{name}` ({how}): a rank died or failed")
         except (socket.timeout, TimeoutError):
             self._fail(f"the engine did not finish `{name}` within {timeout:g} s (engine.{timeout_setting}); "
                        "it was stopped")
@@ -262,7 +263,10 @@ def _receive(sock: socket.socket, process: subprocess.Popen, deadline: float) ->
             try:
                 return protocol.recv_message(sock, deadline)
             except protocol.ConnectionClosed:
-                process.wait(timeout=max(1.0, min(10.0, deadline - time.monotonic())))
+                try:  # give the launcher a moment to report how its ranks ended
+                    process.wait(timeout=max(1.0, min(10.0, deadline - time.monotonic())))
+                except subprocess.TimeoutExpired:
+                    pass
                 raise _Died() from None
         if process.poll() is not None:
             raise _Died()
