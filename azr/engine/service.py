@@ -244,7 +244,7 @@ def _loop(engine: Engine, ranks: Ranks, sock: socket.socket | None, keepalive_s:
         if failed:
             reply = {"id": command["id"], "ok": False, "error": "; ".join(f"rank {r}: {e}" for r, e in failed)}
         else:
-            reply = {"id": command["id"], "ok": True, "seconds": time.perf_counter() - start, **reply}
+            reply = {"id": command["id"], "ok": True, "elapsed_s": time.perf_counter() - start, **reply}
         logger.info("command %s finished in %.3f s", name, time.perf_counter() - start)
         protocol.send_message(sock, reply)
 
