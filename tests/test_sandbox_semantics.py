@@ -55,10 +55,10 @@ def test_each_input_runs_in_a_fresh_process_by_default() -> None:
 
 
 def test_each_input_has_its_own_time_limit_by_default() -> None:
-    inputs = ("0.5", "0.5", "0.5", "0.5")  # 2 s of waiting in all, 0.5 s per input
-    separate = run(SandboxConfig(timeout_s=1.5), SLEEPS, *inputs)
+    inputs = ("0.8", "0.8", "0.8", "0.8")  # 3.2 s of waiting in all, 0.8 s per input
+    separate = run(SandboxConfig(timeout_s=2.5), SLEEPS, *inputs)
     assert separate.ok, separate
-    together = run(SandboxConfig(timeout_s=1.5, process_per_input=False), SLEEPS, *inputs)
+    together = run(SandboxConfig(timeout_s=2.5, process_per_input=False), SLEEPS, *inputs)
     assert together.calls[0].status is ExecStatus.TIMEOUT
 
 

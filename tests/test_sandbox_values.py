@@ -142,3 +142,24 @@ def test_value_trees_round_trip_to_equal_values() -> None:
     assert encode_value(list(range(1000)), {}, 100) is None  # over the budget
     with pytest.raises(ValueError):
         decode_value(["set", [["list", []]]])  # an unhashable element: malformed, not a crash
+
+
+def test_a_candidate_cannot_find_the_hidden_gold_in_its_process(executor: SandboxExecutor) -> None:
+    # The hidden outputs are not literals, so the worker evaluates them in a child; that child's
+    # fork server is not the one the candidate's child is forked from, so nothing of them is
+    # in the candidate's memory to search for.
+    gold_program = "from collections import Counter\ndef f(n):\n    return Counter({'secret' + str(n * 7919): n})"
+    (gold,) = gold_of(executor, gold_program, "3")
+    snoop = (
+        "import gc\nfrom collections import Counter\ndef f(n):\n"
+        "    for obj in gc.get_objects():\n"
+        "        if isinstance(obj, list):\n"
+        "            for item in obj:\n"
+        "                if isinstance(item, str) and item.startswith(\"Counter({'secret\"):\n"
+        "                    return eval(item)\n"
+        "                if isinstance(item, list) and item and isinstance(item[0], str) and item[0].startswith(\"Counter({'secret\"):\n"
+        "                    return eval(item[0])\n"
+        "    return None"
+    )
+    (verdict,) = executor.verify([InductionCheck(snoop, ("3",), (gold,), gold_program=gold_program)])
+    assert verdict.matched == 0, verdict

@@ -643,7 +643,7 @@ class Worker:
         self.templates: dict[str, Template] = {}
         # Fixed for the worker's life, so each template knows what in /tmp is not a leftover.
         token = os.urandom(6).hex()
-        self.scratch_roots = {name: f"/tmp/azr-{token}-{name}" for name in ("A", "B")}
+        self.scratch_roots = {name: f"/tmp/azr-{token}-{name}" for name in ("A", "B", "G")}
 
     def template(self, name: str) -> Template:
         current = self.templates.get(name)
@@ -652,12 +652,17 @@ class Worker:
                 current.stop()
             limits = dict(self.limits, scratch_root=self.scratch_roots[name],
                           scratch_roots=sorted(self.scratch_roots.values()))
-            self.templates[name] = Template(0 if name == "A" else 1, limits)
+            self.templates[name] = Template(1 if name == "B" else 0, limits)
         return self.templates[name]
 
     def _run_on(self, batches: dict[str, list[dict]]) -> dict[str, list[dict]]:
-        """Run batches on templates A and B at the same time; a template that dies or hangs is
-        replaced, and its batch answered with errors."""
+        """Run batches on the templates at the same time; a template that dies or hangs is
+        replaced, and its batch answered with errors.
+
+        A runs programs and solvers' answers, B the second run of the determinism check, G
+        evaluates gold outputs: a child is a copy of its template, so no child that runs a
+        solver's answer is forked from a process that ever held a gold value.
+        """
         batches = {name: tasks for name, tasks in batches.items() if tasks}
         longest = max((sum(len(split_inputs(t)) for t in tasks) for tasks in batches.values()), default=0)
         deadline = time.monotonic() + longest * (self.limits["timeout_s"] + 2.0) + 5.0
@@ -689,8 +694,11 @@ class Worker:
                 results[index] = early
             to_run.extend((index, role, child) for role, child in children)
 
+        golds = [item for item in to_run if item[1] == "gold"]
+        to_run = [item for item in to_run if item[1] != "gold"]
         twice = [p for p, (index, role, _) in enumerate(to_run) if role == "run" and tasks[index].get("determinism")]
-        replies = self._run_on({"A": [child for _, _, child in to_run], "B": [to_run[p][2] for p in twice]})
+        replies = self._run_on({"A": [child for _, _, child in to_run], "B": [to_run[p][2] for p in twice],
+                                "G": [child for _, _, child in golds]})
         first = replies.get("A", [])
         second = dict(zip(twice, replies.get("B", [])))
         parts: dict[int, dict[str, dict]] = {}
@@ -699,6 +707,8 @@ class Worker:
                 results[index] = compare_runs(first[position], second[position]) if position in second else first[position]
             else:
                 parts.setdefault(index, {})[role] = first[position]
+        for (index, role, _), reply in zip(golds, replies.get("G", [])):
+            parts.setdefault(index, {})[role] = reply
         for index, found in parts.items():
             results[index] = verdict(tasks[index], found)
         return results
