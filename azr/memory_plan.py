@@ -228,9 +228,9 @@ def plan_memory(
     full = activation_bytes(facts, tokens, c, m, cast_params, checkpointing=False)
     checkpointed = activation_bytes(facts, tokens, c, m, cast_params, checkpointing=True)
     on = config.model.gradient_checkpointing
+    sequences = f"{trainer.micro_batch_size} sequence{'s' if trainer.micro_batch_size > 1 else ''}"
     add(f"activations (checkpointing {'on' if on else 'off'})", 0.0, checkpointed if on else full,
-        f"{trainer.micro_batch_size} seqs x {seq_len} tokens; with checkpointing {gib(checkpointed)}, "
-        f"without {gib(full)}")
+        f"{sequences} x {seq_len} tokens; with checkpointing {gib(checkpointed)}, without {gib(full)}")
     add("attention mask (padded micro-batch)", 0.0, trainer.micro_batch_size * seq_len * seq_len,
         f"{trainer.micro_batch_size} x {seq_len}^2 booleans (transformers' SDPA mask)")
     chunk = min(trainer.logits_chunk_tokens, trainer.micro_batch_size * rollout.max_new_tokens)
