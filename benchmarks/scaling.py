@@ -10,6 +10,12 @@ batch; the figure is the median step (rank 0's clock; the ranks leave each step 
 
     python benchmarks/scaling.py [--steps 5] [--repeats 2] [--sequences 16] [--tokens 256] [--model tiny-random]
 
+Section `split` (`--section split`, also part of `all`): the cost of the controller-engine split
+per iteration against the in-process path it replaced. One iteration's engine work (propose,
+Monte-Carlo and solve generations, the update, the weight-sync check, a checkpoint) runs on an
+in-process `Policy` and through `EngineClient` to a 1-rank engine under `accelerate launch`; the
+split's own cost is each call's round trip minus the time the engine reports for it.
+
 On a shared machine the timings are noisy: compare the ratios within one run.
 """
 
@@ -23,7 +29,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
 LAYOUTS = [(1, "ddp"), (2, "ddp"), (2, "fsdp")]
 
@@ -98,6 +106,92 @@ def launch(ranks: int, strategy: str, args: argparse.Namespace) -> dict:
         return json.loads(out.read_text())
 
 
+def _iteration_calls(policy: Any, prompts: list[str], args: argparse.Namespace, root: Path, step: int) -> list[tuple[str, float]]:
+    """One iteration's engine calls; (name, seconds) of each, measured by the caller."""
+    from azr.engine.generation import SamplingSettings
+    from azr.engine.update import TrainSequence
+    from azr.task_types import GROUP_NAMES
+
+    timed: list[tuple[str, float]] = []
+
+    def call(name: str, fn: Any, *a: Any) -> Any:
+        start = time.perf_counter()
+        result = fn(*a)
+        timed.append((name, time.perf_counter() - start))
+        return result
+
+    settings = SamplingSettings(max_new_tokens=args.split_new_tokens, temperature=1.0, seed=step)
+    proposals = call("generate propose", policy.generate, prompts, settings)
+    mc = SamplingSettings(max_new_tokens=args.split_new_tokens, temperature=1.0, n=args.split_mc_samples, seed=step + 1)
+    for part in range(3):  # one Monte-Carlo call per task type
+        call("generate mc", policy.generate, prompts[part::3], mc)
+    solutions = call("generate solve", policy.generate, prompts, settings)
+    sequences = [TrainSequence(c[0].prompt_token_ids, c[0].token_ids, GROUP_NAMES[i % len(GROUP_NAMES)], 1.0 if i % 2 else -1.0)
+                 for i, c in enumerate(proposals + solutions) if c[0].token_ids]
+    call("update", policy.update, sequences)
+    call("sync", policy.sync_rollout_weights)
+    call("checkpoint", policy.save_checkpoint, root / "checkpoints", step, {"update": {}})
+    return timed
+
+
+def _measure_iterations(policy: Any, prompts: list[str], args: argparse.Namespace, root: Path) -> list[list[tuple[str, float]]]:
+    _iteration_calls(policy, prompts, args, root, 0)  # warm-up (allocator, oneDNN kernels)
+    return [_iteration_calls(policy, prompts, args, root, step) for step in range(1, args.split_repeats + 1)]
+
+
+def split_section(args: argparse.Namespace) -> None:
+    """The controller-engine split against the in-process Policy (see the module docstring)."""
+    from azr.config_loader import build_config
+    from azr.engine.client import EngineClient
+    from azr.engine.policy import Policy
+
+    config = build_config(args.split_preset, overrides=["trainer.processes=1", "trainer.keep_checkpoints=1"])
+    root = Path(tempfile.mkdtemp(prefix="azr-engine-split-"))
+
+    policy = Policy.create(config, cpu=True)
+    words = "def f(a, b):\n    return sorted(set(a) | set(b))[::-1]\n"
+    text = words * max(1, args.split_prompt_tokens // max(1, len(policy.tokenizer(words)["input_ids"])))
+    prompts = [f"# task {i}\n{text}" for i in range(args.split_prompts)]
+    inproc = _measure_iterations(policy, prompts, args, root / "in-process")
+    del policy
+
+    client = EngineClient.start(config, root / "split")
+    engine_seconds: list[float] = []
+    original = client._request
+
+    def recording(command: dict, setting: str) -> dict:  # the engine's own time for each command
+        reply = original(command, setting)
+        engine_seconds.append(float(reply["elapsed_s"]))
+        return reply
+
+    client._request = recording  # type: ignore[method-assign]
+    try:
+        split = _measure_iterations(client, prompts, args, root / "split")
+    finally:
+        client.close()
+    calls = len(split[0])
+    engine_seconds = engine_seconds[calls:]  # drop the warm-up
+
+    in_total = [sum(s for _, s in it) for it in inproc]
+    split_total = [sum(s for _, s in it) for it in split]
+    overhead = [sum(s for _, s in it) - sum(engine_seconds[i * calls:(i + 1) * calls]) for i, it in enumerate(split)]
+    median_in, median_split, median_overhead = (statistics.median(v) for v in (in_total, split_total, overhead))
+    print(f"preset {args.split_preset}: {args.split_prompts} prompts of ~{args.split_prompt_tokens} tokens per generation, "
+          f"{args.split_new_tokens} new tokens, {calls} engine calls per iteration, median of {args.split_repeats}")
+    print(f"  in process (Policy):          {median_in:8.3f} s per iteration's engine work")
+    print(f"  split (EngineClient, 1 rank): {median_split:8.3f} s")
+    print(f"  difference of the medians:    {median_split - median_in:+8.3f} s ({100 * (median_split - median_in) / median_in:+.2f}%)")
+    print(f"  split cost, measured per call (round trip - engine time): {median_overhead * 1000:.1f} ms per iteration, "
+          f"{median_overhead * 1000 / calls:.2f} ms per call")
+    print(f"  = {100 * median_overhead / median_in:.3f}% of this iteration's engine work; the CPU preset's "
+          f"iteration (~210 s, ENVIRONMENT.md) would pay {100 * median_overhead / 210:.4f}%")
+    by_call: dict[str, list[float]] = {}
+    for it in split:
+        for name, seconds in it:
+            by_call.setdefault(name, []).append(seconds)
+    print("  per call (split, median s): " + ", ".join(f"{k} {statistics.median(v):.3f}" for k, v in by_call.items()))
+
+
 def _shared(args: argparse.Namespace) -> list[str]:
     return ["--steps", str(args.steps), "--sequences", str(args.sequences), "--tokens", str(args.tokens),
             "--micro-batch", str(args.micro_batch), "--model", args.model]
@@ -111,6 +205,14 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=256, help="prompt + response tokens per sequence")
     parser.add_argument("--micro-batch", type=int, default=4)
     parser.add_argument("--model", default="tiny-random")
+    parser.add_argument("--section", choices=["ranks", "split", "all"], default="all",
+                        help="ranks: the update at 1 and 2 ranks; split: the controller-engine split's cost")
+    parser.add_argument("--split-preset", default="tiny", help="split: tiny (random tiny model) or cpu (bundled model)")
+    parser.add_argument("--split-repeats", type=int, default=5, help="split: timed iterations (after one warm-up)")
+    parser.add_argument("--split-prompts", type=int, default=6, help="split: prompts of each generation call")
+    parser.add_argument("--split-prompt-tokens", type=int, default=300, help="split: about how long each prompt is")
+    parser.add_argument("--split-new-tokens", type=int, default=8)
+    parser.add_argument("--split-mc-samples", type=int, default=2)
     parser.add_argument("--rank", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--strategy", default="ddp", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -118,6 +220,14 @@ def main() -> None:
     if args.rank:
         rank_main(args)
         return
+    if args.section in ("ranks", "all"):
+        ranks_section(args)
+    if args.section in ("split", "all"):
+        split_section(args)
+
+
+def ranks_section(args: argparse.Namespace) -> None:
+    """Tokens/s, per-rank state bytes and peak RSS of the update at 1 and 2 ranks."""
     print(f"update of {args.sequences} x {args.tokens} tokens ({args.tokens // 2} trained), micro-batch "
           f"{args.micro_batch}, {args.model}, {os.cpu_count()} cores split over the ranks; median of "
           f"{args.steps} steps x {args.repeats} launches")

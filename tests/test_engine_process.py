@@ -46,25 +46,30 @@ def wait_for(condition, what: str, process, timeout: float = 600) -> None:  # no
         time.sleep(0.05)
 
 
-def test_two_ranks_through_the_flows_equal_the_in_process_update(tmp_path: Path, prefect_env: dict[str, str]) -> None:
-    root = tmp_path / "runs" / "tiny-ddp"
-    output = finish(azr(["train", "--preset", "tiny", "--iterations", "2", "--run-dir", str(root), *TWO_RANKS], prefect_env))
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_ranks_through_the_flows_equal_the_in_process_update(tmp_path: Path, prefect_env: dict[str, str],
+                                                                   strategy: str) -> None:
+    root = tmp_path / "runs" / f"tiny-{strategy}"
+    layout = ["--set", "trainer.processes=2", "--set", f"trainer.strategy={strategy}"]
+    output = finish(azr(["train", "--preset", "tiny", "--iterations", "2", "--run-dir", str(root), *layout], prefect_env))
     assert "run finished: 2 iterations" in output
     info = check_consistent_run(root, 2)
     run = RunDir(root)
     update = json.loads(run.stage_path(1, "update.json").read_text())
-    assert (update["world_size"], update["strategy"]) == (2, "ddp")
+    assert (update["world_size"], update["strategy"]) == (2, strategy)
     ranks = json.loads((engine_dir(root) / "ranks.json").read_text())["ranks"]
     assert [r["rank"] for r in ranks] == [0, 1] and len({r["pid"] for r in ranks}) == 2
     mlrun = mlflow.MlflowClient(info["tracking_uri"]).get_run(info["mlflow_run_id"])
-    assert mlrun.data.tags["azr.engine.world_size"] == "2" and mlrun.data.tags["azr.engine.strategy"] == "ddp"
+    assert mlrun.data.tags["azr.engine.world_size"] == "2" and mlrun.data.tags["azr.engine.strategy"] == strategy
     assert mlrun.data.metrics["update/world_size"] == 2.0
     assert engine_processes(root) == []
 
     # The same first update, in this process on one rank, from the same initial weights.
     from azr.engine.policy import Policy
 
-    policy = Policy.create(run.read_config(), cpu=True)
+    single = run.read_config().model_copy(deep=True)
+    single.trainer.processes, single.trainer.strategy = 1, "ddp"
+    policy = Policy.create(single, cpu=True)
     alone = policy.update_scored(run.stage_path(1, "scored.parquet"))
     for key in ("loss", "pg_loss", "entropy", "grad_norm"):
         assert update[key] == pytest.approx(alone[key], rel=1e-4, abs=1e-6), key
