@@ -161,7 +161,8 @@ def split_section(args: argparse.Namespace) -> None:
 
     def recording(command: dict, setting: str) -> dict:  # the engine's own time for each command
         reply = original(command, setting)
-        engine_seconds.append(float(reply["elapsed_s"]))
+        if command["cmd"] != "shutdown":
+            engine_seconds.append(float(reply["elapsed_s"]))
         return reply
 
     client._request = recording  # type: ignore[method-assign]
