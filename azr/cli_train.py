@@ -36,6 +36,7 @@ def _quiet_output() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import logging
 
+    import mlflow  # noqa: F401 - importing it configures its loggers; lower them after
     import transformers
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)

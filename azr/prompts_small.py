@@ -47,11 +47,9 @@ def _answer(think: str, answer: str) -> str:
 
 
 def _references(references: Sequence[Triplet]) -> str:
-    blocks = [
-        f"{_fence('python', ref.program)}\n{_fence('input', ref.input)}\n{_fence('output', ref.output)}"
-        for ref in references
-    ]
-    return "\n\n".join(blocks)
+    """Existing tasks as plain lines, not fenced blocks: a small model copies fenced blocks into
+    its reasoning instead of writing its answer."""
+    return "\n\n".join(f"{ref.program.strip()}\n# f({ref.input}) returns {ref.output}" for ref in references)
 
 
 def _io_text(task_type: TaskType, references: Sequence[Triplet], banned_imports: Sequence[str]) -> str:

@@ -170,6 +170,17 @@ def _type_name(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
+def resolve_seed_path(path: Path) -> Path:
+    """A relative seed path that does not exist here is looked up beside the presets
+    (azr/presets/), so a preset can ship its seed files (`seeds/cpu_io.jsonl`)."""
+    if path.is_absolute() or path.exists():
+        return path
+    from importlib import resources
+
+    shipped = Path(str(resources.files("azr.presets"))) / path
+    return shipped if shipped.is_file() else path
+
+
 def _read_rows(path: Path, limit: int) -> Iterator[tuple[str, dict[str, Any]]]:
     """(location, row) pairs of the first `limit` rows; raises SeedFileError if there are none.
 
@@ -177,6 +188,7 @@ def _read_rows(path: Path, limit: int) -> Iterator[tuple[str, dict[str, Any]]]:
     """
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise ValueError(f"limit must be a positive integer, got {limit!r}")
+    path = resolve_seed_path(path)
     if not path.is_file():
         raise SeedFileError(
             f"{path}: seed file not found; point the buffer config at an existing .jsonl or "

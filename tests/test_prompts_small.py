@@ -77,3 +77,16 @@ def test_the_paper_profile_is_unchanged_and_much_longer() -> None:
     assert len(small) * 2 < len(propose_prompt_for(TaskType.DEDUCTION, REFS, TaskConfig()))
     with pytest.raises(ValueError, match="unknown prompt profile"):
         solve_prompt_for(TaskType.DEDUCTION, REFS[0], "tiny")
+
+
+def test_the_cpu_preset_ships_its_seed_tasks() -> None:
+    from azr.buffer import Buffers
+    from azr.config_loader import build_config
+
+    config = build_config("cpu")
+    assert config.tasks.prompt_profile == "small"
+    buffers = Buffers.initial(config.buffer, config.seed)
+    assert len(buffers[TaskType.DEDUCTION]) == 12 and len(buffers[TaskType.INDUCTION]) == 12
+    assert all(len(task.inputs) == 6 for task in buffers[TaskType.INDUCTION].entries)
+    paper = build_config("qwen2.5-coder-7b")
+    assert paper.tasks.prompt_profile == "paper" and paper.buffer.seed_io_file is None
