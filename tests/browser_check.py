@@ -263,11 +263,12 @@ def main() -> int:  # noqa: PLR0915 - one scripted walk through both UIs
             check("Prefect flow run" in mlrun.data.tags.get("mlflow.note.content", ""), "the MLflow run links the Prefect run")
             browser.open(f"{mlflow_url}/#/experiments/{experiment}/runs/{mlrun.info.run_id}", run_dir.name)
             browser.screenshot(out / "5-mlflow-run-page.png")
-            browser.open(f"{mlflow_url}/#/experiments/{experiment}/runs/{mlrun.info.run_id}/model-metrics", "reward")
-            browser.screenshot(out / "6-mlflow-run-metrics.png")
-            browser.open(f"{mlflow_url}/#/experiments/{experiment}", run_dir.name)
-            browser.screenshot(out / "7-mlflow-experiment.png")
-            check("No data" not in browser.js("document.body.innerText")[:3000], "the experiment opens on its runs")
+            browser.open(f"{mlflow_url}/#/experiments/{experiment}/runs/{mlrun.info.run_id}/model-metrics", "Headline")
+            browser.screenshot(out / "6-mlflow-run-metrics.png", full_page=False)
+            page = browser.js("document.body.innerText")
+            check(-1 < page.find("Headline") < page.find("abduction_propose"), "the headline charts come first")
+            browser.open(f"{mlflow_url}/#/experiments/{experiment}", "azr-tiny")
+            browser.screenshot(out / "7-mlflow-experiment.png", full_page=False)
     except Exception as exc:  # noqa: BLE001 - record what the page showed, then report
         failures.append(f"{type(exc).__name__}: {exc}")
         if browser is not None:
