@@ -131,6 +131,8 @@ class Tracker:
         """The iteration's valid, buffered tasks as an MLflow dataset input (context `training`,
         named `azr-tasks-NNNNNN`, with its digest), so a checkpoint traces back to the self-made
         data that trained it. Returns the digest (None when the iteration made no valid task)."""
+        import warnings
+
         import mlflow.data
         import pandas as pd
         from mlflow.entities import DatasetInput, InputTag
@@ -145,7 +147,9 @@ class Tracker:
             return None
         for column in ("inputs", "outputs", "imports"):  # lists -> JSON text: a stable digest and schema
             frame[column] = frame[column].map(lambda v: None if v is None else json.dumps(list(v)))
-        dataset = mlflow.data.from_pandas(frame, source=path.resolve().as_uri(), name=f"azr-tasks-{step:06d}")
+        with warnings.catch_warnings():  # MLflow's hints about the source kind and integer columns
+            warnings.simplefilter("ignore", UserWarning)
+            dataset = mlflow.data.from_pandas(frame, source=path.resolve().as_uri(), name=f"azr-tasks-{step:06d}")
         tags = [InputTag(MLFLOW_DATASET_CONTEXT, "training"), InputTag("azr.iteration", str(step))]
         self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags=tags)])
         return dataset.digest
