@@ -76,9 +76,13 @@ def test_a_vllm_engine_that_cannot_start_is_a_clear_error(tmp_path: Path) -> Non
 def test_prompts_build_on_the_bundled_tokenizer(tmp_path: Path) -> None:
     out = tmp_path / "prompts"
     args = ["prompts", "build", "--preset", "cpu", "--out", str(out), "--show", "induction_propose"]
-    result = runner.invoke(app, args, env={"COLUMNS": "200"})
+    # The cpu preset asks with the small profile; the paper's call hint belongs to the paper profile.
+    result = runner.invoke(app, [*args, "-s", "tasks.prompt_profile=paper"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "induction_solve" in result.stdout and "YOUR INPUT WILL BE PLUGGED HERE" in result.stdout
+    small = runner.invoke(app, [*args, "--out", str(tmp_path / "small")], env={"COLUMNS": "200"})
+    assert small.exit_code == 0, small.output
+    assert "YOUR INPUT WILL BE PLUGGED HERE" not in small.stdout and "6 different inputs" in small.stdout
     propose = pd.read_parquet(out / "propose_prompts.parquet")
     solve = pd.read_parquet(out / "solve_prompts.parquet")
     assert len(propose) == len(solve) == 3 * 4

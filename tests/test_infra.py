@@ -173,17 +173,21 @@ def test_prefect_yaml_loads_with_prefects_model() -> None:
 
     model = PrefectYamlModel.model_validate(_prefect_yaml())
     deployments = {d.name: d for d in model.deployments}
-    assert set(deployments) == {"azr-train", "azr-train-gpu", "azr-train-docker", "azr-train-kubernetes", "azr-eval"}
+    assert set(deployments) == {
+        "azr-train", "azr-extend", "azr-eval-new-checkpoints", "azr-train-gpu", "azr-train-docker",
+        "azr-train-kubernetes", "azr-eval",
+    }
     pools = {name: d.work_pool.name for name, d in deployments.items()}
     assert pools == {
-        "azr-train": "azr-cpu", "azr-train-gpu": "azr-gpu-process", "azr-train-docker": "azr-gpu-docker",
+        "azr-train": "azr-cpu", "azr-extend": "azr-cpu", "azr-eval-new-checkpoints": "azr-cpu",
+        "azr-train-gpu": "azr-gpu-process", "azr-train-docker": "azr-gpu-docker",
         "azr-train-kubernetes": "azr-gpu-kubernetes", "azr-eval": "azr-cpu",
     }
     for name, deployment in deployments.items():
         path, function = deployment.entrypoint.split(":")
         if (ROOT / path).exists():
             assert f"def {function}(" in (ROOT / path).read_text(), f"{name}: {deployment.entrypoint}"
-    assert deployments["azr-train"].parameters == {"preset": "cpu", "overrides": []}
+    assert deployments["azr-train"].parameters == {"preset": "cpu"}
     gpu_presets = {d.parameters["preset"] for n, d in deployments.items() if n.startswith("azr-train-")}
     assert gpu_presets <= set(_presets())
     assert model.pull == [{"prefect.deployments.steps.set_working_directory": {"directory": "{{ $AZR_PROJECT_DIR }}"}}]
@@ -193,9 +197,14 @@ def _presets() -> list[str]:
     return sorted(p.stem for p in (ROOT / "azr" / "presets").glob("*.yaml"))
 
 
-def test_schedule_example_is_inactive() -> None:
-    (schedule,) = _prefect_yaml()["deployments"][0]["schedules"]
-    assert schedule["active"] is False and schedule["cron"] == "0 2 * * *"
+def test_schedules_ship_inactive() -> None:
+    deployments = {d["name"]: d for d in _prefect_yaml()["deployments"]}
+    (extend,) = deployments["azr-extend"]["schedules"]
+    assert extend["active"] is False and extend["cron"] == "0 2 * * *"
+    assert extend["parameters"]["if_running"] in {"skip", "queue"} and extend["parameters"]["iterations"] >= 1
+    (evaluate,) = deployments["azr-eval-new-checkpoints"]["schedules"]
+    assert evaluate["active"] is False
+    assert not any(d.get("schedules") for name, d in deployments.items() if name not in {"azr-extend", "azr-eval-new-checkpoints"})
 
 
 def test_eval_trigger_passes_the_run_directory() -> None:
@@ -203,8 +212,10 @@ def test_eval_trigger_passes_the_run_directory() -> None:
 
     (spec,) = next(d for d in _prefect_yaml()["deployments"] if d["name"] == "azr-eval")["triggers"]
     (trigger,) = _initialize_deployment_triggers("azr-eval", [dict(spec)])  # Prefect's own validation
-    assert trigger.expect == {"azr.checkpoint.completed"}
+    assert trigger.expect == {"azr.checkpoint.evaluate"}
     assert trigger.parameters["model"] == "{{ event.payload.run_dir }}"
+    assert trigger.parameters["benchmark"] == "{{ event.payload.benchmark }}"
+    assert trigger.parameters["data"] == "{{ event.payload.data }}"
     assert trigger.parameters["step"] == "{{ event.payload.step }}"
     assert trigger.enabled is True
 
