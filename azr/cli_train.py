@@ -44,10 +44,18 @@ def _quiet_output() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
+_ROW_NAME_CHARS = 24  # the longest group or failure-reason name, with room to spare
+
+
 def _table(rows: list[dict[str, Any]], title: str) -> Table:
     table = Table(title=title, title_justify="left")
-    for column in rows[0] if rows else []:
-        table.add_column(str(column))
+    columns = list(rows[0]) if rows else []
+    for index, column in enumerate(columns):
+        widest = max(len(str(column)), *(len(str(row[column])) for row in rows))
+        if index == 0 and widest <= _ROW_NAME_CHARS:  # group and reason names are never cut
+            table.add_column(str(column), no_wrap=True, min_width=widest)
+        else:  # long cells (paths) and the measures' headers fold
+            table.add_column(str(column), overflow="fold")
     for row in rows:
         table.add_row(*("" if v is None else str(v) for v in row.values()))
     return table
