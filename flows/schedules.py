@@ -52,7 +52,7 @@ def extend_flow(
     if not run.config_path.is_file():
         raise ConfigError(f"cannot extend {run_dir}: it is not a training run directory (no config.yaml there); "
                           "set `run_dir` to a run started earlier")
-    if run_is_going(run.root.name):
+    if run_is_going(run.root):
         if if_running == "skip":
             message = f"{run.root.name} is still being trained by another flow run; skipped (if_running=skip)"
             logger.info(message)

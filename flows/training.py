@@ -154,7 +154,7 @@ def train_flow(
         raise ConfigError("choose a `preset` (or clear it and give a full `config`)")
     root = Path(run_dir) if run_dir else default_run_dir(wanted)
     name_flow_run(root.name)
-    with hold_run_slot(root.name):
+    with hold_run_slot(root):
         if extend_by is not None:
             if not resume:
                 raise ConfigError("`extend_by` continues an existing run: set `resume` and `run_dir` too")

@@ -45,10 +45,9 @@ def _logs(client: Any, run_id: str) -> list[str]:
 
 def test_extend_a_named_run_and_evaluate_its_new_checkpoint(prefect: LocalPrefect, tmp_path: Path) -> None:
     from prefect.client.orchestration import get_client
-    from prefect.concurrency.sync import concurrency
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from flows.run_slot import _ensure_limit, run_limit_name
+    from flows.run_slot import hold_run_slot
 
     repo = tmp_path / "repo"
     copy_repository(repo)
@@ -79,9 +78,8 @@ def test_extend_a_named_run_and_evaluate_its_new_checkpoint(prefect: LocalPrefec
         evaluate = client.read_deployment_by_name("azr-evaluate-new-checkpoints/azr-eval-new-checkpoints")
         assert [s.schedule.cron for s in evaluate.schedules] == ["30 * * * *"]
 
-        # While another flow run trains the run (it holds the run's slot), a night is skipped...
-        _ensure_limit(run_limit_name(run.root.name))
-        with concurrency(run_limit_name(run.root.name), occupy=1, strict=True):
+        # While another flow run trains the run (it holds the run's slot and lock), a night is skipped...
+        with hold_run_slot(run.root):
             skipped = _wait(client, prefect, start("azr-extend/azr-extend", run_dir=str(run.root), iterations="1"))
             assert skipped.state.is_completed() and skipped.state.name == "Skipped", skipped.state
             assert "still being trained" in skipped.state.message
@@ -112,3 +110,26 @@ def test_extend_a_named_run_and_evaluate_its_new_checkpoint(prefect: LocalPrefec
             assert time.monotonic() < deadline, _logs(client, again.id)
             time.sleep(1)
         assert len(list((run.root / "eval").glob("cruxeval_o-*/summary.json"))) == 1
+
+
+def test_a_dead_holders_lock_is_free(tmp_path: Path) -> None:
+    """The liveness check behind stale-slot recovery: a run's lock is held exactly while a live
+    process holds it, and a holder killed with SIGKILL leaves it free."""
+    import signal
+    import subprocess
+    import sys
+
+    from flows.run_slot import _lock_is_held, lock_path
+
+    assert not _lock_is_held(tmp_path)  # no lock file: nobody trains here
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a'); "
+         "fcntl.flock(f.fileno(), fcntl.LOCK_EX); print('held', flush=True); time.sleep(600)",
+         str(lock_path(tmp_path))], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert _lock_is_held(tmp_path)
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert not _lock_is_held(tmp_path)
