@@ -145,7 +145,8 @@ def test_a_python_without_vllm_fails_fast_with_the_setup_hint(tmp_path: Path) ->
 
 def test_a_server_that_never_answers_is_stopped_after_the_start_timeout(tmp_path: Path) -> None:
     fake = tmp_path / "python"
-    fake.write_text("#!/bin/sh\necho $$ > \"$(dirname \"$0\")/pid\"\nexec sleep 600\n")
+    # `-c`: the version probe (no vLLM here); anything else: a server that never answers.
+    fake.write_text("#!/bin/sh\n[ \"$1\" = -c ] && exit 1\necho $$ > \"$(dirname \"$0\")/pid\"\nexec sleep 600\n")
     fake.chmod(0o755)
     server = _server(tmp_path, str(fake), start_timeout_s=1.5)
     started = time.monotonic()

@@ -135,6 +135,7 @@ class VLLMServer:
             *settings.extra_args,
         ]
         self.process: subprocess.Popen[bytes] | None = None
+        self.version: str | None = None  # the server's vLLM, checked by start()
         self.client = VLLMClient(f"http://{self.host}:{self.port}", log_path=self.log_path)
 
     @property
@@ -161,6 +162,11 @@ class VLLMServer:
         flow's): the server is stopped when that thread's process goes away."""
         if self.process is not None:
             return self
+        from azr.engine.vllm_version import check_version, installed_version
+
+        found = installed_version(self.python, timeout_s=30.0)
+        if found is not None:  # a wrong version fails here, before minutes of loading
+            self.version = check_version(found, self.python)
         self.work_dir.mkdir(parents=True, exist_ok=True)
         env = self.environment()
         log = open(self.log_path, "ab")
@@ -178,6 +184,7 @@ class VLLMServer:
         _running.add(self)
         try:
             self._wait_healthy(self.settings.start_timeout_s)
+            self.version = check_server_version(self.client, self.python)
         except BaseException:
             self.stop()
             raise
@@ -229,6 +236,19 @@ class VLLMServer:
             pass
         finally:
             _kill_group(process.pid)
+
+
+def check_server_version(client: VLLMClient, where: str) -> str | None:
+    """The running server's vLLM version (GET /version), checked against the supported range;
+    None when the server does not report one (then the start-time probe is all there is)."""
+    from azr.engine.vllm_version import check_version
+
+    try:
+        answer = client.get("/version", timeout=30.0)
+    except VLLMError:
+        return None
+    version = answer.get("version") if isinstance(answer, dict) else None
+    return check_version(str(version), f"the vLLM server at {client.base_url} ({where})") if version else None
 
 
 def _die_with_parent() -> None:
