@@ -10,13 +10,16 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from azr.config import AZRConfig
 
 if TYPE_CHECKING:
     from azr.executor import ProgramRun
-from azr.config_loader import DEFAULT_PRESET, ConfigError, build_config, config_to_yaml, preset_description, preset_names
+from azr.config_loader import (
+    DEFAULT_PRESET, ConfigError, build_config, chosen_preset, config_to_yaml, preset_description, preset_names, undecodable,
+)
 
 app = typer.Typer(
     help="Absolute Zero Reasoner: self-play code reasoning with Prefect, MLflow and Accelerate.",
@@ -92,13 +95,13 @@ SetOption = Annotated[
 
 def fail(message: str, code: int = 2) -> None:
     """Print a user-facing error and exit; `code` 2 for bad input, 1 for failures."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
 def resolve_config(preset: str | None, config_file: Path | None, overrides: list[str] | None) -> AZRConfig:
     try:
-        return build_config(preset or (None if config_file else DEFAULT_PRESET), config_file, overrides or [])
+        return build_config(chosen_preset(preset, config_file), config_file, overrides or [])
     except ConfigError as exc:
         fail(str(exc))
         raise  # unreachable: fail() exits
@@ -180,7 +183,7 @@ def prompts_build(
         if record is not None:
             console.rule(show)
             console.print(record.prompt, markup=False, highlight=False)
-    console.print(f"wrote {targets[0]}, {targets[1].name} and {targets[2].name}")
+    console.print(f"wrote {targets[0]}, {targets[1].name} and {targets[2].name}", markup=False)
 
 
 @app.command("parse")
@@ -202,11 +205,7 @@ def parse_response(
     except ValueError as exc:
         fail(str(exc))
         raise
-    try:
-        text = sys.stdin.read() if str(response_file) == "-" else response_file.read_text(encoding="utf-8")
-    except OSError as exc:
-        fail(f"cannot read {response_file}: {exc.strerror or exc}")
-        raise
+    text = _read_input_text(response_file)
     generation = parse_generation(text)
     tasks = run_config.tasks
     if parsed_group.role is Role.SOLVE:
@@ -282,6 +281,8 @@ def _batch_entry(number: int, line: str, check_determinism: bool) -> tuple[objec
         row = json.loads(line)
     except ValueError as exc:
         return None, f"line {number} is not JSON: {exc}"
+    except RecursionError:
+        return None, f"line {number} is JSON nested too deeply to read"
     if not isinstance(row, dict):
         return None, f"line {number} is not a JSON object"
     missing = [key for key in ("code", "input") if not isinstance(row.get(key), str)]
@@ -305,18 +306,30 @@ def sandbox_batch(
     from azr.artifacts import atomic_write_text
     from azr.executor import ProgramRun
 
-    try:
-        lines = (sys.stdin.read() if str(in_file) == "-" else in_file.read_text(encoding="utf-8")).splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        fail(f"cannot read {in_file}: {getattr(exc, 'strerror', None) or exc}")
-        raise
+    if out is not None:
+        _check_output_file(out, "-o/--out")
+    lines = _read_input_text(in_file).splitlines()
     entries: list[tuple[object, ProgramRun | str]] = []
+    first_line: dict[str, int] = {}
     for number, line in enumerate(lines, start=1):
-        if line.strip():
-            entries.append(_batch_entry(number, line, check_determinism))
+        if not line.strip():
+            continue
+        entry = _batch_entry(number, line, check_determinism)
+        if entry[0] is not None:
+            key = json.dumps(entry[0], sort_keys=True)
+            if key in first_line:
+                fail(f"{in_file}: id {entry[0]!r} is on line {first_line[key]} and again on line {number}; "
+                     "give every line its own id (results are matched to lines by id)")
+            first_line[key] = number
+        entries.append(entry)
     runs = [entry for _, entry in entries if isinstance(entry, ProgramRun)]
-    with _open_executor(preset, set_, workers=workers, check_determinism=check_determinism) as executor:
-        results = iter(executor.run(runs))
+    results = iter(())
+    if not entries:  # nothing to run is not an error (exit 0), but it is said, not silent
+        err_console.print(f"note: {in_file} holds no tasks (every line is blank): nothing was run"
+                          + (f"; {out} is empty" if out is not None else ""), markup=False, highlight=False, soft_wrap=True)
+    elif runs:
+        with _open_executor(preset, set_, workers=workers, check_determinism=check_determinism) as executor:
+            results = iter(executor.run(runs))
     output_lines = []
     for row_id, entry in entries:
         if isinstance(entry, str):
@@ -327,8 +340,32 @@ def sandbox_batch(
     text = "\n".join(output_lines) + ("\n" if output_lines else "")
     if out is None:
         typer.echo(text, nl=False)
-    else:
+        return
+    try:
         atomic_write_text(out, text)
+    except OSError as exc:
+        fail(f"cannot write {out}: {exc.strerror or exc}", code=1)
+
+
+def _read_input_text(path: Path) -> str:
+    """A UTF-8 input file ('-' for stdin), or a one-paragraph error naming the bad byte."""
+    try:
+        if str(path) == "-":
+            return sys.stdin.buffer.read().decode("utf-8")
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        fail(f"{path} is not UTF-8 text ({undecodable(exc)}); save it as UTF-8")
+    except OSError as exc:
+        fail(f"cannot read {path}: {exc.strerror or exc}")
+    raise AssertionError("unreachable: fail() exits")
+
+
+def _check_output_file(path: Path, option: str) -> None:
+    """Refuse an output path that cannot be written, before any work is done."""
+    if path.is_dir():
+        fail(f"{option} {path} is a directory; give a file name, e.g. {path / 'results.jsonl'}")
+    if not path.parent.is_dir():
+        fail(f"{option} {path}: the folder {path.parent} does not exist; create it first or choose another path")
 
 
 def main() -> None:

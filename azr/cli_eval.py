@@ -11,6 +11,7 @@ from typing import Annotated, Any, NoReturn, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
 )
@@ -77,7 +78,7 @@ ScoreOutOption = Annotated[
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -143,7 +144,7 @@ def eval_benchmarks() -> None:
     from azr.eval.benchmarks import SUITES
 
     for name, members in SUITES.items():
-        console.print(f"suite {name} (--suite {name}): {', '.join(members)}", highlight=False)
+        console.print(f"suite {name} (--suite {name}): {', '.join(members)}", highlight=False, markup=False)
 
 
 @eval_app.command("run")
@@ -223,10 +224,10 @@ def eval_run(
         except CheckpointError as exc:
             fail(str(exc))
     for note in notes:
-        err_console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+        err_console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
     plan = runner.read_plan(out_dir)
     console.print(f"{plan.benchmark}: {plan.problems} problems, model {plan.resolved_model}, prompt {plan.prompt}, "
-                  f"{runner.decoding_label(plan)}, max {plan.max_new_tokens} new tokens -> {out_dir}", highlight=False)
+                  f"{runner.decoding_label(plan)}, max {plan.max_new_tokens} new tokens -> {out_dir}", highlight=False, markup=False)
     with _progress() as progress:
         loading = progress.add_task("loading the model", total=None)
         state: dict[str, int] = {}
@@ -245,7 +246,7 @@ def eval_run(
             summary = runner.score(out_dir, executor=executor, on_progress=lambda n: progress.advance(scoring, n))
         progress.update(scoring, completed=plan.problems * plan.samples)
     _print_summary(f"{plan.benchmark} · {plan.label}", summary)
-    console.print(f"per-problem results: {out_dir / 'results.parquet'}", highlight=False)
+    console.print(f"per-problem results: {out_dir / 'results.parquet'}", highlight=False, markup=False)
     _log_to_mlflow(runner, out_dir)
 
 
@@ -287,11 +288,11 @@ def print_table(table: dict[str, Any], title: str) -> None:
         view.add_row("base tests", *[_cell(r["base"]) if r["base"] is not None else "" for r in rows], "", "", "")
     console.print(view)
     console.print("pass@1 in %; HumanEval+/MBPP+ on base+plus tests; problems: "
-                  + ", ".join(f"{r['benchmark']} {r['problems']}" for r in rows), highlight=False)
+                  + ", ".join(f"{r['benchmark']} {r['problems']}" for r in rows), highlight=False, markup=False)
     for row in rows:
         if row.get("pass_at_k"):
             console.print(f"{row['benchmark']}: " + ", ".join(f"pass@{k} {v:.1f}" for k, v in row["pass_at_k"].items()),
-                          highlight=False)
+                          highlight=False, markup=False)
 
 
 def _run_suite(request: Any, suite: str | None, benchmarks: str | None, data: list[str], data_dir: Path | None,
@@ -309,10 +310,10 @@ def _run_suite(request: Any, suite: str | None, benchmarks: str | None, data: li
         except CheckpointError as exc:
             fail(str(exc))
     for note in notes:
-        err_console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+        err_console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
     plans = [runner.read_plan(d) for d in directories]
     console.print(f"{len(plans)} benchmarks ({', '.join(f'{p.benchmark} {p.problems}' for p in plans)}), model "
-                  f"{plans[0].resolved_model}, {runner.decoding_label(plans[0])} -> {out}", highlight=False)
+                  f"{plans[0].resolved_model}, {runner.decoding_label(plans[0])} -> {out}", highlight=False, markup=False)
     started = __import__("time").monotonic()
     with _progress() as progress:
         state: dict[str, int] = {}
@@ -335,7 +336,7 @@ def _run_suite(request: Any, suite: str | None, benchmarks: str | None, data: li
     suite_module.write_suite_outputs(out, directories, table, title)
     print_table(table, title)
     console.print(f"table: {out / suite_module.TABLE_MD}; per-problem results: {out / 'results.parquet'}; "
-                  f"wall time {__import__('time').monotonic() - started:.0f} s", highlight=False)
+                  f"wall time {__import__('time').monotonic() - started:.0f} s", highlight=False, markup=False)
     if request.mlflow:
         from mlflow.exceptions import MlflowException
 
@@ -344,7 +345,7 @@ def _run_suite(request: Any, suite: str | None, benchmarks: str | None, data: li
         except (MlflowException, OSError) as exc:
             fail(f"the results are in {out}, but logging them to MLflow failed: {exc}", 1)
         nested = f", nested under run {parent}" if parent else ""
-        console.print(f"MLflow run {run_id} ({uri}{nested}), one child run per benchmark", highlight=False)
+        console.print(f"MLflow run {run_id} ({uri}{nested}), one child run per benchmark", highlight=False, markup=False)
 
 
 def _log_to_mlflow(runner: Any, out_dir: Path) -> None:
@@ -359,7 +360,7 @@ def _log_to_mlflow(runner: Any, out_dir: Path) -> None:
 
         info = json.loads((out_dir / runner.MLFLOW_FILE).read_text(encoding="utf-8"))
         parent = f", nested under run {info['parent_run_id']}" if info.get("parent_run_id") else ""
-        console.print(f"MLflow run {run_id} ({info['tracking_uri']}{parent})", highlight=False)
+        console.print(f"MLflow run {run_id} ({info['tracking_uri']}{parent})", highlight=False, markup=False)
 
 
 def _print_report(report: Any, shown: int = 10) -> None:
@@ -376,7 +377,7 @@ def _print_report(report: Any, shown: int = 10) -> None:
     ]
     for name, items, meaning in findings:
         if items:
-            err_console.print(f"[yellow]{name}: {len(items)}[/] {meaning}: {listed(items)}", highlight=False, soft_wrap=True)
+            err_console.print(f"[yellow]{name}: {len(items)}[/] {meaning}: {escape(listed(items))}", highlight=False, soft_wrap=True)
 
 
 @eval_app.command("score")
@@ -397,7 +398,7 @@ def eval_score(
     """
     import math
 
-    from azr.config_loader import DEFAULT_PRESET, build_config
+    from azr.config_loader import build_config, chosen_preset
     from azr.eval.benchmarks import get_benchmark
     from azr.eval.evaluate import score_report
     from azr.eval.predictions import read_predictions
@@ -405,7 +406,7 @@ def eval_score(
 
     with _user_errors():
         chosen = get_benchmark(benchmark)
-        run_config = build_config(preset or (None if config else DEFAULT_PRESET), config, set_ or [])
+        run_config = build_config(chosen_preset(preset, config), config, set_ or [])
         problems = chosen.load(data)
         report = read_predictions(predictions, [p.id for p in problems])
     out_dir = out or predictions.parent / f"{predictions.name.split('.')[0]}-scored"
@@ -430,4 +431,4 @@ def eval_score(
     summary["metrics"] = metrics_from_summary(chosen.metric_key(data), summary)
     write_summary(summary, out_dir)
     _print_summary(f"{chosen.name} · {predictions.name}", summary)
-    console.print(f"verdicts: {out_dir / 'results.parquet'} and results.jsonl", highlight=False)
+    console.print(f"verdicts: {out_dir / 'results.parquet'} and results.jsonl", highlight=False, markup=False)

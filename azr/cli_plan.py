@@ -12,6 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from azr.config import AZRConfig
@@ -153,10 +154,10 @@ def plan_command(
 ) -> None:
     """Print the per-device memory of a run (parameters, gradients, AdamW state, activations,
     vLLM's share) and refuse a layout that cannot fit, with what to change. Loads nothing."""
-    from azr.config_loader import DEFAULT_PRESET, ConfigError, build_config
+    from azr.config_loader import ConfigError, build_config, chosen_preset
 
     try:
-        run_config = build_config(preset or (None if config else DEFAULT_PRESET), config, set_ or [])
+        run_config = build_config(chosen_preset(preset, config), config, set_ or [])
     except ConfigError as exc:
         _fail(str(exc), 2)
         raise
@@ -166,9 +167,9 @@ def plan_command(
         _fail(str(exc), 1)
         raise
     console.print(plan_table(plan, run_config))
-    console.print(f"device memory: {gib(plan.capacity)} from {source}", highlight=False)
+    console.print(f"device memory: {gib(plan.capacity)} from {source}", highlight=False, markup=False)
     for line in plan.assumptions:
-        console.print(f"  assumed: {line}", highlight=False, soft_wrap=True)
+        console.print(f"  assumed: {line}", highlight=False, soft_wrap=True, markup=False)
     if not plan.fits:
         facts = model_facts(run_config.model.name_or_path, run_config.model.revision)
         _fail(refusal(plan, suggest_changes(run_config, facts, plan.capacity)), 1)
@@ -184,7 +185,7 @@ def check_before_training(config: AZRConfig, ignore: bool) -> None:
     except PlanUnavailable as exc:
         # A hub model that is not downloaded yet is fine to train (loading fetches it); the
         # plan only needs its config.json, so say why there is none and go on.
-        err_console.print(f"[bold yellow]note:[/] no memory plan: {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold yellow]note:[/] no memory plan: {escape(str(exc))}", highlight=False, soft_wrap=True)
         return
     if plan.fits:
         console.print(f"memory plan: {verdict(plan)} (`azr plan` for the table)", highlight=False)
@@ -192,12 +193,12 @@ def check_before_training(config: AZRConfig, ignore: bool) -> None:
     facts = model_facts(config.model.name_or_path, config.model.revision)
     message = refusal(plan, suggest_changes(config, facts, plan.capacity))
     if ignore:
-        err_console.print(f"[bold yellow]warning:[/] {message}\n(starting anyway: {IGNORE_FLAG})",
+        err_console.print(f"[bold yellow]warning:[/] {escape(message)}\n(starting anyway: {IGNORE_FLAG})",
                           highlight=False, soft_wrap=True)
         return
     _fail(f"{message}\nSee `azr plan` for the table; {IGNORE_FLAG} starts the run anyway.", 1)
 
 
 def _fail(message: str, code: int) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)

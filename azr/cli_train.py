@@ -13,6 +13,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -23,7 +24,7 @@ runs_app = typer.Typer(help="See what training runs did, from their files.", no_
 
 
 def _fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -84,9 +85,11 @@ class _ProgressView:
                 f"update loss {metrics.get('update/loss', float('nan')):.4f}   {metrics.get('time/iteration_s', 0):.0f} s"
             )
             for finding in data.get("findings", []):
-                self.progress.console.print(f"  [yellow]monitor {finding.name}[/]: {finding.message}", highlight=False)
+                self.progress.console.print(f"  [yellow]monitor {finding.name}[/]: {escape(finding.message)}", highlight=False)
+        elif event == "warning":
+            self.progress.console.print(f"  [bold yellow]warning:[/] {escape(data['message'])}", highlight=False)
         elif event == "checkpoint":
-            self.progress.console.print(f"  checkpoint: {data['path']}")
+            self.progress.console.print(f"  checkpoint: {data['path']}", markup=False)
         elif event == "seeding_progress":
             self.progress.update(self.task, total=data["target"], completed=data["size"],
                                  description=f"seeding the {data['pool']} pool (batch {data['batch'] + 1})")
@@ -103,22 +106,25 @@ def train(
     ignore_memory_plan: Annotated[bool, typer.Option("--ignore-memory-plan", help="Start even if `azr plan` says the layout does not fit.")] = False,
 ) -> None:
     """Run AZR self-play: propose, validate, solve, reward, update, for N iterations."""
-    from azr.config_loader import DEFAULT_PRESET, ConfigError, build_config
+    from azr.config_loader import ConfigError, build_config, chosen_preset
     from azr.pipeline.run_dir import RunDirError
 
     wanted = None
     try:
-        if resume is None or preset or config or set_:
-            wanted = build_config(preset or (None if config else DEFAULT_PRESET), config, set_ or [])
+        if resume is None or preset is not None or config or set_:
+            wanted = build_config(chosen_preset(preset, config), config, set_ or [])
             if iterations is not None:
                 wanted = wanted.model_copy(update={"trainer": wanted.trainer.model_copy(update={"iterations": iterations})})
     except ConfigError as exc:
         _fail(str(exc))
     if resume is not None and run_dir is not None and Path(run_dir) != Path(resume):
         _fail("give the run directory once: --resume RUN_DIR (not together with a different --run-dir)")
+    if run_dir is not None and Path(run_dir).exists() and not Path(run_dir).is_dir():
+        _fail(f"--run-dir {run_dir} is a file, not a directory; choose another --run-dir")
     if resume is not None and not (Path(resume) / "config.yaml").is_file():
         _fail(f"cannot resume {resume}: it is not a run directory (no config.yaml there)")
     _check_memory(wanted, resume, ignore_memory_plan)
+    _check_disk(wanted, resume, run_dir)
 
     _quiet_output()
     from azr.engine.model_source import ModelSourceError
@@ -138,20 +144,21 @@ def train(
         except (ConfigError, RunDirError) as exc:
             _fail(str(exc))
         except (ModelSourceError, IsolationUnavailable, SandboxError, VLLMError, EngineError, OSError) as exc:
-            _fail(f"{exc} (what was done is kept in {target}: `azr train --resume {target}` continues it, "
-                  "with --set KEY=VALUE --force to change a setting)", code=1)
+            from azr.failure_advice import failure_advice
+
+            _fail(f"{exc} ({failure_advice(exc, target, model_problem=isinstance(exc, ModelSourceError))})", code=1)
         finally:
             set_event_hook(None)
     run = Path(summary["run_dir"])
-    console.print(f"\n[bold]run finished[/]: {summary['iterations']} iterations in {run}")
-    console.print(f"  stage files (Parquet): {run / 'iterations'}")
-    console.print(f"  checkpoints:           {run / 'checkpoints'}")
-    console.print(f"  MLflow run:            {summary['run_id']} (experiment {summary['experiment']}, {summary['tracking_uri']})")
+    console.print(f"\n[bold]run finished[/]: {summary['iterations']} iterations in {escape(str(run))}")
+    console.print(f"  stage files (Parquet): {run / 'iterations'}", markup=False)
+    console.print(f"  checkpoints:           {run / 'checkpoints'}", markup=False)
+    console.print(f"  MLflow run:            {summary['run_id']} (experiment {summary['experiment']}, {summary['tracking_uri']})", markup=False)
     ui = f"mlflow ui --backend-store-uri {summary['tracking_uri']} --host 127.0.0.1 --workers 1"
-    console.print(f"  open the MLflow UI:    {ui}", soft_wrap=True)
-    console.print(f"  inspect the run:       azr runs show {run}")
+    console.print(f"  open the MLflow UI:    {ui}", soft_wrap=True, markup=False)
+    console.print(f"  inspect the run:       azr runs show {run}", markup=False)
     if summary.get("verdict"):
-        console.print(summary["verdict"], highlight=False, soft_wrap=True)
+        console.print(summary["verdict"], highlight=False, soft_wrap=True, markup=False)
 
 
 def _check_memory(wanted: Any, resume: Path | None, ignore: bool) -> None:
@@ -166,6 +173,28 @@ def _check_memory(wanted: Any, resume: Path | None, ignore: bool) -> None:
         except RunDirError:
             return  # the flow reports an unreadable run directory itself
     check_before_training(config, ignore)
+
+
+def _check_disk(wanted: Any, resume: Path | None, run_dir: Path | None) -> None:
+    """Refuse a run whose checkpoints, logged models and stage files clearly cannot fit on its
+    disk, and warn when they may fill it (azr/disk_use.py), before anything starts."""
+    from azr.disk_use import DiskSpaceError, check_run
+    from azr.pipeline.run_dir import RunDir, RunDirError
+
+    config, target, done = wanted, run_dir or Path("runs") / "new-run", 0
+    if resume is not None:
+        target = Path(resume)
+        try:
+            config = config or RunDir(target).read_config()
+            done = len(RunDir(target).completed_steps())
+        except RunDirError:
+            return  # the flow reports an unreadable run directory itself
+    try:
+        warnings = check_run(config, target, done)
+    except DiskSpaceError as exc:
+        _fail(str(exc), code=1)
+    for warning in warnings:
+        err_console.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
 
 
 def _run_dirs(root: Path) -> list[Path]:
@@ -220,7 +249,7 @@ def runs_show(
     except RunDirError as exc:
         _fail(str(exc))
     info = run.read_info()
-    console.print(f"[bold]{run_dir}[/]: preset {config.name}, model {config.model.name_or_path}, "
+    console.print(f"[bold]{escape(str(run_dir))}[/]: preset {escape(config.name)}, model {escape(config.model.name_or_path)}, "
                   f"{len(run.completed_steps())}/{config.trainer.iterations} iterations; MLflow run {info.get('mlflow_run_id', '-')}")
     if iteration is None:
         rows = []
@@ -253,7 +282,7 @@ def runs_show(
             example = valid.iloc[0]
             console.print(f"[bold]a valid {example['group']} proposal[/]:")
             console.print(example["program"], markup=False, highlight=False)
-    console.print(f"files: {run.iteration_dir(iteration)}")
+    console.print(f"files: {run.iteration_dir(iteration)}", markup=False)
 
 
 def _ensure_importable() -> None:

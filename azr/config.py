@@ -7,10 +7,11 @@ to MLflow flattened, so every field has a description and a type the UI can rend
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import to_jsonable_python
 
 from azr.task_types import TaskType
@@ -23,6 +24,7 @@ ORIGINAL_BANNED_IMPORTS: tuple[str, ...] = (
 )
 
 BUNDLED_MODEL_ID = "bundled:smollm2-135m-instruct"
+_WEEK_S = 7 * 24 * 3600.0  # the upper bound of every timeout: generous, yet a typo of 10**20 is refused
 TINY_RANDOM_MODEL_ID = "tiny-random"  # a tiny random Llama with the bundled tokenizer (tests)
 
 
@@ -41,13 +43,36 @@ def _schema_defaults_from_factories(schema: dict[str, Any], cls: type[BaseModel]
             )
 
 
+def _numeric_kinds(annotation: Any) -> set[type]:
+    """int/float in a field's annotation (also inside `X | None` and tuples)."""
+    if annotation in (int, float):
+        return {annotation}
+    return {kind for arg in typing.get_args(annotation) for kind in _numeric_kinds(arg)}
+
+
+def _refuse_booleans(value: Any, info: ValidationInfo, fields: dict[str, Any]) -> Any:
+    """`true` for a number is a typo, not 1: pydantic's lax mode would take it as 1."""
+    values = value if isinstance(value, (list, tuple)) else [value]
+    field = fields.get(info.field_name or "")
+    if field is not None and any(isinstance(v, bool) for v in values) and _numeric_kinds(field.annotation):
+        kind = " or ".join(sorted(k.__name__ for k in _numeric_kinds(field.annotation)))
+        raise ValueError(f"a boolean is not a number; give a number ({kind})")
+    return value
+
+
 class Section(BaseModel):
-    """Base of every section: unknown keys and silent type coercion are errors."""
+    """Base of every section: unknown keys, silent type coercion, booleans for numbers and
+    infinite or NaN floats are errors."""
 
     model_config = ConfigDict(
-        extra="forbid", validate_assignment=True, strict=False,
+        extra="forbid", validate_assignment=True, strict=False, allow_inf_nan=False,
         json_schema_extra=_schema_defaults_from_factories,
     )
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        return _refuse_booleans(value, info, cls.model_fields)
 
 
 class ModelConfig(Section):
@@ -123,16 +148,16 @@ class VLLMConfig(Section):
         0, ge=0, le=65535, title="Server port", description="server mode: its TCP port; 0 picks a free one."
     )
     start_timeout_s: float = Field(
-        900.0, gt=0, title="Start timeout (s)", description="Engine start (load + warm-up) limit, seconds."
+        900.0, gt=0, le=_WEEK_S, title="Start timeout (s)", description="Engine start (load + warm-up) limit, seconds."
     )
     sync_timeout_s: float = Field(
-        600.0, gt=0, title="Weight-sync timeout (s)", description="Limit of one weight sync, seconds."
+        600.0, gt=0, le=_WEEK_S, title="Weight-sync timeout (s)", description="Limit of one weight sync, seconds."
     )
     request_timeout_s: float = Field(
-        3600.0, gt=0, title="Request timeout (s)", description="Limit of one generation request, seconds."
+        3600.0, gt=0, le=_WEEK_S, title="Request timeout (s)", description="Limit of one generation request, seconds."
     )
     max_model_len: int | None = Field(
-        None, ge=1, title="Max model length (tokens)",
+        None, ge=1, le=2_097_152, title="Max model length (tokens)",
         description="Context length, tokens; unset: max_prompt_tokens + max_new_tokens (paper: 6144 + 8096).",
     )
     enforce_eager: bool = Field(
@@ -144,11 +169,11 @@ class VLLMConfig(Section):
         description="colocate on CUDA: free the KV cache during the update, then wake.",
     )
     cpu_kv_cache_gib: float = Field(
-        4.0, gt=0, title="CPU KV cache (GiB)",
+        4.0, gt=0, le=4096.0, title="CPU KV cache (GiB)",
         description="vLLM on CPU: memory for the KV cache, GiB (its own default takes most of RAM).",
     )
     max_concurrent_requests: int = Field(
-        256, ge=1, title="Concurrent requests",
+        256, ge=1, le=65536, title="Concurrent requests",
         description="server mode: prompts in flight at once (the server batches them).",
     )
     extra_args: list[str] = Field(
@@ -166,25 +191,25 @@ class RolloutConfig(Section):
         "(see `vllm`). Paper: vLLM.",
     )
     batch_size: int = Field(
-        64, ge=1, title="Batch per group",
+        64, ge=1, le=4096, title="Batch per group",
         description="Sequences per (task, role) group and step (6 groups per update). Paper: 64.",
     )
     temperature: float = Field(
-        1.0, ge=0.0, title="Temperature", description="Sampling temperature of training rollouts. Paper: 1.0."
+        1.0, ge=0.0, le=10.0, title="Temperature", description="Sampling temperature of training rollouts. Paper: 1.0."
     )
     top_p: float = Field(
         1.0, gt=0.0, le=1.0, title="Top-p", description="Nucleus sampling mass; 1 disables it. Paper: 1.0."
     )
-    top_k: int = Field(-1, ge=-1, title="Top-k", description="Top-k sampling; -1 disables it. Paper: -1.")
+    top_k: int = Field(-1, ge=-1, le=1_000_000, title="Top-k", description="Top-k sampling; -1 disables it. Paper: -1.")
     max_new_tokens: int = Field(
-        8096, ge=1, title="Max response tokens", description="Longest response, tokens. Paper: 8096."
+        8096, ge=1, le=1_048_576, title="Max response tokens", description="Longest response, tokens. Paper: 8096."
     )
     max_prompt_tokens: int = Field(
-        6144, ge=1, title="Max prompt tokens", description="Longest prompt, tokens. Paper: 6144."
+        6144, ge=1, le=1_048_576, title="Max prompt tokens", description="Longest prompt, tokens. Paper: 6144."
     )
     content_max_tokens: int = Field(
         5600,
-        ge=1,
+        ge=1, le=1_048_576,
         title="Prompt content limit (tokens)",
         description="Prompts longer than this are resampled (propose) or dropped and padded "
         "(solve). Keep it below max_prompt_tokens (reference issue #14). Paper: 5600.",
@@ -196,36 +221,36 @@ class RolloutConfig(Section):
         "`content_max_tokens` (5600).",
     )
     mc_samples: int = Field(
-        8, ge=1, title="Monte-Carlo solves",
+        8, ge=1, le=256, title="Monte-Carlo solves",
         description="Solver rollouts per valid proposal that estimate its learnability. Paper: 8.",
     )
     mc_temperature: float = Field(
-        1.0, ge=0.0, title="Monte-Carlo temperature",
+        1.0, ge=0.0, le=10.0, title="Monte-Carlo temperature",
         description="Sampled, not greedy: greedy rollouts collapse learnability. Paper: 1.0.",
     )
     tensor_parallel_size: int = Field(
-        1, ge=1, title="vLLM tensor parallel", description="vLLM tensor parallel degree. Paper: 2 (14B: 4)."
+        1, ge=1, le=1024, title="vLLM tensor parallel", description="vLLM tensor parallel degree. Paper: 2 (14B: 4)."
     )
     gpu_memory_utilization: float = Field(
         0.4, gt=0.0, le=1.0, title="vLLM GPU memory share",
         description="Fraction of each GPU's memory vLLM may take. Paper: 0.4.",
     )
     max_num_batched_tokens: int = Field(
-        16384, ge=1, title="vLLM batched tokens",
+        16384, ge=1, le=2**24, title="vLLM batched tokens",
         description="vLLM's token budget of one scheduler step. Paper: 16384.",
     )
     seed: int | None = Field(
-        None, title="Sampling seed", description="Seed of rollout sampling; empty derives it from the run's `seed`."
+        None, ge=0, le=2**32 - 1, title="Sampling seed", description="Seed of rollout sampling; empty derives it from the run's `seed`."
     )
     generation_batch_tokens: int = Field(
         65536,
-        ge=1,
+        ge=1, le=2**24,
         title="Tokens per generate call",
         description="transformers backend: at most this many rows x (padded prompt + "
         "max_new_tokens) tokens in one generate call; bounds the KV cache.",
     )
     generation_batch_size: int = Field(
-        64, ge=1, title="Rows per generate call",
+        64, ge=1, le=65536, title="Rows per generate call",
         description="transformers backend: at most this many rows in one generate call.",
     )
     vllm: VLLMConfig = Field(
@@ -243,11 +268,11 @@ class TaskConfig(Section):
         description="Task types trained. Paper: all three (abduction, deduction, induction).",
     )
     references: int = Field(
-        6, ge=0, title="References (K)",
+        6, ge=0, le=64, title="References (K)",
         description="Reference triplets shown in a propose prompt. Paper: 6.",
     )
     induction_inputs: int = Field(
-        10, ge=2, title="Induction inputs",
+        10, ge=2, le=256, title="Induction inputs",
         description="Inputs an induction proposal must give; the first half is shown. Paper: 10.",
     )
     banned_imports: list[str] = Field(
@@ -271,7 +296,7 @@ class TaskConfig(Section):
     )
     output_max_chars: int | None = Field(
         400,
-        ge=10,
+        ge=10, le=10_000_000,
         title="Output limit (characters)",
         description="Outputs longer than this are truncated (original) or rejected; empty keeps "
         "them whole. Paper: 400.",
@@ -305,37 +330,37 @@ class SandboxConfig(Section):
         "untrusted code unisolated (logged as a warning). Paper: none (a plain subprocess).",
     )
     timeout_s: float = Field(
-        10.0, gt=0.0, title="Timeout (s)", description="Wall-clock limit of one task, seconds. Paper: 10."
+        10.0, gt=0.0, le=3600.0, title="Timeout (s)", description="Wall-clock limit of one task, seconds. Paper: 10."
     )
     memory_mb: int = Field(
-        2048, ge=64, title="Memory (MiB)", description="Address-space limit of one task, MiB. Paper: no limit."
+        2048, ge=64, le=1_048_576, title="Memory (MiB)", description="Address-space limit of one task, MiB. Paper: no limit."
     )
     cpu_time_s: int = Field(
-        10, ge=1, title="CPU time (s)", description="CPU-time limit of one task, seconds. Paper: no limit."
+        10, ge=1, le=86400, title="CPU time (s)", description="CPU-time limit of one task, seconds. Paper: no limit."
     )
     file_size_mb: int = Field(
-        16, ge=0, title="File size (MiB)",
+        16, ge=0, le=1_048_576, title="File size (MiB)",
         description="Largest file a task may write (scratch only), MiB. Paper: no limit.",
     )
     open_files: int = Field(
-        64, ge=16, title="Open files", description="Open file descriptors of one task. Paper: no limit."
+        64, ge=16, le=65536, title="Open files", description="Open file descriptors of one task. Paper: no limit."
     )
     max_processes: int = Field(
         1,
-        ge=1,
+        ge=1, le=4096,
         title="Processes",
         description="RLIMIT_NPROC of the task uid: 1 allows no new process or thread at all. Paper: no limit.",
     )
     max_output_chars: int = Field(
-        100_000, ge=100, title="Result limit (characters)",
+        100_000, ge=100, le=100_000_000, title="Result limit (characters)",
         description="A longer result repr is an `output_limit` error, characters.",
     )
     max_stdout_chars: int = Field(
-        10_000, ge=0, title="Printed text kept (characters)",
+        10_000, ge=0, le=100_000_000, title="Printed text kept (characters)",
         description="Printed text kept from one task, characters.",
     )
     workers: int | None = Field(
-        None, ge=1, title="Workers", description="Sandbox worker processes; empty uses all cores. Paper: 1."
+        None, ge=1, le=1024, title="Workers", description="Sandbox worker processes; empty uses all cores. Paper: 1."
     )
     check_determinism: bool = Field(
         True, title="Check determinism",
@@ -374,11 +399,11 @@ class RewardConfig(Section):
         "original code, reference issue #37), `paper` 0 (Eq. 4).",
     )
     format_error: float = Field(
-        -1.0, title="Format-error reward",
+        -1.0, ge=-100.0, le=100.0, title="Format-error reward",
         description="Reward of a bad think/answer format, or an invalid proposal. Paper: -1.",
     )
     wrong_answer: float = Field(
-        -0.5, title="Wrong-answer reward", description="Reward of a well formatted but wrong answer. Paper: -0.5."
+        -0.5, ge=-100.0, le=100.0, title="Wrong-answer reward", description="Reward of a well formatted but wrong answer. Paper: -0.5."
     )
     induction_scoring: Literal["binary", "accuracy", "if_one_correct"] = Field(
         "binary", title="Induction scoring",
@@ -396,63 +421,63 @@ class TrainerConfig(Section):
     """The TRR++ update (reference §7)."""
 
     iterations: int = Field(
-        500, ge=1, title="Iterations", description="Self-play steps of the run. Paper: 500."
+        500, ge=1, le=1_000_000, title="Iterations", description="Self-play steps of the run. Paper: 500."
     )
     learning_rate: float = Field(
-        1e-6, gt=0.0, title="Learning rate", description="AdamW learning rate, constant. Paper: 1e-6."
+        1e-6, gt=0.0, le=1.0, title="Learning rate", description="AdamW learning rate, constant. Paper: 1e-6."
     )
-    weight_decay: float = Field(0.01, ge=0.0, title="Weight decay", description="AdamW weight decay. Paper: 0.01.")
+    weight_decay: float = Field(0.01, ge=0.0, le=10.0, title="Weight decay", description="AdamW weight decay. Paper: 0.01.")
     adam_betas: tuple[float, float] = Field(
-        (0.9, 0.999), title="Adam betas", description="AdamW (beta1, beta2). Paper: (0.9, 0.999)."
+        (0.9, 0.999), title="Adam betas", description="AdamW (beta1, beta2), each in [0, 1). Paper: (0.9, 0.999)."
     )
     max_grad_norm: float = Field(
-        1.0, gt=0.0, title="Gradient-norm limit", description="Global gradient-norm clip. Paper: 1.0."
+        1.0, gt=0.0, le=1e6, title="Gradient-norm limit", description="Global gradient-norm clip. Paper: 1.0."
     )
     entropy_coef: float = Field(
-        0.001, ge=0.0, title="Entropy coefficient",
+        0.001, ge=0.0, le=10.0, title="Entropy coefficient",
         description="Weight of the mean-token-entropy bonus in the loss. Paper: 0.001.",
     )
     kl_coef: float = Field(
-        0.0, ge=0.0, title="KL coefficient", description="KL to a frozen reference; 0 = no reference. Paper: 0."
+        0.0, ge=0.0, le=10.0, title="KL coefficient", description="KL to a frozen reference; 0 = no reference. Paper: 0."
     )
     clip_ratio: float = Field(
-        0.2, gt=0.0, title="Clip ratio", description="PPO surrogate clip epsilon (inactive on-policy). Paper: 0.2."
+        0.2, gt=0.0, le=10.0, title="Clip ratio", description="PPO surrogate clip epsilon (inactive on-policy). Paper: 0.2."
     )
     micro_batch_size: int = Field(
-        16, ge=1, title="Micro-batch", description="Sequences per forward/backward pass and rank. Paper: 16."
+        16, ge=1, le=65536, title="Micro-batch", description="Sequences per forward/backward pass and rank. Paper: 16."
     )
     logits_chunk_tokens: int = Field(
         512,
-        ge=1,
+        ge=1, le=2**24,
         title="Logits chunk (tokens)",
         description="Response tokens whose full-vocabulary logits exist at once in the update "
         "(recomputed in backward); bounds the update's memory.",
     )
     advantage_eps: float = Field(
-        1e-8, gt=0.0, title="Advantage epsilon",
+        1e-8, gt=0.0, le=1.0, title="Advantage epsilon",
         description="Added to the variance when whitening advantages. Paper: 1e-8.",
     )
     train_propose: bool = Field(
         True, title="Train proposer", description="Train on the propose groups too. Paper: on."
     )
     checkpoint_every: int = Field(
-        10, ge=1, title="Checkpoint every (iterations)",
+        10, ge=1, le=1_000_000, title="Checkpoint every (iterations)",
         description="Save a checkpoint every k iterations (and at the last). Paper: 10.",
     )
     keep_checkpoints: int = Field(
-        1, ge=1, title="Checkpoints kept", description="Newest checkpoints kept on disk. Paper: 1."
+        1, ge=1, le=10_000, title="Checkpoints kept", description="Newest checkpoints kept on disk. Paper: 1."
     )
     eval_every: int = Field(
-        10, ge=1, title="Evaluate every (iterations)",
+        10, ge=1, le=1_000_000, title="Evaluate every (iterations)",
         description="Run `eval.benchmarks` every k iterations. Paper: 10.",
     )
-    gpus: int = Field(0, ge=0, title="GPUs", description="GPUs the recipe expects (0 = CPU). Paper: 2-8.")
+    gpus: int = Field(0, ge=0, le=4096, title="GPUs", description="GPUs the recipe expects (0 = CPU). Paper: 2-8.")
     sequence_parallel: int = Field(
-        1, ge=1, title="Sequence parallel", description="Ulysses degree of the original recipe. Paper: the GPU count."
+        1, ge=1, le=1024, title="Sequence parallel", description="Ulysses degree of the original recipe. Paper: the GPU count."
     )
     processes: int | None = Field(
         None,
-        ge=1,
+        ge=1, le=4096,
         title="Engine processes",
         description="Engine ranks (one per device); empty: the run's GPUs (`gpus`), 1 on CPU.",
     )
@@ -463,6 +488,13 @@ class TrainerConfig(Section):
         "(FSDP2: sharded parameters, gradients and AdamW state), `zero3` (DeepSpeed ZeRO-3). Paper: FSDP.",
     )
 
+    @field_validator("adam_betas")
+    @classmethod
+    def _betas_in_range(cls, betas: tuple[float, float]) -> tuple[float, float]:
+        if not all(0.0 <= beta < 1.0 for beta in betas):
+            raise ValueError(f"each Adam beta must be in [0, 1), got {betas}")
+        return betas
+
     def world_size(self) -> int:
         """The engine's rank count: `processes`, else one per GPU, else 1 (CPU)."""
         return self.processes if self.processes is not None else max(self.gpus, 1)
@@ -471,7 +503,7 @@ class TrainerConfig(Section):
 class BufferConfig(Section):
     """Task buffers and data selection (reference §6)."""
 
-    max_size: int = Field(16384, ge=1, title="Buffer size", description="Entries kept per task type. Paper: 16384.")
+    max_size: int = Field(16384, ge=1, le=2**24, title="Buffer size", description="Entries kept per task type. Paper: 16384.")
     cap_policy: Literal["keep_oldest", "fifo"] = Field(
         "keep_oldest",
         title="When full",
@@ -484,7 +516,7 @@ class BufferConfig(Section):
         "`half_new` at most half new, `uniform_total` uniform over the buffer.",
     )
     recent_window: int = Field(
-        1, ge=1, title="Recent window (iterations)", description="Steps that count as `new` for max_new. Paper: 1."
+        1, ge=1, le=1_000_000, title="Recent window (iterations)", description="Steps that count as `new` for max_new. Paper: 1."
     )
     reference_weighting: Literal["uniform", "step"] = Field(
         "uniform", title="Reference weighting",
@@ -499,10 +531,10 @@ class BufferConfig(Section):
         description="Induction seed problems: original JSONL schema, or Parquet; empty: seeded in the run.",
     )
     seed_limit: int = Field(
-        256, ge=1, title="Seeds kept", description="Seed rows kept from each file. Paper: 256 (Llama: 64)."
+        256, ge=1, le=1_000_000, title="Seeds kept", description="Seed rows kept from each file. Paper: 256 (Llama: 64)."
     )
     prompt_resample_tries: int = Field(
-        32, ge=1, title="Prompt resample tries",
+        32, ge=1, le=10_000, title="Prompt resample tries",
         description="Resamples of an over-long propose prompt before giving up.",
     )
     reference_sampling: Literal["entries", "distinct"] = Field(
@@ -517,11 +549,11 @@ class BufferConfig(Section):
         "rollout.batch_size x seed_batch_factor (paper: 256); `none`: the identity task alone.",
     )
     seed_batch_factor: int = Field(
-        4, ge=1, title="Seed batch factor",
+        4, ge=1, le=1024, title="Seed batch factor",
         description="Seeding target = rollout.batch_size x this. Paper: 4 (256 seeds); Llama: 1 (64).",
     )
     seed_max_batches: int = Field(
-        200, ge=1, title="Seeding batch limit",
+        200, ge=1, le=1_000_000, title="Seeding batch limit",
         description="Generation batches the seeding stage may use per pool before it stops with "
         "an error (the original looped until the target, however long).",
     )
@@ -555,11 +587,11 @@ class EvalConfig(Section):
         "a benchmark not listed uses its default source. A mapping {benchmark: source} is accepted too.",
     )
     limit: int | None = Field(
-        200, ge=1, title="Problems per benchmark",
+        200, ge=1, le=10_000_000, title="Problems per benchmark",
         description="The first N problems of each benchmark (the same ones every time); empty: all. Paper: all.",
     )
     max_new_tokens: int | None = Field(
-        None, ge=1, title="Max response tokens", description="Longest answer, tokens; empty: rollout.max_new_tokens."
+        None, ge=1, le=1_048_576, title="Max response tokens", description="Longest answer, tokens; empty: rollout.max_new_tokens."
     )
     prompt: Literal["azr", "plain"] = Field(
         "azr", title="Prompt",
@@ -609,22 +641,27 @@ class TrackingConfig(Section):
         None, title="MLflow tracking URI", description="MLflow server or store; empty: a SQLite file beside the run dir."
     )
     log_parquet_every: int = Field(
-        10, ge=1, title="Log Parquet every (iterations)",
+        10, ge=1, le=1_000_000, title="Log Parquet every (iterations)",
         description="Log the stage Parquet files of every k-th iteration.",
     )
     log_checkpoint_every: int = Field(
-        10, ge=1, title="Log checkpoint every (iterations)",
+        10, ge=1, le=1_000_000, title="Log checkpoint every (iterations)",
         description="Log the checkpoint of every k-th iteration (and the last) as an MLflow model.",
     )
+    keep_logged_models: int | None = Field(
+        3, ge=1, le=100_000, title="Logged models kept",
+        description="Newest checkpoint models kept in MLflow; older ones lose their artifacts (a 7B export is 15 GB). "
+        "Empty: keep every one. Not in the paper.",
+    )
     sample_rows: int = Field(
-        8, ge=0, title="Sample rows", description="Example rows of each stage logged as a table per iteration."
+        8, ge=0, le=10_000, title="Sample rows", description="Example rows of each stage logged as a table per iteration."
     )
     system_metrics: bool = Field(
         True, title="System metrics",
         description="Log CPU, memory, disk, network and GPU (when NVML is available) figures as `system/...` metrics.",
     )
     system_metrics_interval_s: float = Field(
-        10.0, gt=0.0, title="System metrics interval (s)", description="Seconds between two system-metrics samples.",
+        10.0, gt=0.0, le=86400.0, title="System metrics interval (s)", description="Seconds between two system-metrics samples.",
     )
     ui_url: str | None = Field(
         None, title="MLflow UI address",
@@ -634,7 +671,7 @@ class TrackingConfig(Section):
 
 
 def _seconds(default: float, title: str, description: str) -> Any:
-    return Field(default, gt=0, title=title, description=description)
+    return Field(default, gt=0, le=_WEEK_S, title=title, description=description)
 
 
 class EngineConfig(Section):
@@ -657,7 +694,7 @@ class EngineConfig(Section):
         1800.0, "Collective timeout (s)", "Seconds a rank waits in one torch.distributed collective for its peers before it fails."
     )
     num_machines: int = Field(
-        1, ge=1, title="Machines",
+        1, ge=1, le=1024, title="Machines",
         description="Machines the engine spans (Accelerate multi-node); trainer.processes counts the ranks of all of them.",
     )
     main_process_ip: str = Field(
@@ -688,13 +725,13 @@ class MonitorConfig(Section):
     collapsing diversity, a memory leak). Each detector fires when its condition starts to hold."""
 
     enabled: bool = Field(True, title="Monitors on", description="Compute monitor metrics and run the detectors after every iteration.")
-    window: int = Field(5, ge=2, title="Sliding window", description="Iterations in the window of the diversity and trend metrics.")
+    window: int = Field(5, ge=2, le=100_000, title="Sliding window", description="Iterations in the window of the diversity and trend metrics.")
     min_distinct_programs: float = Field(
         0.3, ge=0.0, le=1.0, title="Diversity floor",
         description="`diversity_collapse` fires when distinct / all valid programs over the window falls below this.",
     )
     min_programs: int = Field(
-        8, ge=1, title="Programs for a diversity verdict",
+        8, ge=1, le=1_000_000, title="Programs for a diversity verdict",
         description="Valid programs the window must hold before diversity is judged.",
     )
     max_copy_share: float = Field(
@@ -702,23 +739,23 @@ class MonitorConfig(Section):
         description="`reference_copying` fires when this share of an iteration's valid programs repeats a program of its prompt.",
     )
     max_step_time_growth: float = Field(
-        2.0, gt=1.0, title="Step-time growth",
+        2.0, gt=1.0, le=1000.0, title="Step-time growth",
         description="`step_time_growth` fires when the window's mean iteration time exceeds this multiple of the first window's.",
     )
     max_response_growth: float = Field(
-        2.0, gt=1.0, title="Response-length growth",
+        2.0, gt=1.0, le=1000.0, title="Response-length growth",
         description="`response_length_growth` fires when the window's mean response length exceeds this multiple of the first window's.",
     )
     max_rss_growth_mb: float = Field(
-        2048.0, gt=0.0, title="Memory growth (MiB)",
+        2048.0, gt=0.0, le=1e7, title="Memory growth (MiB)",
         description="`memory_growth` fires when RSS (this process and its children) rose over the whole window by more than this (MiB).",
     )
     saturation_window: int = Field(
-        50, ge=2, title="Saturation window",
+        50, ge=2, le=100_000, title="Saturation window",
         description="Iterations compared by `saturation`: the last ones against the ones before (the paper saw gains stop near 400 steps).",
     )
     min_accuracy_gain: float = Field(
-        0.01, ge=0.0, title="Saturation gain",
+        0.01, ge=0.0, le=1.0, title="Saturation gain",
         description="`saturation` fires when mean solver accuracy over the last window beats the window before by less than this.",
     )
 
@@ -732,13 +769,13 @@ class SafetyConfig(Section):
         "off", title="Judge model",
         description="Also ask the policy, through the generation backend, whether reasoning is concerning: `flagged` (rule matches only), `all` responses, or `off`.",
     )
-    judge_max_new_tokens: int = Field(8, ge=1, title="Judge answer length", description="Tokens the judge may answer with (it answers yes or no).")
+    judge_max_new_tokens: int = Field(8, ge=1, le=4096, title="Judge answer length", description="Tokens the judge may answer with (it answers yes or no).")
     alert_rate: float = Field(
         0.01, ge=0.0, le=1.0, title="Alert rate",
         description="`azr.monitor.safety` fires when the flagged share of an iteration's responses rises above this.",
     )
     penalty: float = Field(
-        0.0, ge=0.0, title="Reward penalty",
+        0.0, ge=0.0, le=100.0, title="Reward penalty",
         description="Subtracted from the reward of a flagged trained response; 0 (default) never changes rewards.",
     )
 
@@ -747,13 +784,18 @@ class AZRConfig(BaseModel):
     """A whole run. Sections mirror the pipeline; see each field's description."""
 
     model_config = ConfigDict(
-        extra="forbid", validate_assignment=True, json_schema_extra=_schema_defaults_from_factories
+        extra="forbid", validate_assignment=True, allow_inf_nan=False, json_schema_extra=_schema_defaults_from_factories
     )
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        return _refuse_booleans(value, info, cls.model_fields)
 
     name: str = Field(
         "custom", title="Run name", description="Preset or run name; the default MLflow experiment."
     )
-    seed: int = Field(0, title="Seed", description="Seeds data selection and sampling.")
+    seed: int = Field(0, ge=0, le=2**32 - 1, title="Seed", description="Seeds data selection and sampling.")
     model: ModelConfig = Field(default_factory=ModelConfig, title="Model", description=ModelConfig.__doc__)
     rollout: RolloutConfig = Field(default_factory=RolloutConfig, title="Rollout", description=RolloutConfig.__doc__)
     tasks: TaskConfig = Field(default_factory=TaskConfig, title="Tasks", description=TaskConfig.__doc__)

@@ -49,9 +49,68 @@ def _preset_text(name: str) -> str:
     return path.read_text(encoding="utf-8")
 
 
+def chosen_preset(preset: str | None, config_file: Path | None = None) -> str | None:
+    """The preset a command runs: the one named, else the default unless a config file stands
+    in for it. An empty name is refused: it would silently train the default preset."""
+    if preset is None:
+        return None if config_file else DEFAULT_PRESET
+    if not preset.strip():
+        raise ConfigError(
+            f"--preset is empty; name one of: {', '.join(preset_names())} "
+            f"(or leave --preset out for {DEFAULT_PRESET!r})"
+        )
+    return preset
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error (PyYAML
+    keeps the last silently, so a forgotten earlier line would quietly lose)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                first = seen.get(key)
+                seen.setdefault(key, line)
+            except TypeError:  # an unhashable key: the base class reports it
+                break
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} on line {line} (first given on line {first}); keep one of them"
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str) -> Any:
+    """YAML as `yaml.safe_load` reads it, but a key given twice is an error."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except RecursionError:
+        raise yaml.YAMLError("it is nested too deeply to read (lists or mappings inside each other thousands of levels deep)") from None
+
+
+def undecodable(exc: UnicodeDecodeError) -> str:
+    """'byte 0xff on line 3' for a file that is not UTF-8."""
+    data = exc.object if isinstance(exc.object, bytes) else bytes(exc.object)
+    line = data[: exc.start].count(b"\n") + 1
+    return f"byte {data[exc.start]:#04x} on line {line} is not UTF-8"
+
+
+def read_text_file(path: Path, what: str) -> str:
+    """A UTF-8 text file, or a ConfigError that names it and the byte that is not UTF-8."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what} {path} is not UTF-8 text ({undecodable(exc)}); save it as UTF-8") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
+
+
 def _parse_yaml_mapping(text: str, source: str) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source} is not valid YAML: {exc}") from exc
     if data is None:
@@ -68,11 +127,7 @@ def load_preset(name: str) -> dict[str, Any]:
 
 
 def load_config_file(path: Path) -> dict[str, Any]:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
-    return _parse_yaml_mapping(text, f"config file {path}")
+    return _parse_yaml_mapping(read_text_file(path, "config file"), f"config file {path}")
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
@@ -84,7 +139,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
             f"bad override {item!r}: write it as key=value, e.g. rollout.batch_size=8"
         )
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = load_yaml(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
         raise ConfigError(f"bad value in override {item!r}: {exc}") from exc
     return key.split("."), value
@@ -146,7 +201,8 @@ def _format_validation_error(exc: ValidationError, source: str) -> str:
         else:
             given = error.get("input")
             shown = f" (got {given!r})" if not isinstance(given, (dict, list)) else ""
-            problems.append(f"{location}: {error['msg']}{shown}")
+            message = error["msg"].removeprefix("Value error, ")
+            problems.append(f"{location}: {message}{shown}")
     return f"invalid configuration from {source}: " + "; ".join(problems) + (
         ". Run `azr config show` to see every setting with its current value."
     )
@@ -169,6 +225,8 @@ def build_config(
         data: dict[str, Any] = base.model_dump(mode="json")
         sources = ["the given config"]
     else:
+        if preset is not None and not preset.strip():
+            chosen_preset(preset)  # raises: an empty name
         data = load_preset(preset) if preset else {}
         sources = [f"preset {preset!r}"] if preset else []
     if config_file is not None:

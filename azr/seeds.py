@@ -232,6 +232,8 @@ def _parse_json_line(line: str, where: str) -> dict[str, Any]:
             f"{where}: malformed JSON ({error.msg} at column {error.colno}); each line must be "
             "one complete JSON object"
         ) from error
+    except RecursionError:
+        raise SeedFileError(f"{where}: JSON nested too deeply to read; each line must be one seed object") from None
     if not isinstance(row, dict):
         raise SeedFileError(
             f"{where}: expected a JSON object, got {_type_name(row)}; each line must be one "

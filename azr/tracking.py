@@ -197,9 +197,18 @@ class Tracker:
                 self.client.log_artifact(self.run_id, str(directory / name), target)
 
     def log_checkpoint(self, path: Path) -> str:
-        from azr.engine.checkpoints import log_checkpoint_to_mlflow
+        """Log the checkpoint's export as an MLflow model, then drop the run's models beyond
+        `tracking.keep_logged_models` (azr/model_retention.py); a disk about to fill is warned of."""
+        from azr.disk_use import directory_bytes, warn_if_short
+        from azr.engine.checkpoints import EXPORT_DIR, log_checkpoint_to_mlflow
+        from azr.model_retention import prune_logged_models
 
-        return log_checkpoint_to_mlflow(path, run_id=self.run_id, tracking_uri=self.tracking_uri)
+        if self._artifact_root is not None:
+            warn_if_short(self._artifact_root, directory_bytes(Path(path) / EXPORT_DIR), "logging the checkpoint to MLflow")
+        model_id = log_checkpoint_to_mlflow(path, run_id=self.run_id, tracking_uri=self.tracking_uri)
+        experiment = self.experiment_id or self.client.get_run(self.run_id).info.experiment_id
+        prune_logged_models(self.client, experiment, self.run_id, self.config.tracking.keep_logged_models)
+        return model_id
 
     def finish(self, status: str) -> None:
         """FINISHED, FAILED or KILLED: a crash must not look like a finished run."""

@@ -100,7 +100,7 @@ def enable_activation_checkpointing(model: Any) -> None:
 def _load_pretrained(model_cfg: ModelConfig, dtype: torch.dtype) -> Any:
     from transformers import AutoModelForCausalLM
 
-    source = resolve_model_source(model_cfg.name_or_path)
+    source = resolve_model_source(model_cfg.name_or_path, model_cfg.revision)
     if source.gguf_file is not None:
         return AutoModelForCausalLM.from_pretrained(ensure_converted(source), dtype=dtype)
     try:
@@ -109,6 +109,7 @@ def _load_pretrained(model_cfg: ModelConfig, dtype: torch.dtype) -> Any:
             revision=model_cfg.revision,
             trust_remote_code=model_cfg.trust_remote_code,
             dtype=dtype,
+            **source.from_pretrained_kwargs(),
         )
     except OSError as exc:
         raise OSError(

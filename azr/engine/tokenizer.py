@@ -17,7 +17,7 @@ def load_tokenizer(model: ModelConfig) -> Any:
     """
     from transformers import AutoTokenizer
 
-    source = resolve_tokenizer_source(model.name_or_path)
+    source = resolve_tokenizer_source(model.name_or_path, model.revision)
     converted = find_converted(source)
     if converted is not None:
         tokenizer = AutoTokenizer.from_pretrained(converted)

@@ -60,7 +60,10 @@ def parse_jsonl(text: str) -> JsonlContent:
         try:
             row = json.loads(line)
         except ValueError as exc:
-            content.bad.append(BadLine(number, f"not JSON ({exc.msg})"))
+            content.bad.append(BadLine(number, f"not JSON ({getattr(exc, 'msg', exc)})"))
+            continue
+        except RecursionError:
+            content.bad.append(BadLine(number, "JSON nested too deeply to read"))
             continue
         if not isinstance(row, dict):
             content.bad.append(BadLine(number, f"a JSON {type(row).__name__}, not an object"))

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 
 from azr.artifacts import atomic_write_json, atomic_write_text, write_parquet_atomic
 from azr.config import AZRConfig
-from azr.config_loader import DEFAULT_PRESET, build_config
+from azr.config_loader import build_config, chosen_preset
 from azr.eval.benchmarks import get_benchmark
 from azr.eval.livecodebench import parse_date
 from azr.eval.problems import (
@@ -124,7 +124,7 @@ def _config_for(request: EvalRequest, target: ModelTarget) -> tuple[AZRConfig, s
             note = f"using the run's own {target.run_config}; a preset or config file is ignored for a run directory"
         config = build_config(None, target.run_config, request.overrides)
     else:
-        preset = request.preset or (None if request.config_file else DEFAULT_PRESET)
+        preset = chosen_preset(request.preset, request.config_file)
         config = build_config(preset, Path(request.config_file) if request.config_file else None, request.overrides)
     model = config.model.model_copy(update={"name_or_path": target.model})
     if target.checkpoint is not None:

@@ -89,10 +89,14 @@ def _from_run_dir(run_dir: Path, step: int | None) -> ModelTarget:
     chosen, note = checkpoints[-1], ""
     if step is not None:
         match = [c for c in checkpoints if c.step == step]
-        if match:
-            chosen = match[0]
-        else:
-            note = f"checkpoint step {step} is no longer in {run_dir / CHECKPOINTS}; evaluating the newest, step {chosen.step}"
+        if not match:  # another checkpoint's scores filed under this step would be silently wrong
+            steps = ", ".join(str(c.step) for c in checkpoints)
+            raise EvalDataError(
+                f"{run_dir} has no complete checkpoint of step {step} (it was never saved, or was pruned: "
+                f"trainer.keep_checkpoints); its checkpoints are at steps {steps}. Pass one of them to --step, "
+                "or leave --step out for the newest"
+            )
+        chosen = match[0]
     export = chosen.path / EXPORT_DIR
     if not (export / "config.json").is_file():
         raise EvalDataError(f"{chosen.path} has no transformers export ({export}/config.json is missing)")

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from azr.artifacts import atomic_write_json, atomic_write_text
 from azr.config import AZRConfig
-from azr.config_loader import ConfigError, config_to_yaml
+from azr.config_loader import ConfigError, config_to_yaml, undecodable
 
 STAGE_FILES = {
     "build_prompts": ("propose_prompts.parquet", "solve_prompts.parquet"),
@@ -97,6 +97,11 @@ class RunDir:
             return AZRConfig.model_validate(data)
         except OSError as exc:
             raise RunDirError(f"{self.root} is not a run directory: cannot read {self.config_path.name} ({exc.strerror})") from exc
+        except UnicodeDecodeError as exc:
+            raise RunDirError(
+                f"{self.config_path} is damaged ({undecodable(exc)}): restore the run's config.yaml from a "
+                "copy, or start a new run"
+            ) from exc
         except (yaml.YAMLError, ValidationError) as exc:
             raise RunDirError(f"{self.config_path} is damaged or from an incompatible version: {exc}") from exc
 

@@ -20,6 +20,7 @@ import pyarrow as pa
 from azr.artifacts import atomic_write_json, write_parquet_atomic
 from azr.batches import build_iteration_prompts, prompts_table
 from azr.buffer import committed_steps
+from azr.disk_use import warn_before_checkpoint
 from azr.parsing import collect_imports
 from azr.pipeline.resources import Resources
 from azr.pipeline.run_dir import STAGE_FILES
@@ -355,6 +356,7 @@ def update(res: Resources, step: int) -> None:
         if seconds is not None:
             metrics["weight_sync_s"] = seconds
     if checkpoint_due(res.config, step, last_step):
+        warn_before_checkpoint(res.run.checkpoint_dir)
         path = res.policy.save_checkpoint(res.run.checkpoint_dir, step, metadata={"update": metrics})
         res.emit("checkpoint", step=step, path=str(path))
     atomic_write_json(res.run.stage_path(step, "update.json"), metrics)
