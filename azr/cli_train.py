@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 console = Console()
 err_console = Console(stderr=True)
@@ -49,7 +50,7 @@ _ROW_NAME_CHARS = 24  # the longest group or failure-reason name, with room to s
 
 
 def _table(rows: list[dict[str, Any]], title: str) -> Table:
-    table = Table(title=title, title_justify="left")
+    table = Table(title=Text(title), title_justify="left")  # Text: paths and messages are not markup
     columns = list(rows[0]) if rows else []
     for index, column in enumerate(columns):
         widest = max(len(str(column)), *(len(str(row[column])) for row in rows))
@@ -58,7 +59,7 @@ def _table(rows: list[dict[str, Any]], title: str) -> Table:
         else:  # long cells (paths) and the measures' headers fold
             table.add_column(str(column), overflow="fold")
     for row in rows:
-        table.add_row(*("" if v is None else str(v) for v in row.values()))
+        table.add_row(*(Text("" if v is None else str(v)) for v in row.values()))
     return table
 
 
@@ -280,7 +281,7 @@ def runs_show(
         valid = validated[validated["valid"]]
         if len(valid):
             example = valid.iloc[0]
-            console.print(f"[bold]a valid {example['group']} proposal[/]:")
+            console.print(f"[bold]a valid {escape(str(example['group']))} proposal[/]:")
             console.print(example["program"], markup=False, highlight=False)
     console.print(f"files: {run.iteration_dir(iteration)}", markup=False)
 

@@ -159,6 +159,14 @@ def test_the_users_text_is_echoed_as_given_not_eaten_as_markup(tmp_path: Path) -
     message = _refused(["config", "show", "--config", str(odd / "run.yaml")], "cannot read config file")
     assert "[bold]x[/bold]" in message
 
+    from azr.config_loader import config_to_yaml
+
+    run_dir = tmp_path / "runs" / "[red]run"
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.yaml").write_text(config_to_yaml(build_config("tiny")), encoding="utf-8")
+    listed = runner.invoke(app, ["runs", "list", str(tmp_path / "runs")], env={"COLUMNS": "400"})
+    assert listed.exit_code == 0 and "[red]run" in listed.stdout, listed.output
+
 
 # ------------------------------------------------------------------------------- sandbox batch
 
