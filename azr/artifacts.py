@@ -21,6 +21,53 @@ import pyarrow.parquet as pq
 
 PathLike = str | os.PathLike[str]
 
+
+def parquet_problem(path: PathLike, schema: pa.Schema | None = None) -> str | None:
+    """Why a Parquet file cannot be trusted (missing, empty, torn, another schema), or None.
+
+    Reads only the footer: a torn write (a full disk, a truncating network file system) loses
+    the footer first, so this is cheap enough to run over every stage file of a run on resume.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return "missing"
+    except OSError as exc:
+        return f"unreadable ({exc.strerror})"
+    if size == 0:
+        return "empty (0 bytes)"
+    try:
+        found = pq.read_schema(path)
+    except (pa.ArrowException, OSError) as exc:
+        return f"not a readable Parquet file ({size} bytes; {exc})"
+    if schema is not None and not found.equals(schema):
+        missing = [name for name in schema.names if name not in found.names]
+        extra = [name for name in found.names if name not in schema.names]
+        detail = "; ".join(part for part in (f"missing columns {missing}" if missing else "",
+                                             f"unexpected columns {extra}" if extra else "") if part)
+        return f"has another schema than this file should ({detail or 'column types differ'})"
+    return None
+
+
+def json_problem(path: PathLike) -> str | None:
+    """Why a JSON record file cannot be trusted (missing, empty, not a JSON object), or None."""
+    path = Path(path)
+    try:
+        text = path.read_bytes()
+    except FileNotFoundError:
+        return "missing"
+    except OSError as exc:
+        return f"unreadable ({exc.strerror})"
+    if not text.strip():
+        return "empty"
+    try:
+        value = json.loads(text.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        return f"not valid JSON ({type(exc).__name__}: {str(exc)[:200]})"
+    return None if isinstance(value, dict) else f"not a JSON object (a {type(value).__name__})"
+
+
 def atomic_write_bytes(path: PathLike, data: bytes) -> None:
     """Replace `path` with `data` so that readers never see a partial file."""
     _atomic_write(path, lambda handle: handle.write(data))

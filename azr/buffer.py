@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from azr.artifacts import PathLike, atomic_write_json, write_parquet_atomic
+from azr.artifacts import PathLike, atomic_write_json, json_problem, parquet_problem, write_parquet_atomic
 from azr.config import BufferConfig
 from azr.records import BufferEntry, InductionTask, Triplet
 from azr.schemas import INDUCTION_SCHEMA, TRIPLET_SCHEMA
@@ -416,6 +416,26 @@ def committed_steps(root: PathLike) -> list[int]:
     return sorted(_step_of(path) for path in state_dir.iterdir() if _is_step_file(path, "json"))
 
 
+def step_problems(root: PathLike, step: int) -> list[str]:
+    """What keeps a committed step of the log from being replayed (its state file or one of
+    its Parquet files missing, torn or of another schema); empty when it is intact."""
+    problems = []
+    state = step_state_path(root, step)
+    problem = json_problem(state)
+    if problem is None:
+        state_record = json.loads(state.read_text(encoding="utf-8"))
+        if state_record.get("format") != _STATE_FORMAT or state_record.get("step") != step:
+            problem = f"not the state file of step {step}"
+    if problem is not None:
+        problems.append(f"{state}: {problem}")
+    for task_type in TaskType:
+        path = step_parquet_path(root, task_type, step)
+        problem = parquet_problem(path, SCHEMAS[task_type])
+        if problem is not None:
+            problems.append(f"{path}: {problem}")
+    return problems
+
+
 def discard_steps_after(root: PathLike, step: int) -> None:
     """Roll the log back to `step` (e.g. to resume from an older model checkpoint).
 
@@ -451,6 +471,9 @@ def _read_step_entries(root: Path, step: int) -> dict[TaskType, list[BufferEntry
             raise BufferStoreError(
                 f"{path}: missing, but step {step} is committed; the buffer log is damaged"
             )
+        problem = parquet_problem(path, SCHEMAS[task_type])
+        if problem is not None:
+            raise BufferStoreError(f"{path}: {problem}; the buffer log is damaged")
         table = pq.read_table(path)
         if not table.schema.equals(SCHEMAS[task_type]):
             raise BufferStoreError(
@@ -465,6 +488,9 @@ def _read_step_entries(root: Path, step: int) -> dict[TaskType, list[BufferEntry
 
 def _read_state(root: Path, step: int) -> dict[str, Any]:
     path = step_state_path(root, step)
+    problem = json_problem(path)
+    if problem is not None:
+        raise BufferStoreError(f"{path}: {problem}; the buffer log is damaged")
     state = json.loads(path.read_text(encoding="utf-8"))
     if state.get("format") != _STATE_FORMAT or state.get("step") != step:
         raise BufferStoreError(

@@ -223,14 +223,30 @@ def runs_list(root: Annotated[Path, typer.Argument(help="A run directory, or a f
             rows.append({"run": str(path), "preset": "?", "iterations": "?", "reward": "", "valid": "", "note": str(exc)[:60]})
             continue
         done = run.completed_steps()
-        last = run.read_json(done[-1], "metrics.json").get("metrics", {}) if done else {}
+        last, problem = _iteration_metrics(run, done[-1]) if done else ({}, None)
         rows.append({
             "run": str(path), "preset": config.name, "iterations": f"{len(done)}/{config.trainer.iterations}",
             "reward": f"{last['overall/reward_mean']:+.3f}" if "overall/reward_mean" in last else "",
             "valid": f"{last['overall/valid_rate']:.0%}" if "overall/valid_rate" in last else "",
-            "note": "complete" if len(done) >= config.trainer.iterations else "can be resumed",
+            "note": (f"damaged: iteration {done[-1]}'s metrics.json is {problem}" if problem else
+                     "complete" if len(done) >= config.trainer.iterations else "can be resumed"),
         })
     console.print(_table(rows, f"runs under {root}"))
+
+
+def _iteration_metrics(run: Any, step: int) -> tuple[dict[str, float], str | None]:
+    """An iteration's metrics, and what is wrong with its metrics.json when it cannot be read
+    (one damaged file must not hide the other runs or iterations)."""
+    from azr.artifacts import json_problem
+
+    path = run.stage_path(step, "metrics.json")
+    if not path.exists():
+        return {}, None
+    problem = json_problem(path)
+    metrics = {} if problem else run.read_json(step, "metrics.json").get("metrics", {})
+    if not problem and not isinstance(metrics, dict):
+        metrics, problem = {}, "without a metrics table"
+    return metrics, problem
 
 
 @runs_app.command("show")
@@ -254,10 +270,14 @@ def runs_show(
                   f"{len(run.completed_steps())}/{config.trainer.iterations} iterations; MLflow run {info.get('mlflow_run_id', '-')}")
     if iteration is None:
         rows = []
+        damaged = []
         for step in run.steps():
-            metrics = run.read_json(step, "metrics.json").get("metrics", {})
+            metrics, problem = _iteration_metrics(run, step)
+            if problem:
+                damaged.append(f"{run.stage_path(step, 'metrics.json')} is {problem}")
             rows.append({
-                "iteration": step, "complete": "yes" if run.iteration_done(step) else "no",
+                "iteration": step,
+                "complete": ("yes" if run.iteration_done(step) else "no") + (" (metrics.json damaged)" if problem else ""),
                 "reward": f"{metrics.get('overall/reward_mean', float('nan')):+.3f}",
                 "valid": f"{metrics.get('overall/valid_rate', float('nan')):.0%}",
                 "solve acc": f"{metrics.get('overall/solve_accuracy', float('nan')):.0%}",
@@ -266,14 +286,26 @@ def runs_show(
             })
         if rows:
             console.print(_table(rows, "iterations"))
+        for line in damaged:
+            err_console.print(f"[yellow]warning:[/] {escape(line)}; `azr train --resume {escape(str(run_dir))}` sets it "
+                              "aside and computes it again", highlight=False, soft_wrap=True)
         return
     if iteration not in run.steps():
         _fail(f"iteration {iteration} has no files in {run_dir}; iterations there: {run.steps() or 'none'}")
-    metrics = run.read_json(iteration, "metrics.json").get("metrics", {})
+    metrics, problem = _iteration_metrics(run, iteration)
+    if problem:
+        err_console.print(f"[yellow]warning:[/] {escape(str(run.stage_path(iteration, 'metrics.json')))} is "
+                          f"{escape(problem)}: no metrics to show", highlight=False, soft_wrap=True)
     if metrics:
         console.print(_table(summary_rows(metrics), f"iteration {iteration}"))
     validated_path = run.stage_path(iteration, "validated.parquet")
-    if validated_path.exists():
+    from azr.pipeline.stage_files import stage_file_problem
+
+    validated_problem = stage_file_problem(validated_path) if validated_path.exists() else None
+    if validated_problem:
+        err_console.print(f"[yellow]warning:[/] {escape(str(validated_path))} is {escape(validated_problem)}: "
+                          "no proposals to show", highlight=False, soft_wrap=True)
+    elif validated_path.exists():
         validated = pd.read_parquet(validated_path)
         reasons = validated.loc[validated["reason"] != "", "reason"].value_counts()
         if len(reasons):

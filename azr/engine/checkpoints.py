@@ -67,7 +67,102 @@ def checkpoint_name(step: int) -> str:
 
 
 def is_complete(path: PathLike) -> bool:
-    return (Path(path) / MARKER).is_file()
+    """The marker exists and names this directory's step (a garbled marker is no marker)."""
+    path = Path(path)
+    try:
+        marker = json.loads((path / MARKER).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return False
+    match = _NAME.match(path.name)
+    return isinstance(marker, dict) and (match is None or marker.get("step") == int(match.group(1)))
+
+
+def checkpoint_problems(path: PathLike) -> list[str]:
+    """What makes a checkpoint unusable, without loading it: an empty list when it is intact.
+
+    Checks what a torn copy or a full disk damages: the marker and meta.json, every file the
+    DCP index points into (present and long enough), the model and the optimizer entries, one
+    RNG file per saving rank, and the headers of the export's safetensors files. Cheap (no
+    tensor is read), so resume can check every checkpoint before choosing one.
+    """
+    path = Path(path)
+    if not is_complete(path):
+        return [f"{path / MARKER} is missing or does not name step {path.name}"]
+    try:
+        meta = _read_meta(path)
+    except CheckpointError as exc:
+        return [str(exc)]
+    problems = []
+    match = _NAME.match(path.name)
+    if match is not None and meta.get("step") != int(match.group(1)):
+        problems.append(f"{path / META} names step {meta.get('step')!r}, not the directory's")
+    state = path / STATE_DIR
+    if (state / _DCP_METADATA).is_file():
+        problems += _dcp_problems(state)
+        problems += _rng_problems(state, int(meta.get("world_size") or 1))
+    elif not state.is_dir() or not any(state.iterdir()):
+        problems.append(f"{state} holds no training state")
+    problems += _safetensors_problems(path / EXPORT_DIR)
+    return problems
+
+
+def _dcp_problems(state: Path) -> list[str]:
+    """The DCP index is readable, has model and optimizer entries, and every byte range it
+    names lies inside a file that exists."""
+    from torch.distributed.checkpoint import FileSystemReader
+
+    try:
+        metadata = FileSystemReader(str(state)).read_metadata()
+    except Exception as exc:  # noqa: BLE001 - any failure to read the index makes it unusable
+        return [f"{state / _DCP_METADATA} is unreadable ({type(exc).__name__}: {exc})"]
+    problems = []
+    keys = list(metadata.state_dict_metadata)
+    for prefix, what in (("model.", "model weights"), ("optimizer.state.", "optimizer state")):
+        if not any(key.startswith(prefix) for key in keys):
+            problems.append(f"{state} has no {what} ({prefix}* entries)")
+    needed: dict[str, int] = {}
+    for info in (metadata.storage_data or {}).values():
+        needed[info.relative_path] = max(needed.get(info.relative_path, 0), info.offset + info.length)
+    for name, size in sorted(needed.items()):
+        file = state / name
+        if not file.is_file():
+            problems.append(f"{file} is missing")
+        elif file.stat().st_size < size:
+            problems.append(f"{file} is truncated ({file.stat().st_size} of {size} bytes)")
+    return problems
+
+
+def _rng_problems(state: Path, ranks: int) -> list[str]:
+    problems = []
+    for rank in range(ranks):
+        file = state / f"rng-rank-{rank}.pt"
+        try:
+            rng = torch.load(file, weights_only=True)
+        except FileNotFoundError:
+            problems.append(f"{file} is missing")
+            continue
+        except Exception as exc:  # noqa: BLE001 - a garbled file raises whatever the unpickler hits
+            problems.append(f"{file} is unreadable ({type(exc).__name__}: {str(exc)[:200]})")
+            continue
+        if not isinstance(rng, dict) or not isinstance(rng.get("torch"), torch.ByteTensor):
+            problems.append(f"{file} holds no torch RNG state")
+    return problems
+
+
+def _safetensors_problems(export: Path) -> list[str]:
+    from safetensors import SafetensorError, safe_open
+
+    files = sorted(export.glob("*.safetensors")) if export.is_dir() else []
+    if not files:
+        return [f"{export} has no safetensors weights"]
+    problems = []
+    for file in files:
+        try:
+            with safe_open(str(file), "pt"):
+                pass
+        except (SafetensorError, OSError) as exc:
+            problems.append(f"{file} is damaged ({exc})")
+    return problems
 
 
 def list_checkpoints(root: PathLike) -> list[CheckpointInfo]:
@@ -79,7 +174,11 @@ def list_checkpoints(root: PathLike) -> list[CheckpointInfo]:
     for path in root.iterdir():
         match = _NAME.match(path.name)
         if match and path.is_dir() and is_complete(path):
-            found.append(CheckpointInfo(path, int(match.group(1)), _read_meta(path).get("metadata", {})))
+            try:
+                meta = _read_meta(path)
+            except CheckpointError:
+                continue  # a garbled meta.json: not a checkpoint to trust (resume says so, run_state.py)
+            found.append(CheckpointInfo(path, int(match.group(1)), meta.get("metadata", {})))
     return sorted(found, key=lambda info: info.step)
 
 
@@ -292,6 +391,9 @@ def _fsync_files(directory: Path) -> None:
 
 def _read_meta(path: Path) -> dict[str, Any]:
     try:
-        return json.loads((path / META).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+        meta = json.loads((path / META).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise CheckpointError(f"{path / META} is unreadable: {exc}") from exc
+    if not isinstance(meta, dict) or not isinstance(meta.get("step"), int):
+        raise CheckpointError(f"{path / META} is not a checkpoint's meta.json (no step)")
+    return meta

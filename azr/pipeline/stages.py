@@ -23,7 +23,8 @@ from azr.buffer import committed_steps
 from azr.disk_use import warn_before_checkpoint
 from azr.parsing import collect_imports
 from azr.pipeline.resources import Resources
-from azr.pipeline.run_dir import STAGE_FILES
+from azr.pipeline.run_dir import STAGE_FILES, RunDir
+from azr.pipeline.stage_files import stage_complete
 from azr.proposals import ProposalOutcome, check_proposals
 from azr.prompts import solve_prompt_for
 from azr.records import InductionTask, Triplet
@@ -55,7 +56,7 @@ def _timed(stage: str) -> Callable:
     def decorate(function: Callable[[Resources, int], None]) -> Callable[[Resources, int], list[Path]]:
         def run(res: Resources, step: int) -> list[Path]:
             paths = [res.run.stage_path(step, name) for name in STAGE_FILES[stage]]
-            if stage != "build_prompts" and all(p.exists() for p in paths):
+            if stage_complete(res.run, step, stage) and stage != "build_prompts":  # sets damaged files aside
                 return paths
             res.emit("stage_started", step=step, stage=stage)
             started = time.perf_counter()
@@ -366,17 +367,23 @@ def update(res: Resources, step: int) -> None:
 def commit(res: Resources, step: int) -> None:
     """Append the iteration's valid tasks to the buffer log (once; the log refuses twice)."""
     if step not in committed_steps(res.run.buffer_dir):
-        validated = _read(res, step, "validated.parquet")
-        rollouts = _read(res, step, "mc_rollouts.parquet")
-        excluded = set(map(tuple, rollouts.loc[~rollouts["in_buffer"], ["group", "index"]].values.tolist()))
-        entries: dict[TaskType, list] = {t: [] for t in TaskType}
-        for _, row in validated[validated["valid"]].iterrows():
-            if (row["group"], row["index"]) not in excluded:
-                task_type = TaskType(row["task_type"])
-                entries[task_type].append(task_from_row(task_type, row))
-        res.buffers.commit(res.run.buffer_dir, step, entries)
+        res.buffers.commit(res.run.buffer_dir, step, buffer_entries(res.run, step))
     sizes = {t.value: len(res.buffers[t]) for t in TaskType}
     atomic_write_json(res.run.stage_path(step, "committed.json"), {"step": step, "buffer_sizes": sizes})
+
+
+def buffer_entries(run: RunDir, step: int) -> dict[TaskType, list]:
+    """The tasks an iteration adds to the buffers: its valid proposals, less those whose solve
+    prompt was too long (also what a rebuilt buffer log replays, run_state.py)."""
+    validated = pd.read_parquet(run.stage_path(step, "validated.parquet"))
+    rollouts = pd.read_parquet(run.stage_path(step, "mc_rollouts.parquet"))
+    excluded = set(map(tuple, rollouts.loc[~rollouts["in_buffer"], ["group", "index"]].values.tolist()))
+    entries: dict[TaskType, list] = {t: [] for t in TaskType}
+    for _, row in validated[validated["valid"]].iterrows():
+        if (row["group"], row["index"]) not in excluded:
+            task_type = TaskType(row["task_type"])
+            entries[task_type].append(task_from_row(task_type, row))
+    return entries
 
 
 STAGE_FUNCTIONS: tuple[tuple[str, Callable[[Resources, int], list[Path]]], ...] = (

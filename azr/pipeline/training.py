@@ -1,10 +1,10 @@
 """A training run without Prefect: open or resume it, bring the policy and the buffers to the
 state of the last complete stage, finish iterations, close. The Prefect flows call these.
 
-Resume works from the files alone. The buffer log says which iterations were committed; the
-newest complete checkpoint gives the weights, and the updates of later iterations (whose
-update.json exists) are replayed from their scored.parquet, so no iteration is lost or
-applied twice, and no buffer row is written twice.
+Resume works from the files alone, checked first (run_state.py). The buffer log says which
+iterations were committed; the newest intact checkpoint gives the weights, and the updates of
+later iterations are replayed from their scored.parquet, so no iteration is lost or applied
+twice, and no buffer row is written twice.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from azr.artifacts import atomic_write_json
+from azr.artifacts import atomic_write_json, json_problem
 from azr.buffer import Buffers, committed_steps
 from azr.config import AZRConfig
 from azr.monitoring import Finding, detect, known_programs, learning_verdict, metrics_history, monitor_metrics
@@ -23,14 +23,23 @@ from azr.pipeline.metrics import iteration_metrics
 from azr.pipeline.resources import ProgressHook, Resources
 from azr.pipeline.run_dir import RunDir
 from azr.pipeline.seeding import initial_buffers, seeding_needed
-from azr.pipeline.stages import checkpoint_due, has_trained_rows
+from azr.pipeline.run_state import (
+    ResumePlan,
+    RunStateError,
+    committed_iterations,
+    plan_resume,
+    prepare_resume,
+    rebuild_buffers,
+    write_committed_records,
+)
+from azr.pipeline.stages import checkpoint_due, engine_layout, has_trained_rows
 
 logger = logging.getLogger(__name__)
 
 
 def next_step(run: RunDir) -> int:
-    """The first iteration whose buffer commit has not happened."""
-    steps = committed_steps(run.buffer_dir)
+    """The first iteration whose commit has not happened (by the buffer log or committed.json)."""
+    steps = committed_iterations(run)
     return (max(steps) + 1) if steps else 1
 
 
@@ -45,43 +54,61 @@ def load_buffers(run: RunDir, config: AZRConfig) -> Buffers | None:
     return buffers
 
 
-def restore_policy(policy: Any, run: RunDir, upto_step: int) -> list[int]:
-    """Bring the policy to the state after the last update done before or at `upto_step`.
+def restore_policy(policy: Any, run: RunDir, plan: ResumePlan) -> list[int]:
+    """Bring the policy to the state after the last update done: load the plan's checkpoint,
+    replay the later updates from their scored.parquet, write again the update records and
+    checkpoints the plan found lost or damaged.
 
     Returns the iterations whose updates were replayed.
     """
-    info = policy.resume(run.checkpoint_dir)
-    done = 0 if info is None else info.step
-    if info is not None and not run.stage_path(info.step, "update.json").exists():
-        # Killed between the checkpoint and update.json: the checkpoint holds the metrics.
-        atomic_write_json(run.stage_path(info.step, "update.json"), info.metadata.get("update", {}))
-    replayed = []
-    for step in range(done + 1, upto_step + 1):
-        if not run.stage_path(step, "update.json").exists():
-            break
+    if plan.checkpoint is not None:
+        try:
+            info = policy.load_checkpoint(plan.checkpoint.path)
+        except Exception as exc:  # noqa: BLE001 - whatever the loader hit, the message names the checkpoint
+            raise RunStateError(
+                f"checkpoint {plan.checkpoint.path} passed its checks but does not load ({exc}). Move it out of "
+                f"{run.checkpoint_dir} and resume again: the updates after the previous checkpoint are replayed."
+            ) from exc
+        record = run.stage_path(info.step, "update.json")
+        if json_problem(record) is not None and "update" in info.metadata:
+            # Killed between the checkpoint and update.json: the checkpoint holds the metrics.
+            atomic_write_json(record, info.metadata["update"])
+    for step in plan.replay:
         scored = run.stage_path(step, "scored.parquet")
         if has_trained_rows(pd.read_parquet(scored, columns=["trained"])):
-            policy.update_scored(scored)
-        replayed.append(step)
-    return replayed
+            metrics = policy.update_scored(scored)
+        else:
+            metrics = {"skipped": True, "sequences": 0, "tokens": 0, **engine_layout(policy)}
+        if step in plan.write_update:
+            atomic_write_json(run.stage_path(step, "update.json"), metrics)
+        if step in plan.resave:
+            policy.save_checkpoint(run.checkpoint_dir, step, metadata={"update": metrics})
+            logger.warning("wrote checkpoint %d again, from the replayed updates", step)
+    return list(plan.replay)
 
 
 def open_resources(run: RunDir, config: AZRConfig, *, on_event: ProgressHook | None = None,
                    policy: Any = None, executor: Any = None) -> Resources:
-    """Start the engine (or take a policy: an in-process one in unit tests) and the executor,
-    load the buffers, restore the policy."""
+    """Check the run directory (run_state.py), start the engine (or take a policy: an in-process
+    one in unit tests) and the executor, load or rebuild the buffers, restore the policy."""
     from azr.batches import tokenizer_counter
     from azr.engine.client import EngineClient
     from azr.sandbox import SandboxExecutor
     from azr.wrappers import make_wrapper
 
     owns_executor, owns_policy = executor is None, policy is None
-    buffers = load_buffers(run, config)  # first: an under-seeded run is refused before the model loads
+    plan = plan_resume(run, config)  # a run that cannot be resumed is refused before the model loads
+    prepare_resume(run, plan)
+    buffers = None if plan.rebuild_buffer_from is not None else load_buffers(run, config)  # an under-seeded run is refused here
     policy = policy or EngineClient.start(config, run.root)  # the engine process group (DESIGN.md)
     try:
         executor = executor or SandboxExecutor.from_run_config(config)
-        start = next_step(run)
-        replayed = restore_policy(policy, run, start)
+        wrapper = make_wrapper(config.model.prompt_wrapper, policy.tokenizer, config.tasks.prompt_profile)
+        count_tokens = tokenizer_counter(policy.tokenizer)
+        if plan.rebuild_buffer_from is not None:
+            buffers = rebuild_buffers(run, config, plan, wrapper, count_tokens)
+        write_committed_records(run, plan)
+        replayed = restore_policy(policy, run, plan)
     except BaseException:
         if owns_policy:
             policy.close()  # a vLLM server must not outlive a run that failed to open
@@ -94,8 +121,8 @@ def open_resources(run: RunDir, config: AZRConfig, *, on_event: ProgressHook | N
         policy=policy,
         executor=executor,
         buffers=buffers,
-        wrapper=make_wrapper(config.model.prompt_wrapper, policy.tokenizer, config.tasks.prompt_profile),
-        count_tokens=tokenizer_counter(policy.tokenizer),
+        wrapper=wrapper,
+        count_tokens=count_tokens,
         on_event=on_event,
         extra={"last_step": config.trainer.iterations, "replayed": replayed, "owns_executor": owns_executor,
                "owns_policy": owns_policy},
