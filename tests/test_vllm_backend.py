@@ -18,7 +18,8 @@ import torch
 from azr.config import VLLMConfig
 from azr.config_loader import build_config
 from azr.engine.generation import Completion, SamplingSettings
-from azr.engine.vllm_backend import VLLMColocateBackend, max_model_len, run_with_timeout
+from azr.engine.vllm_backend import max_model_len, run_with_timeout
+from azr.engine.vllm_hybrid import VLLMColocateBackend
 from azr.engine.vllm_common import make_completion, prompt_seed, sampling_fields, write_weight_files
 from azr.engine.vllm_server import VLLMClient, VLLMError, VLLMServer, find_vllm_python
 
@@ -229,17 +230,23 @@ def test_an_unknown_vllm_python_is_a_config_error(tmp_path: Path) -> None:
         find_vllm_python(str(tmp_path / "nope"))
 
 
-def test_colocate_needs_vllm_here_and_one_process(tmp_path: Path) -> None:
-    pytest.importorskip("azr")  # the project's venv has no vLLM (it conflicts with Prefect)
+def test_colocate_needs_vllm_in_the_engine_and_a_tensor_parallel_size_that_divides_the_ranks(tmp_path: Path) -> None:
+    from azr.engine.policy import Policy
+    from azr.engine.vllm_hybrid import hybrid_layout
+
     config = build_config("tiny", None, ["rollout.backend=vllm", "rollout.vllm.mode=colocate"])
     try:
         import vllm  # noqa: F401
-    except ImportError:
-        with pytest.raises(VLLMError, match="needs vLLM in this environment"):
+    except ImportError:  # the project's venv has no vLLM (it conflicts with Prefect)
+        with pytest.raises(VLLMError, match="needs vLLM in the engine's environment"):
             VLLMColocateBackend.start(config, None, None, tmp_path, torch.float32)
-    tp = build_config("tiny", None, ["rollout.backend=vllm", "rollout.tensor_parallel_size=2"])
-    with pytest.raises(VLLMError, match="tensor_parallel_size 1"):
+    tp = build_config("tiny", None, ["rollout.backend=vllm", "rollout.vllm.mode=colocate", "rollout.tensor_parallel_size=2"])
+    with pytest.raises(VLLMError, match="does not divide the engine's 1 rank"):
         VLLMColocateBackend.start(tp, None, None, tmp_path, torch.float32)
+    with pytest.raises(VLLMError, match="rollout.tensor_parallel_size 2 does not divide"):
+        Policy.create(tp, cpu=True)  # refused before the model loads
+    layout = hybrid_layout(build_config("tiny", None, ["rollout.tensor_parallel_size=2"]), 3, 4)
+    assert (layout.groups, layout.group, layout.leads_group) == (2, 1, False)
 
 
 def test_auto_mode_picks_colocate_only_where_vllm_imports(monkeypatch: pytest.MonkeyPatch) -> None:

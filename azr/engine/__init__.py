@@ -6,8 +6,9 @@ TransformersBackend), `update` (TrainSequence, TRRPPUpdate), `logprobs` (chunked
 `checkpoints`, `policy` (the Policy every engine rank holds), `sequences` (the update's batch
 from scored.parquet), `service` (the engine's rank loop, run by `accelerate launch`), `launch`
 (that command), `client` (the controller's EngineClient: the Policy interface, no model),
-`protocol` (JSON messages and exchange files between them), `vllm_backend` (the vLLM
-server and colocate modes), `vllm_server` (the `vllm serve` process), `vllm_common`,
+`protocol` (JSON messages and exchange files between them), `vllm_backend` (what the vLLM
+modes share, and the server mode), `vllm_hybrid` (colocate mode: vLLM inside every engine
+rank), `vllm_server` (the `vllm serve` process), `vllm_common`,
 `vllm_extension` (in-place weight loading inside vLLM). Nothing is imported here, so
 `import azr.engine.model_source` stays free of torch.
 """

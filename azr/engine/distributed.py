@@ -185,3 +185,37 @@ def gathered_parameters(model: Any) -> Iterator[None]:
             layer.set_reshard_after_forward(True, recurse=False)
         for module in modules:
             module.reshard()
+
+
+def full_parameters(model: Any, dtype: torch.dtype | None = None) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, whole tensor) of every parameter and persistent buffer, one at a time, in
+    checkpoint names and the same order on every rank; each tied tensor once.
+
+    Collective when the model is sharded: an FSDP2 parameter (a DTensor shard) is cast to
+    `dtype` and all-gathered on its own (`DTensor.full_tensor()`), a ZeRO-3 one is gathered
+    alone under `deepspeed.zero.GatheredParameters`; so at most one whole parameter exists
+    beside the shards, never the whole model. Every rank must consume the iterator fully.
+    """
+    from torch.distributed.tensor import DTensor
+
+    def cast(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.to(dtype) if dtype is not None and tensor.is_floating_point() else tensor
+
+    for name, parameter in model.named_parameters():  # shared (tied) parameters come once
+        tensor = parameter.detach()
+        if isinstance(tensor, DTensor):
+            yield name, cast(tensor).full_tensor()
+        elif hasattr(parameter, "ds_id"):  # DeepSpeed ZeRO-3 partition
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters([parameter], modifier_rank=None):
+                whole = parameter.data.to(dtype or parameter.dtype, copy=True)  # outlives the gather
+            yield name, whole
+        else:
+            yield name, cast(tensor)
+    for module_name, module in model.named_modules():
+        for buffer_name, buffer in module.named_buffers(recurse=False):
+            if buffer_name not in module._non_persistent_buffers_set:
+                name = f"{module_name}.{buffer_name}" if module_name else buffer_name
+                tensor = buffer.detach()
+                yield name, cast(tensor.full_tensor() if isinstance(tensor, DTensor) else tensor)

@@ -44,7 +44,7 @@ def launch_command(config: AZRConfig, run_root: Path, *, machine_rank: int = 0, 
     if rendezvous is None:
         raise ValueError("no rendezvous port: set engine.main_process_port")
     cpu = on_cpu() if cpu is None else cpu
-    argv = [python or engine.python or sys.executable, "-m", "accelerate.commands.launch"]
+    argv = [python or engine.python or colocated_vllm_python(config) or sys.executable, "-m", "accelerate.commands.launch"]
     if engine.accelerate_config is not None:
         argv += ["--config_file", str(engine.accelerate_config)]
     if world > 1 or machines > 1:
@@ -63,6 +63,21 @@ def launch_command(config: AZRConfig, run_root: Path, *, machine_rank: int = 0, 
         "--run-dir", str(Path(run_root).resolve()),
     ]
     return argv
+
+
+def colocated_vllm_python(config: AZRConfig) -> str | None:
+    """The interpreter of the engine when vLLM runs inside its ranks (`rollout.vllm.mode:
+    colocate`) and cannot be imported here: the one with vLLM (`rollout.vllm.python`,
+    $AZR_VLLM_PYTHON, ./.venv-vllm), as for a vLLM server. None: this one will do."""
+    import importlib.util
+
+    rollout = config.rollout
+    if rollout.backend != "vllm" or rollout.vllm.mode != "colocate" or importlib.util.find_spec("vllm") is not None:
+        return None
+    from azr.engine.vllm_server import find_vllm_python
+
+    found = find_vllm_python(rollout.vllm.python, Path(__file__).resolve().parents[2])
+    return None if found == sys.executable else found
 
 
 def launch_environment(*, cpu: bool, extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -77,7 +77,8 @@ class Policy:
 
         `cpu=True` forces the CPU even where CUDA exists. `backend` replaces the configured one.
         `rollout.backend: vllm` starts the vLLM engine with its files (exported weights, server
-        log) under `rollout_dir` (a temporary directory if None).
+        log) under `rollout_dir` (a temporary directory if None); colocated, every rank holds
+        one (`azr.engine.vllm_hybrid`: tensor-parallel groups of ranks, weights streamed in).
 
         Collective: on N ranks (a process group started by `accelerate launch` or torchrun,
         N = `trainer.world_size()`) every rank calls it. `trainer.strategy` decides the layout
@@ -104,6 +105,7 @@ class Policy:
             sharded = strategy == "fsdp" and _launched_ranks() > 1
             accelerator = Accelerator(mixed_precision="no" if sharded else mixed, cpu=device_type == "cpu")
         _check_world_size(config, accelerator.num_processes)
+        _check_rollout_layout(config, accelerator.num_processes)
         set_seed(config.seed)
         model, tokenizer = load_model(config.model, for_training=True, seed=config.seed)
         reference = None
@@ -126,13 +128,6 @@ class Policy:
         )
         if backend is None and config.rollout.backend == "vllm":
             from azr.engine.vllm_backend import create_vllm_backend
-
-            if accelerator.num_processes > 1:
-                raise ValueError(
-                    f"rollout.backend vllm runs beside one engine rank only; this engine has "
-                    f"{accelerator.num_processes} ranks (trainer.processes): use rollout.backend "
-                    "transformers, which splits the prompts over the ranks"
-                )
 
             work_dir = Path(rollout_dir) if rollout_dir is not None else Path(tempfile.mkdtemp(prefix="azr-vllm-"))
             backend = create_vllm_backend(config, accelerator.unwrap_model(model), tokenizer, work_dir, compute)
@@ -191,7 +186,8 @@ class Policy:
         the seconds it took, or None when nothing was due. Generation calls it first, so a
         rollout never uses stale weights; the update stage calls it to time it."""
         sync = getattr(self.backend, "sync_weights", None)
-        if sync is None or self.synced_version == self.weights_version:
+        discarded = getattr(self.backend, "weights_discarded", False)  # vLLM slept at level 2
+        if sync is None or (self.synced_version == self.weights_version and not discarded):
             return None
         start = time.perf_counter()
         sync(self.unwrapped_model)
@@ -266,6 +262,18 @@ def _check_world_size(config: AZRConfig, ranks: int) -> None:
             f"start it with `accelerate launch --num_processes {expected}` (or torchrun "
             f"--nproc-per-node {expected}), or set -s trainer.processes={ranks}"
         )
+
+
+def _check_rollout_layout(config: AZRConfig, ranks: int) -> None:
+    """Colocated vLLM runs one engine per `rollout.tensor_parallel_size` ranks: refuse a degree
+    that does not divide the rank count before the model loads."""
+    from azr.engine.vllm_backend import resolve_mode
+
+    rollout = config.rollout
+    if rollout.backend == "vllm" and resolve_mode(rollout.vllm.mode) == "colocate":
+        from azr.engine.vllm_hybrid import hybrid_layout
+
+        hybrid_layout(config, 0, ranks)
 
 
 _lock = threading.Lock()

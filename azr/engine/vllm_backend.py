@@ -1,11 +1,12 @@
-"""vLLM behind the `GenerationBackend` interface, in two modes.
+"""vLLM behind the `GenerationBackend` interface: what both modes share, and the server mode.
 
 `VLLMServerBackend` talks to a `vllm serve` process (started by the run, or at `url`): prompts go
 as token ids, completions come back as token ids, and after every update the policy's weights
-are written as safetensors and loaded in place by the server's workers. `VLLMColocateBackend`
-holds a `vllm.LLM` in the trainer's process on the same GPU and copies the weights tensor by
-tensor, without touching the disk. Both give the transformers backend's records (text, token
-ids, finish reason) for the same `SamplingSettings`; a sync always runs under a time limit.
+are written as safetensors and loaded in place by the server's workers. The colocate mode
+(`azr.engine.vllm_hybrid.VLLMColocateBackend`) holds a `vllm.LLM` in every engine rank and
+streams the weights into it without touching the disk. Both give the transformers backend's
+records (text, token ids, finish reason) for the same `SamplingSettings`; a sync always runs
+under a time limit.
 """
 
 from __future__ import annotations
@@ -169,93 +170,6 @@ class VLLMServerBackend(_VLLMBackend):
             self._current_weights = None
 
 
-class VLLMColocateBackend(_VLLMBackend):
-    """A `vllm.LLM` in this process. The engine core runs in-process (no multiprocessing), so a
-    sync copies the trainer's tensors straight into vLLM's parameters; on CUDA, sleep mode frees
-    the KV cache while the update runs."""
-
-    def __init__(self, llm: Any, tokenizer: Any, eos_token_ids: Sequence[int], *, dtype: torch.dtype,
-                 sync_timeout_s: float, sleep: bool) -> None:
-        super().__init__(tokenizer, eos_token_ids)
-        self.llm = llm
-        self.dtype = dtype
-        self.sync_timeout_s = sync_timeout_s
-        self.sleep = sleep
-        self.sleeping = False
-
-    @classmethod
-    def start(cls, config: AZRConfig, model: Any, tokenizer: Any, work_dir: Path, dtype: torch.dtype) -> VLLMColocateBackend:
-        settings = config.rollout.vllm
-        if config.rollout.tensor_parallel_size != 1:
-            raise VLLMError(
-                "rollout.vllm.mode colocate runs vLLM in the trainer's process with "
-                "tensor_parallel_size 1; for tensor parallelism use rollout.vllm.mode=server"
-            )
-        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # the engine in this process: in-place syncs
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(settings.cpu_kv_cache_gib))))
-        try:
-            from vllm import LLM
-        except ImportError as exc:
-            raise VLLMError(
-                "rollout.vllm.mode colocate needs vLLM in this environment (pip install vllm); "
-                "where it cannot share the environment, use rollout.vllm.mode=server"
-            ) from exc
-        model_dir = export_model_dir(model, tokenizer, Path(work_dir) / "model", dtype)
-        sleep = settings.sleep_mode and torch.cuda.is_available()
-        context = max_model_len(config)
-        llm = LLM(
-            model=str(model_dir), dtype=_DTYPE_NAMES[dtype], tensor_parallel_size=1,
-            gpu_memory_utilization=config.rollout.gpu_memory_utilization, max_model_len=context,
-            max_num_batched_tokens=max(config.rollout.max_num_batched_tokens, context), seed=engine_seed(config),
-            enforce_eager=settings.enforce_eager, enable_sleep_mode=sleep, generation_config="vllm",
-            enable_prefix_caching=True,
-        )
-        return cls(llm, tokenizer, model_eos_ids(model, tokenizer), dtype=dtype,
-                   sync_timeout_s=settings.sync_timeout_s, sleep=sleep)
-
-    def _generate_ids(self, prompts: list[list[int]], settings: SamplingSettings, n: int) -> list[list[RawOutput]]:
-        from vllm import SamplingParams
-
-        self._wake()
-        params = [SamplingParams(**self._request(settings, n, i)) for i in range(len(prompts))]
-        outputs = self.llm.generate([{"prompt_token_ids": ids} for ids in prompts], params, use_tqdm=False)
-        return [[(c.token_ids, c.finish_reason) for c in sorted(o.outputs, key=lambda c: c.index)] for o in outputs]
-
-    def prepare_for_update(self) -> None:
-        """Free the KV cache (and park the weights on the CPU) while the optimizer runs."""
-        if self.sleep and not self.sleeping:
-            self.llm.sleep(level=1)
-            self.sleeping = True
-
-    def sync_weights(self, model: Any) -> None:
-        from azr.engine.vllm_extension import reload_in_place
-
-        def load_into(worker: Any) -> int:
-            vllm_model = worker.model_runner.get_model()
-            return reload_in_place(vllm_model, worker.vllm_config, iter_weights(model, self.dtype))
-
-        def load() -> None:
-            self._wake()
-            self.llm.collective_rpc(load_into)  # in this process: the tensors are not copied
-            self.llm.reset_prefix_cache()
-
-        run_with_timeout(load, self.sync_timeout_s, "the colocated vLLM weight sync (rollout.vllm.sync_timeout_s)")
-
-    def _wake(self) -> None:
-        if self.sleeping:
-            self.llm.wake_up()
-            self.sleeping = False
-
-    def close(self) -> None:
-        """Drop the engine and give its memory back (the KV cache is most of it)."""
-        self.llm = None
-        import gc
-
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-
-
 def export_model_dir(model: Any, tokenizer: Any, target: Path, dtype: torch.dtype) -> Path:
     """The policy as a transformers directory (config, tokenizer, weights) that vLLM loads at
     start; written to a temporary name and renamed."""
@@ -314,4 +228,6 @@ def create_vllm_backend(config: AZRConfig, model: Any, tokenizer: Any, work_dir:
     """The configured vLLM mode, started and holding `model`'s current weights."""
     if resolve_mode(config.rollout.vllm.mode) == "server":
         return VLLMServerBackend.start(config, model, tokenizer, work_dir, dtype)
+    from azr.engine.vllm_hybrid import VLLMColocateBackend
+
     return VLLMColocateBackend.start(config, model, tokenizer, work_dir, dtype)
