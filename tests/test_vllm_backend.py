@@ -317,3 +317,50 @@ def test_the_policy_syncs_once_per_change_before_generating(fresh_accelerate: No
     policy.generate(["def f(a):"], settings)
     policy.close()
     assert engine.events == ["generate", "prepare", "prepare", "sync", "generate", "prepare", "sync", "generate", "close"]
+
+
+class _EchoLLM:
+    """Stands in for vllm.LLM in the logic test below: each prompt's answer is its first token
+    and its seed, so a misplaced or re-seeded completion shows."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def generate(self, requests: list[dict[str, Any]], params: list[dict[str, Any]], use_tqdm: bool) -> list[Any]:
+        from types import SimpleNamespace
+
+        self.calls.append(len(requests))
+        return [SimpleNamespace(outputs=[SimpleNamespace(index=k, token_ids=[r["prompt_token_ids"][0], p.get("seed", -1), k],
+                                                         finish_reason="length") for k in range(p["n"])])
+                for r, p in zip(requests, params)]
+
+
+def test_colocated_engines_each_generate_their_share_and_every_rank_gets_all(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two TP-1 engines (2 ranks): the prompts are dealt by tokens, each keeps the seed of its
+    index in the whole call, and the all-gathered result equals one engine's."""
+    import types
+
+    import azr.engine.vllm_hybrid as hybrid
+
+    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(SamplingParams=dict))
+    config = build_config("tiny", None, ["rollout.backend=vllm", "rollout.vllm.mode=colocate"])
+    prompts = [[10 + i] * (1 + 3 * (i % 3)) for i in range(7)]
+    settings = SamplingSettings(max_new_tokens=4, temperature=1.0, n=2, seed=5)
+    sleep = hybrid.SleepSupport(False, 0, "test")
+
+    def backend(rank: int, world_size: int) -> Any:
+        return hybrid.VLLMColocateBackend(_EchoLLM(), _Tokenizer(), [2], dtype=torch.float32, sync_timeout_s=5,
+                                          layout=hybrid.hybrid_layout(config, rank, world_size), sleep=sleep)
+
+    alone = backend(0, 1)._generate_ids(prompts, settings, 2)
+    shares: dict[int, dict[int, Any]] = {}
+    for rank in (0, 1):  # what each rank contributes to the gather
+        engine = backend(rank, 2)
+        monkeypatch.setattr(hybrid, "all_gather_objects",
+                            lambda local, rank=rank: (shares.__setitem__(rank, local), [dict(enumerate(alone))])[1])
+        engine._generate_ids(prompts, settings, 2)
+        assert 0 < engine.llm.calls[0] < len(prompts)  # a share, not all
+    assert set(shares[0]) | set(shares[1]) == set(range(len(prompts))) and not set(shares[0]) & set(shares[1])
+    monkeypatch.setattr(hybrid, "all_gather_objects", lambda local: [shares[0], shares[1]])
+    assert backend(1, 2)._generate_ids(prompts, settings, 2) == alone
+    assert [outputs[0][0][1] for outputs in alone] == [prompt_seed(5, i) for i in range(len(prompts))]
