@@ -265,6 +265,8 @@ def load_backend(config: AZRConfig, backend: str = "transformers", work_dir: Pat
 
     `vllm` (or `auto` where vLLM is available) starts a vLLM engine in the mode of
     `rollout.vllm.mode`, sized for `max_new_tokens` beyond the longest prompt setting."""
+    import importlib.util
+
     from azr.engine.generation import TransformersBackend
     from azr.engine.models import compute_dtype, default_device, load_model
 
@@ -279,7 +281,11 @@ def load_backend(config: AZRConfig, backend: str = "transformers", work_dir: Pat
         rollout = config.rollout
         if max_new_tokens is not None and max_new_tokens > rollout.max_new_tokens:
             rollout = rollout.model_copy(update={"max_new_tokens": max_new_tokens})
-            config = config.model_copy(update={"rollout": rollout})
+        if rollout.vllm.mode == "colocate" and importlib.util.find_spec("vllm") is None:
+            # the presets' hybrid layout lives in a training engine; standing alone here, without
+            # vLLM in this environment, vLLM runs as a server in its own (vllm_server.find_vllm_python)
+            rollout = rollout.model_copy(update={"vllm": rollout.vllm.model_copy(update={"mode": "server"})})
+        config = config.model_copy(update={"rollout": rollout})
         directory = Path(work_dir) if work_dir is not None else Path(tempfile.mkdtemp(prefix="azr-eval-vllm-"))
         return create_vllm_backend(config, model, tokenizer, directory, dtype), tokenizer
     backend_object = TransformersBackend.from_rollout(model, tokenizer, config.rollout, compute_dtype=dtype)
