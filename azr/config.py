@@ -690,7 +690,8 @@ class EngineConfig(Section):
         None,
         title="Engine Python",
         description="Interpreter of the engine's environment (torch, transformers, accelerate; no "
-        "Prefect needed); None: the controller's own Python.",
+        "Prefect needed); None: the controller's own Python, or with colocated vLLM that it cannot "
+        "import, vLLM's (rollout.vllm.python, $AZR_VLLM_PYTHON, ./.venv-vllm).",
     )
     start_timeout_s: float = _seconds(900.0, "Start timeout (s)", "Seconds for every rank to start, load the model and report ready.")
     generate_timeout_s: float = _seconds(7200.0, "Generate timeout (s)", "Seconds one generation command may take.")

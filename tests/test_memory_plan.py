@@ -289,3 +289,17 @@ def test_ranks_over_two_machines_count_both_machines_gpus() -> None:
     assert plan.fits and plan.ranks == 16
     over = plan_memory(build_config("qwen2.5-14b", None, ["trainer.processes=16"]), KNOWN_MODELS["Qwen/Qwen2.5-14B"], 80 * GIB)
     assert any("16 engine ranks need 16 GPUs" in problem for problem in over.problems)
+
+
+def test_auto_mode_is_planned_as_the_engine_resolves_it(tmp_path: Path) -> None:
+    """`auto` is colocate where the engine's Python (engine.python) has vLLM, else server."""
+    from azr.memory_plan import vllm_mode
+
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    package = venv / "lib" / "python3.11" / "site-packages" / "vllm"
+    auto = ["rollout.backend=vllm", "rollout.vllm.mode=auto", f"engine.python={venv / 'bin' / 'python'}"]
+    assert vllm_mode(build_config("tiny", None, auto)) == "server"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    assert vllm_mode(build_config("tiny", None, auto)) == "colocate"
