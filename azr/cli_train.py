@@ -34,9 +34,16 @@ def _quiet_output() -> None:
     patient ephemeral server, warnings only, no per-save progress bars."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    quiet_prefect = "PREFECT_LOGGING_LEVEL" not in os.environ
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")  # failures are reported below, once
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import logging
+
+    if quiet_prefect:
+        # Prefect's event and log queues drain at exit and say so ("EventsWorker - Still
+        # processing items") through loggers outside "prefect", so PREFECT_LOGGING_LEVEL misses them.
+        for service in ("EventsWorker", "APILogWorker"):
+            logging.getLogger(service).setLevel(logging.ERROR)
 
     import mlflow  # noqa: F401 - importing it configures its loggers; lower them after
     import transformers
@@ -108,22 +115,32 @@ def train(
 ) -> None:
     """Run AZR self-play: propose, validate, solve, reward, update, for N iterations."""
     from azr.config_loader import ConfigError, build_config, chosen_preset
-    from azr.pipeline.run_dir import RunDirError
+    from azr.pipeline.run_dir import RunDir, RunDirError
 
-    wanted = None
-    try:
-        if resume is None or preset is not None or config or set_:
-            wanted = build_config(chosen_preset(preset, config), config, set_ or [])
-            if iterations is not None:
-                wanted = wanted.model_copy(update={"trainer": wanted.trainer.model_copy(update={"iterations": iterations})})
-    except ConfigError as exc:
-        _fail(str(exc))
+    if force and resume is None:
+        _fail("--force only applies to --resume (it accepts settings that differ from the resumed run's); "
+              "a new run takes its settings from --preset, --config and --set as given")
     if resume is not None and run_dir is not None and Path(run_dir) != Path(resume):
         _fail("give the run directory once: --resume RUN_DIR (not together with a different --run-dir)")
     if run_dir is not None and Path(run_dir).exists() and not Path(run_dir).is_dir():
         _fail(f"--run-dir {run_dir} is a file, not a directory; choose another --run-dir")
     if resume is not None and not (Path(resume) / "config.yaml").is_file():
         _fail(f"cannot resume {resume}: it is not a run directory (no config.yaml there)")
+    wanted = None
+    try:
+        if resume is None or preset is not None or config or set_:
+            # on resume, --config and --set change the run's own settings (a --preset replaces them)
+            base = RunDir(resume).read_config() if resume is not None and preset is None else None
+            wanted = build_config(None if base is not None else chosen_preset(preset, config), config, set_ or [], base=base)
+            if iterations is not None:
+                wanted = wanted.model_copy(update={"trainer": wanted.trainer.model_copy(update={"iterations": iterations})})
+        if resume is not None:  # refused here at once, before Prefect starts (the flow checks too)
+            from azr.pipeline.training import check_iterations
+
+            ends_at = wanted.trainer.iterations if wanted is not None else iterations or RunDir(resume).read_config().trainer.iterations
+            check_iterations(RunDir(resume), ends_at)
+    except (ConfigError, RunDirError) as exc:
+        _fail(str(exc))
     _check_memory(wanted, resume, ignore_memory_plan)
     _check_disk(wanted, resume, run_dir)
 
@@ -133,6 +150,7 @@ def train(
     from azr.engine.vllm_server import VLLMError
     from azr.pipeline.resources import set_event_hook
     from azr.sandbox import IsolationUnavailable, SandboxError
+    from flows.server_lifetime import bind_temporary_server
     from flows.training import default_run_dir, train_flow
 
     target = Path(resume) if resume is not None else (run_dir or default_run_dir(wanted))
@@ -140,6 +158,7 @@ def train(
     with Progress(*columns, console=console, transient=False) as progress:
         set_event_hook(_ProgressView(progress))
         try:
+            bind_temporary_server()  # a kill -9 of this process must not leave Prefect's server behind
             summary = train_flow(preset=None, config=wanted, iterations=iterations, run_dir=str(target),
                                  resume=resume is not None, force=force)
         except (ConfigError, RunDirError) as exc:
@@ -151,6 +170,9 @@ def train(
         finally:
             set_event_hook(None)
     run = Path(summary["run_dir"])
+    if resume is not None and summary.get("trained") == 0:
+        console.print(f"\n[bold]already complete[/]: {escape(str(run))} has all its {summary['iterations']} iterations "
+                      "(nothing to train; --iterations N with N larger trains further)")
     console.print(f"\n[bold]run finished[/]: {summary['iterations']} iterations in {escape(str(run))}")
     console.print(f"  stage files (Parquet): {run / 'iterations'}", markup=False)
     console.print(f"  checkpoints:           {run / 'checkpoints'}", markup=False)

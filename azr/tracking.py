@@ -113,10 +113,13 @@ class Tracker:
         self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in sandbox.items()])
         self.run.write_info({"mlflow_run_id": self.run_id, "tracking_uri": self.tracking_uri,
                              "experiment": self.experiment_name})
-        self.client.log_text(self.run_id, self.run.config_path.read_text(encoding="utf-8"), "config.yaml")
+        self.log_config()
         return self.run_id
 
-    def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
+    def log_metrics(self, step: int, metrics: dict[str, float], *, once: bool = False) -> None:
+        """Log `metrics` at `step` in batches. With `once`, a batch already in the run (a run
+        killed after it was logged, then resumed) is not logged again: each batch is one
+        transaction in MLflow's SQL store, so its first key at `step` says whether it is there."""
         import time
 
         from mlflow.entities import Metric
@@ -125,7 +128,18 @@ class Tracker:
         named = {**metrics, **{plain: metrics[key] for key, plain in HEADLINE_METRICS.items() if key in metrics}}
         entries = [Metric(_metric_key(k), float(v), now, step) for k, v in sorted(named.items())]
         for start in range(0, len(entries), _BATCH):
-            self.client.log_batch(self.run_id, metrics=entries[start : start + _BATCH])
+            batch = entries[start : start + _BATCH]
+            if once and self.has_metric(batch[0].key, step):
+                continue
+            self.client.log_batch(self.run_id, metrics=batch)
+
+    def has_metric(self, key: str, step: int) -> bool:
+        """Whether the run has a value of `key` at `step`."""
+        return any(m.step == step for m in self.client.get_metric_history(self.run_id, key))
+
+    def log_config(self) -> None:
+        """The run's config.yaml as an artifact (again after a resume changed it)."""
+        self.client.log_text(self.run_id, self.run.config_path.read_text(encoding="utf-8"), "config.yaml")
 
     def log_validated_tasks(self, step: int) -> str | None:
         """The iteration's valid, buffered tasks as an MLflow dataset input (context `training`,
@@ -196,17 +210,31 @@ class Tracker:
             if (directory / name).exists():
                 self.client.log_artifact(self.run_id, str(directory / name), target)
 
-    def log_checkpoint(self, path: Path) -> str:
-        """Log the checkpoint's export as an MLflow model, then drop the run's models beyond
+    def log_checkpoint(self, path: Path, step: int) -> str:
+        """The checkpoint of `step` as a logged model of the run, once: a model this run already
+        logged for the step is kept (and linked to the run if a kill came before the link); one
+        left unfinished by a kill is deleted and logged again. Then drop the run's models beyond
         `tracking.keep_logged_models` (azr/model_retention.py); a disk about to fill is warned of."""
+        from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+
         from azr.disk_use import directory_bytes, warn_if_short
         from azr.engine.checkpoints import EXPORT_DIR, log_checkpoint_to_mlflow
         from azr.model_retention import prune_logged_models
 
+        experiment = self.experiment_id or self.client.get_run(self.run_id).info.experiment_id
+        found = self.client.search_logged_models(
+            [experiment], filter_string=f"source_run_id = '{self.run_id}' AND params.step = '{step}'")
+        for model in found:
+            if model.status != LoggedModelStatus.READY:
+                self.client.delete_logged_model(model.model_id)
+                continue
+            outputs = self.client.get_run(self.run_id).outputs
+            if not any(o.model_id == model.model_id for o in (outputs.model_outputs if outputs else [])):
+                self.client.log_outputs(self.run_id, [LoggedModelOutput(model.model_id, step)])
+            return model.model_id
         if self._artifact_root is not None:
             warn_if_short(self._artifact_root, directory_bytes(Path(path) / EXPORT_DIR), "logging the checkpoint to MLflow")
         model_id = log_checkpoint_to_mlflow(path, run_id=self.run_id, tracking_uri=self.tracking_uri)
-        experiment = self.experiment_id or self.client.get_run(self.run_id).info.experiment_id
         prune_logged_models(self.client, experiment, self.run_id, self.config.tracking.keep_logged_models)
         return model_id
 

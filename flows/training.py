@@ -24,16 +24,19 @@ from azr.config import AZRConfig
 from azr.config_loader import ConfigError, build_config
 from azr.engine.policy import set_policy
 from azr.pipeline.resources import get_event_hook, get_resources, set_resources
-from azr.pipeline.run_dir import RunDir, open_run_dir
+from azr.pipeline.run_dir import RunDir, config_differences, open_run_dir
 from azr.pipeline.stages import checkpoint_due
 from azr.pipeline.training import (
+    check_iterations,
     close_resources,
     evaluate_if_due,
     evaluation_due,
     finish_iteration,
     iteration_findings,
+    mark_published,
     next_step,
     open_resources,
+    post_commit_pending,
     run_verdict,
 )
 from azr.run_parameters import ConfigChanges, Preset, changed_values, preset_help
@@ -42,6 +45,7 @@ from flows.iteration import iteration_flow
 from flows.monitoring import emit_findings
 from flows.run_pages import artifact_key, name_flow_run, publish_iteration, publish_tracking_links
 from flows.run_slot import hold_run_slot
+from flows.server_lifetime import bind_temporary_server
 from tasks.seeding import seed_buffers
 
 
@@ -145,8 +149,11 @@ def train_flow(
 ) -> dict:
     """Run (or, with `resume`, continue) AZR self-play for `trainer.iterations` iterations."""
     logger = get_run_logger()
+    bind_temporary_server()  # a no-op behind a real Prefect server
     if resume and not run_dir:
         raise ConfigError("resume needs `run_dir`: the directory of the run to continue")
+    if force and not resume:
+        raise ConfigError("`force` only applies with `resume` (it accepts settings that differ from the resumed run's)")
     stored_run = RunDir(Path(run_dir)) if resume and run_dir else None
     stored = stored_run.read_config() if stored_run is not None and stored_run.config_path.is_file() else None
     wanted = resolve_run_config(preset, overrides or [], config, iterations, changes, stored)
@@ -170,7 +177,8 @@ def _train(root: Path, wanted: AZRConfig | None, resume: bool, force: bool, iter
     run, run_config = open_run_dir(root, wanted, resume=resume, force=force)
     if resume and iterations is not None and run_config.trainer.iterations != iterations:
         run_config = run_config.model_copy(update={"trainer": run_config.trainer.model_copy(update={"iterations": iterations})})
-        run.write_config(run_config)
+    stored = run.read_config() if resume else run_config
+    done = check_iterations(run, run_config.trainer.iterations)
     tracker = Tracker(run, run_config)
     tracker.start(tags={"azr.prefect.flow_run_id": str(flow_run.id or ""),
                         "azr.engine.world_size": str(run_config.trainer.world_size()),
@@ -181,6 +189,12 @@ def _train(root: Path, wanted: AZRConfig | None, resume: bool, force: bool, iter
     try:
         with _gpu_hold(run_config.trainer.gpus):
             res = open_resources(run, run_config, on_event=get_event_hook())
+            if run_config != stored:  # the run has really started with the new settings: keep them
+                run.write_config(run_config)
+                tracker.log_config()
+                logger.info("%s continues with changed settings: %s", run.root.name,
+                            "; ".join(config_differences(stored, run_config)) or
+                            f"trainer.iterations: {stored.trainer.iterations} -> {run_config.trainer.iterations}")
             res.extra["tracker"] = tracker
             set_resources(res)
             set_policy(res.policy)
@@ -190,28 +204,18 @@ def _train(root: Path, wanted: AZRConfig | None, resume: bool, force: bool, iter
                         run_config.name, run_config.model.name_or_path, first, last, last, run.root.resolve())
             progress = create_progress_artifact(100.0 * (first - 1) / last, key=artifact_key(run, "progress"),
                                                 description=f"iterations of {run.root.name}")
+            for step in post_commit_pending(run, run_config, first):  # a kill came after a commit
+                logger.info("iteration %d of %s was committed before the run stopped: finishing its logging",
+                            step, run.root.name)
+                _after_commit(res, tracker, step, last, None, started=time.perf_counter(), evaluate=step == first - 1)
             for step in range(first, last + 1):
                 res.emit("iteration_started", step=step, last=last)
                 started = time.perf_counter()
                 state = iteration_flow.with_options(flow_run_name=f"iteration-{step} of {run.root.name}")(
                     step, return_state=True)
                 state.result()  # a failed iteration fails the run
-                metrics = finish_iteration(res, step, tracker)
-                findings = iteration_findings(res, step)
-                emit_findings(run.root, findings)
-                if evaluation_due(run_config, step):
-                    metrics.update(evaluate_task(step))
-                rows = publish_iteration(run, step, last, metrics, state.state_details.flow_run_id)
+                _after_commit(res, tracker, step, last, state.state_details.flow_run_id, started=started)
                 update_progress_artifact(progress, 100.0 * step / last)
-                if checkpoint_due(run_config, step, last):
-                    announce_checkpoint(run, run_config, step)
-                res.emit("iteration_finished", step=step, last=last, metrics=metrics, rows=rows, findings=findings)
-                logger.info(
-                    "iteration %d/%d of %s: reward %.3f, valid proposals %.1f%%, solve accuracy %.1f%% (%.0f s)",
-                    step, last, run.root.name, metrics.get("overall/reward_mean", float("nan")),
-                    100 * metrics.get("overall/valid_rate", float("nan")),
-                    100 * metrics.get("overall/solve_accuracy", float("nan")), time.perf_counter() - started,
-                )
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
@@ -225,7 +229,35 @@ def _train(root: Path, wanted: AZRConfig | None, resume: bool, force: bool, iter
     verdict = run_verdict(run, run_config.trainer.iterations)
     logger.info(verdict)
     return {"run_dir": str(run.root.resolve()), "iterations": run_config.trainer.iterations, "verdict": verdict,
-            **tracker.describe()}
+            "trained": max(0, run_config.trainer.iterations - done), **tracker.describe()}
+
+
+def _after_commit(res: Any, tracker: Tracker, step: int, last: int, iteration_run: Any, *, started: float,
+                  evaluate: bool = True) -> None:
+    """Everything after an iteration's buffer commit: metrics.json and MLflow (each part once),
+    the monitors' events, a due evaluation, the Prefect tables, the checkpoint events. A resume
+    runs it again for a committed iteration a kill interrupted, so nothing of it is lost."""
+    logger = get_run_logger()
+    run, run_config = res.run, res.config
+    metrics = finish_iteration(res, step, tracker)
+    findings = iteration_findings(res, step)
+    emit_findings(run.root, findings)
+    if evaluation_due(run_config, step):
+        if evaluate or run.stage_path(step, "eval.json").exists():  # done before: only its logging is left
+            metrics.update(evaluate_task(step))
+        else:
+            logger.warning("iteration %d: its evaluation was never done and cannot be now (the policy has moved on)", step)
+    rows = publish_iteration(run, step, last, metrics, iteration_run)
+    if checkpoint_due(run_config, step, last):
+        announce_checkpoint(run, run_config, step)
+    mark_published(run, step)
+    res.emit("iteration_finished", step=step, last=last, metrics=metrics, rows=rows, findings=findings)
+    logger.info(
+        "iteration %d/%d of %s: reward %.3f, valid proposals %.1f%%, solve accuracy %.1f%% (%.0f s)",
+        step, last, run.root.name, metrics.get("overall/reward_mean", float("nan")),
+        100 * metrics.get("overall/valid_rate", float("nan")),
+        100 * metrics.get("overall/solve_accuracy", float("nan")), time.perf_counter() - started,
+    )
 
 
 def announce_checkpoint(run: RunDir, config: AZRConfig, step: int) -> None:

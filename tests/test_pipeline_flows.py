@@ -22,6 +22,7 @@ from azr.pipeline.stages import advantages_by_group
 from azr.task_types import GROUP_NAMES
 
 REPO = Path(__file__).resolve().parent.parent
+KILLPOINT = REPO / "tests" / "killpoint"
 
 
 @pytest.fixture(scope="module")
@@ -87,30 +88,104 @@ def test_two_iterations_through_the_flows(tmp_path: Path, prefect_env: dict[str,
     assert "2/2" in listed
 
 
-def test_kill_9_during_an_iteration_then_resume(tmp_path: Path, prefect_env: dict[str, str]) -> None:
-    root = tmp_path / "runs" / "tiny-killed"
-    process = azr(["train", "--preset", "tiny", "--iterations", "3", "--run-dir", str(root)], prefect_env)
-    marker = RunDir(root).stage_path(2, "proposals.parquet")
-    deadline = time.monotonic() + 600
-    while not marker.exists():
+def start_paused(args: list[str], env: dict[str, str], after: str, mark: Path) -> subprocess.Popen:
+    """Start `azr` and wait until it has renamed a file over `after`, where it then sleeps
+    (tests/killpoint/sitecustomize.py): a kill now hits exactly that point."""
+    env = {**env, "PYTHONPATH": os.pathsep.join([str(KILLPOINT), env.get("PYTHONPATH", "")]),
+           "AZR_TEST_PAUSE_AFTER": after, "AZR_TEST_PAUSE_MARK": str(mark)}
+    process = azr(args, env)
+    wait_for(process, mark)
+    return process
+
+
+def wait_for(process: subprocess.Popen, path: Path, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
         assert process.poll() is None, process.communicate()[0][-3000:]
-        assert time.monotonic() < deadline, "iteration 2 never started"
+        assert time.monotonic() < deadline, f"{path} never appeared"
         time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGKILL)  # the run and everything it started
+
+
+def kill_9(process: subprocess.Popen, *, group: bool = True) -> None:
+    if group:
+        os.killpg(process.pid, signal.SIGKILL)  # the run and everything it started
+    else:
+        os.kill(process.pid, signal.SIGKILL)  # the azr process alone: what it started must end too
     process.wait()
-    assert not RunDir(root).iteration_done(2)
+    process.stdout.close()
+
+
+def session_processes(session: int) -> list[str]:
+    """Command lines of the live processes in `session` (zombies are dead already)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(state[3]) == session and state[0] != "Z":
+                found.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()[:160])
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+@pytest.mark.timeout(1200)  # four runs of the tiny preset; slow when the machine is shared
+def test_kill_9_at_every_point_then_resume(tmp_path: Path, prefect_env: dict[str, str]) -> None:
+    """Killed right after a buffer commit, right after metrics.json (nothing logged yet), and in
+    the middle of an iteration (the azr process alone, not its group): every resume ends in the
+    same state as an uninterrupted run, MLflow has every iteration once, and no process of a
+    killed run (Prefect's temporary server, the engine, the sandbox) is left."""
+    root = tmp_path / "runs" / "tiny-killed"
+    run = RunDir(root)
+    process = start_paused(["train", "--preset", "tiny", "--iterations", "3", "--run-dir", str(root)], prefect_env,
+                           "iterations/000001/committed.json", tmp_path / "paused-1")
+    kill_9(process)
+    assert run.iteration_done(1) and not run.stage_path(1, "metrics.json").exists()
+
+    process = start_paused(["train", "--resume", str(root)], prefect_env, "iterations/000002/metrics.json",
+                           tmp_path / "paused-2")
+    kill_9(process)
+    assert json.loads(run.stage_path(1, "metrics.json").read_text())["logged"] is True  # iteration 1 finished first
+    assert json.loads(run.stage_path(2, "metrics.json").read_text())["logged"] is False
+
+    process = azr(["train", "--resume", str(root)], prefect_env)
+    wait_for(process, run.stage_path(3, "proposals.parquet"))
+    kill_9(process, group=False)
+    deadline = time.monotonic() + 30
+    while (left := session_processes(process.pid)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not left, f"processes outlived the killed run: {left}"
+    assert not run.iteration_done(3)
 
     output = finish(azr(["train", "--resume", str(root)], prefect_env))
     assert "run finished: 3 iterations" in output
-    check_consistent_run(root, 3)
+    info = check_consistent_run(root, 3)
+    client = mlflow.MlflowClient(info["tracking_uri"])
+    mlrun = client.get_run(info["mlflow_run_id"])
+    assert sorted(d.dataset.name for d in mlrun.inputs.dataset_inputs) == sorted(set(d.dataset.name for d in mlrun.inputs.dataset_inputs))
+    models = client.search_logged_models([mlrun.info.experiment_id], filter_string=f"source_run_id = '{mlrun.info.run_id}'")
+    steps = [m.params["step"] for m in models]
+    assert "3" in steps and len(steps) == len(set(steps))  # the last checkpoint, each logged model once
+    for step in (1, 2, 3):
+        assert json.loads(run.stage_path(step, "metrics.json").read_text())["logged"] is True
+        files = {a.path for a in client.list_artifacts(info["mlflow_run_id"], f"iterations/{step:06d}")}
+        assert f"iterations/{step:06d}/metrics.json" in files, (step, files)
 
 
 def test_resume_with_other_settings_is_refused(tmp_path: Path, prefect_env: dict[str, str]) -> None:
     root = tmp_path / "runs" / "tiny-one"
     finish(azr(["train", "--preset", "tiny", "--iterations", "1", "--run-dir", str(root)], prefect_env))
-    refused = azr(["train", "--resume", str(root), "--preset", "tiny", "--set", "rollout.batch_size=3"], prefect_env)
+    config = (root / "config.yaml").read_bytes()
+    refused = azr(["train", "--resume", str(root), "--set", "rollout.batch_size=3"], prefect_env)
     output, _ = refused.communicate(timeout=300)
-    assert refused.returncode == 2 and "--force" in output and "rollout.batch_size" in output
+    assert refused.returncode == 2 and "--force" in output
+    assert "other settings (rollout.batch_size: 2 -> 3);" in output  # over the run's own config, not a preset's
+    failed = azr(["train", "--resume", str(root), "--force", "--iterations", "2", "--set", "model.name_or_path=/no/such/model"],
+                 prefect_env)
+    output, _ = failed.communicate(timeout=600)
+    assert failed.returncode == 1 and "cannot load model '/no/such/model'" in output
+    assert (root / "config.yaml").read_bytes() == config  # the run never started with it: later resumes still work
 
 
 def test_one_iteration_on_the_bundled_model(tmp_path: Path, prefect_env: dict[str, str]) -> None:
@@ -133,5 +208,6 @@ def test_a_crash_is_one_paragraph_and_marks_the_mlflow_run_failed(tmp_path: Path
     output, _ = process.communicate(timeout=600)
     assert process.returncode == 1
     assert "error: cannot load model '/no/such/model'" in output and "Traceback" not in output
+    assert "Still processing items" not in output  # Prefect's queues drain quietly
     info = RunDir(root).read_info()
     assert mlflow.MlflowClient(info["tracking_uri"]).get_run(info["mlflow_run_id"]).info.status == "FAILED"

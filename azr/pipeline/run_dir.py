@@ -145,7 +145,10 @@ def config_differences(old: AZRConfig, new: AZRConfig) -> list[str]:
 def open_run_dir(root: Path, config: AZRConfig | None, *, resume: bool, force: bool = False) -> tuple[RunDir, AZRConfig]:
     """A new run directory for `config`, or an existing one to resume.
 
-    Resuming keeps the stored config; a different config is refused unless `force`.
+    Resuming keeps the stored config; a different config is refused unless `force`. A resumed
+    run's config.yaml is not touched here: the caller writes the new settings once the run has
+    really started with them (`RunDir.write_config`), so a resume that fails (a model that
+    does not exist) leaves the run as it was.
     """
     run = RunDir(Path(root))
     if resume:
@@ -160,8 +163,6 @@ def open_run_dir(root: Path, config: AZRConfig | None, *, resume: bool, force: b
                 f"the run in {root} was started with other settings ({'; '.join(differences)}); "
                 "resume without --preset/--config/--set, or pass --force to continue it with the new settings"
             )
-        if differences or config.trainer.iterations != stored.trainer.iterations:
-            run.write_config(config)
         return run, config
     if config is None:
         raise RunDirError("a new run needs a configuration")

@@ -129,31 +129,121 @@ def open_resources(run: RunDir, config: AZRConfig, *, on_event: ProgressHook | N
     )
 
 
+# The parts of an iteration's logging after its buffer commit, in order; metrics.json lists
+# those done ("logged_parts"), and each part is safe to repeat, so a kill anywhere in between
+# and a resume log every part once.
+LOGGED_PARTS = ("metrics", "findings", "tasks", "files", "checkpoint")
+
+
 def finish_iteration(res: Resources, step: int, tracker: Any = None) -> dict[str, float]:
-    """Metrics of a committed iteration, written once and logged to MLflow once."""
+    """Metrics of a committed iteration, written once and logged to MLflow once.
+
+    Also the post-commit step of a resume: a run killed after the commit (before metrics.json,
+    or in the middle of the logging) gets here again for that iteration and logs only what is
+    missing (metrics.json says which parts are done; MLflow is asked about the rest).
+    """
     metrics_path = res.run.stage_path(step, "metrics.json")
-    record = res.run.read_json(step, "metrics.json")
+    record = _read_metrics_record(res, step)
     if not record:
         metrics, findings = _metrics_and_findings(res, step)
-        record = {"metrics": metrics, "findings": [f.as_dict() for f in findings], "logged": False}
+        record = {"metrics": metrics, "findings": [f.as_dict() for f in findings], "logged": False,
+                  "logged_parts": [], "published": False}
         atomic_write_json(metrics_path, record)
     if tracker is not None and not record.get("logged"):
-        tracker.log_metrics(step, record["metrics"])
-        tracker.log_findings(step, record.get("findings", []))
-        tracker.log_validated_tasks(step)
-        every = res.config.tracking.log_parquet_every
-        tracker.log_iteration_files(step, res.config.tracking.sample_rows, with_parquet=step % every == 0 or step == 1)
-        last_step = int(res.extra.get("last_step", step))
-        log_model = step % res.config.tracking.log_checkpoint_every == 0 or step == last_step
-        if log_model and checkpoint_due(res.config, step, last_step):
-            from azr.engine.checkpoints import latest_checkpoint
-
-            path = latest_checkpoint(res.run.checkpoint_dir)
-            if path is not None:
-                tracker.log_checkpoint(Path(path))
+        done = record.setdefault("logged_parts", [])
+        for part in LOGGED_PARTS:
+            if part not in done:
+                _log_part(res, step, tracker, record, part)
+                done.append(part)
+                atomic_write_json(metrics_path, record)
         record["logged"] = True
         atomic_write_json(metrics_path, record)
     return record["metrics"]
+
+
+def _read_metrics_record(res: Resources, step: int) -> dict[str, Any]:
+    """metrics.json of `step`; empty when missing or unreadable (a damaged one is computed
+    again from the stage files, and the logging that follows skips what MLflow already has)."""
+    try:
+        record = res.run.read_json(step, "metrics.json")
+    except (OSError, ValueError) as exc:
+        logger.warning("iteration %d: metrics.json is unreadable (%s); computing it again from the stage files", step, exc)
+        return {}
+    if not isinstance(record, dict) or not isinstance(record.get("metrics"), dict):
+        if record:
+            logger.warning("iteration %d: metrics.json has no metrics; computing it again from the stage files", step)
+        return {}
+    return record
+
+
+def _log_part(res: Resources, step: int, tracker: Any, record: dict[str, Any], part: str) -> None:
+    """One part of an iteration's MLflow logging; each is idempotent (artifacts are overwritten,
+    dataset inputs deduplicated by MLflow, metrics and models looked up first)."""
+    config = res.config
+    if part == "metrics":
+        tracker.log_metrics(step, record["metrics"], once=True)
+    elif part == "findings":
+        tracker.log_findings(step, record.get("findings", []))
+    elif part == "tasks":
+        tracker.log_validated_tasks(step)
+    elif part == "files":
+        every = config.tracking.log_parquet_every
+        tracker.log_iteration_files(step, config.tracking.sample_rows, with_parquet=step % every == 0 or step == 1)
+    elif part == "checkpoint":
+        last_step = int(res.extra.get("last_step", step))
+        if step % config.tracking.log_checkpoint_every == 0 or step == last_step:
+            from azr.engine.checkpoints import checkpoint_name, is_complete
+
+            path = res.run.checkpoint_dir / checkpoint_name(step)
+            if is_complete(path):
+                tracker.log_checkpoint(path, step)
+            elif checkpoint_due(config, step, last_step):
+                logger.warning("iteration %d: no complete checkpoint %s to log to MLflow", step, path)
+
+
+def check_iterations(run: RunDir, iterations: int) -> int:
+    """Iterations already done; a resume that would end before them is refused (the run keeps
+    its config: nothing is rewritten to fewer iterations)."""
+    done = next_step(run) - 1
+    if iterations < done:
+        from azr.config_loader import ConfigError
+
+        raise ConfigError(
+            f"{run.root} already has {done} iterations done, so it cannot end at iteration {iterations}: "
+            f"resume without --iterations to finish it as configured, or with --iterations above {done} to train further"
+        )
+    return done
+
+
+def post_commit_pending(run: RunDir, config: AZRConfig, next_step_: int) -> list[int]:
+    """Committed iterations whose post-commit work (metrics.json, MLflow, the flow's
+    announcements, a due evaluation) a kill interrupted; a resume does it first."""
+    pending = []
+    for step in range(1, next_step_):
+        try:
+            record = run.read_json(step, "metrics.json")
+        except (OSError, ValueError):
+            record = {}
+        if not isinstance(record, dict) or not record.get("logged") or record.get("published") is False:
+            pending.append(step)
+        elif evaluation_due(config, step) and step == next_step_ - 1 and not _eval_logged(run, step):
+            pending.append(step)
+    return pending
+
+
+def _eval_logged(run: RunDir, step: int) -> bool:
+    try:
+        return bool(run.read_json(step, "eval.json").get("logged"))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def mark_published(run: RunDir, step: int) -> None:
+    """The flow has announced a finished iteration (events, tables, checkpoint triggers)."""
+    record = run.read_json(step, "metrics.json")
+    if record.get("published") is False:
+        record["published"] = True
+        atomic_write_json(run.stage_path(step, "metrics.json"), record)
 
 
 def _metrics_and_findings(res: Resources, step: int) -> tuple[dict[str, float], list[Finding]]:
@@ -202,7 +292,7 @@ def evaluate_if_due(res: Resources, step: int, tracker: Any = None) -> dict[str,
         record = {"metrics": metrics, "logged": False}
         atomic_write_json(res.run.stage_path(step, "eval.json"), record)
     if tracker is not None and not record.get("logged"):
-        tracker.log_metrics(step, record["metrics"])
+        tracker.log_metrics(step, record["metrics"], once=True)
         record["logged"] = True
         atomic_write_json(res.run.stage_path(step, "eval.json"), record)
     return record["metrics"]
