@@ -210,8 +210,8 @@ class Tracker:
             if (directory / name).exists():
                 self.client.log_artifact(self.run_id, str(directory / name), target)
 
-    def log_checkpoint(self, path: Path, step: int) -> str:
-        """The checkpoint of `step` as a logged model of the run, once: a model this run already
+    def log_checkpoint(self, path: Path, step: int | None = None) -> str:
+        """The checkpoint of `step` (default: from its name, step-NNNNNNNN) as a logged model of the run, once: a model this run already
         logged for the step is kept (and linked to the run if a kill came before the link); one
         left unfinished by a kill is deleted and logged again. Then drop the run's models beyond
         `tracking.keep_logged_models` (azr/model_retention.py); a disk about to fill is warned of."""
@@ -221,6 +221,7 @@ class Tracker:
         from azr.engine.checkpoints import EXPORT_DIR, log_checkpoint_to_mlflow
         from azr.model_retention import prune_logged_models
 
+        step = int(Path(path).name.removeprefix("step-")) if step is None else step
         experiment = self.experiment_id or self.client.get_run(self.run_id).info.experiment_id
         found = self.client.search_logged_models(
             [experiment], filter_string=f"source_run_id = '{self.run_id}' AND params.step = '{step}'")
