@@ -173,6 +173,7 @@ def test_kill_9_at_every_point_then_resume(tmp_path: Path, prefect_env: dict[str
         assert f"iterations/{step:06d}/metrics.json" in files, (step, files)
 
 
+@pytest.mark.timeout(1200)  # three runs; slow when the machine is shared
 def test_resume_with_other_settings_is_refused(tmp_path: Path, prefect_env: dict[str, str]) -> None:
     root = tmp_path / "runs" / "tiny-one"
     finish(azr(["train", "--preset", "tiny", "--iterations", "1", "--run-dir", str(root)], prefect_env))
@@ -184,7 +185,7 @@ def test_resume_with_other_settings_is_refused(tmp_path: Path, prefect_env: dict
     failed = azr(["train", "--resume", str(root), "--force", "--iterations", "2", "--set", "model.name_or_path=/no/such/model"],
                  prefect_env)
     output, _ = failed.communicate(timeout=600)
-    assert failed.returncode == 1 and "cannot load model '/no/such/model'" in output
+    assert failed.returncode == 1 and "error: " in output and "'/no/such/model'" in output
     assert (root / "config.yaml").read_bytes() == config  # the run never started with it: later resumes still work
 
 
@@ -207,7 +208,7 @@ def test_a_crash_is_one_paragraph_and_marks_the_mlflow_run_failed(tmp_path: Path
     process = azr(["train", "--preset", "tiny", "--set", "model.name_or_path=/no/such/model", "--run-dir", str(root)], prefect_env)
     output, _ = process.communicate(timeout=600)
     assert process.returncode == 1
-    assert "error: cannot load model '/no/such/model'" in output and "Traceback" not in output
+    assert "error: " in output and "model '/no/such/model'" in output and "Traceback" not in output
     assert "Still processing items" not in output  # Prefect's queues drain quietly
     info = RunDir(root).read_info()
     assert mlflow.MlflowClient(info["tracking_uri"]).get_run(info["mlflow_run_id"]).info.status == "FAILED"
