@@ -1,9 +1,9 @@
 """How much disk a run needs, and a check against the free space before it is spent.
 
 What a run writes (README, "Disk use"): per iteration its stage files and their MLflow samples
-(about a megabyte at the tiny and cpu presets' batch sizes, growing with batch size and response
-length), and at every checkpoint the checkpoint itself (the export in the compute dtype, plus
-the trained weights and the two AdamW moments in the master dtype) and, every
+(growing with batch size and response length), and at every checkpoint the checkpoint itself
+(the export in the compute dtype, plus the training state: four copies of the parameters in the
+master dtype) and, every
 `tracking.log_checkpoint_every` iterations, a logged MLflow model (a copy of the export).
 Checkpoints are pruned to `trainer.keep_checkpoints` (one more exists while a new one is being
 written) and logged models to `tracking.keep_logged_models`, so the peak is bounded; the
@@ -22,9 +22,15 @@ from pathlib import Path
 
 from azr.config import AZRConfig
 
-# Measured (README, "Disk use"): run-directory bytes per generated sequence of an iteration
-# (prompts, responses, token ids, programs and rewards over all stage files), tiny and cpu presets.
-STAGE_BYTES_PER_SEQUENCE = 6_000
+# Measured with benchmarks/disk_use.py (README, "Disk use"): the stage files of one iteration hold
+# about this much per sequence besides its response (the prompt text dominates: references and
+# the worked example), and each response token costs its text and its token id.
+PROMPT_BYTES_PER_SEQUENCE = 8_000
+RESPONSE_BYTES_PER_TOKEN = 8
+# The training state of a checkpoint (torch.distributed.checkpoint) holds four copies of the
+# parameters in the master dtype: the weights, AdamW's two moments and the optimizer's own
+# reference to the weights (measured: 51.4 MB for the tiny model's 3.22 M fp32 parameters).
+TRAINING_STATE_COPIES = 4
 SAFETY_FACTOR = 1.2  # tokenizer files, metadata, MLflow's own files, the filesystem's blocks
 
 
@@ -36,16 +42,8 @@ class DiskSpaceError(RuntimeError):
 class DiskEstimate:
     checkpoint_bytes: int  # one checkpoint directory
     logged_model_bytes: int  # one logged MLflow model
-    iteration_bytes: int  # stage files of one iteration
-    iterations: int
-
-    def run_dir_peak(self, keep_checkpoints: int) -> int:
-        """Stage files of every iteration, plus the kept checkpoints and the one being written."""
-        return self.iteration_bytes * self.iterations + self.checkpoint_bytes * (keep_checkpoints + 1)
-
-    def mlflow_peak(self, keep_logged_models: int | None, logged_models: int) -> int:
-        kept = logged_models if keep_logged_models is None else min(keep_logged_models + 1, logged_models)
-        return self.logged_model_bytes * kept
+    iteration_bytes: int  # stage files of one iteration, every response at full length (an upper bound)
+    iterations: int  # iterations still to run
 
 
 def _bytes_per_parameter(config: AZRConfig) -> tuple[int, int]:
@@ -57,15 +55,18 @@ def _bytes_per_parameter(config: AZRConfig) -> tuple[int, int]:
     return export, master
 
 
-def estimate(config: AZRConfig, parameters: int) -> DiskEstimate:
-    """The disk a run of `config` writes, for a model of `parameters` parameters."""
+def estimate(config: AZRConfig, parameters: int, done: int = 0) -> DiskEstimate:
+    """The disk a run of `config` writes, for a model of `parameters` parameters, `done`
+    iterations of which are already on disk."""
     export, master = _bytes_per_parameter(config)
-    sequences = config.rollout.batch_size * len(config.tasks.types) * 2 * (1 + config.rollout.mc_samples)
+    groups = config.rollout.batch_size * len(config.tasks.types)
+    sequences = groups * 2 + groups * config.rollout.mc_samples  # propose + solve, Monte-Carlo solves at most
+    per_sequence = PROMPT_BYTES_PER_SEQUENCE + RESPONSE_BYTES_PER_TOKEN * config.rollout.max_new_tokens
     return DiskEstimate(
-        checkpoint_bytes=int(parameters * (export + 3 * master) * SAFETY_FACTOR),
+        checkpoint_bytes=int(parameters * (export + TRAINING_STATE_COPIES * master) * SAFETY_FACTOR),
         logged_model_bytes=int(parameters * export * SAFETY_FACTOR),
-        iteration_bytes=sequences * STAGE_BYTES_PER_SEQUENCE,
-        iterations=config.trainer.iterations,
+        iteration_bytes=sequences * per_sequence,
+        iterations=max(config.trainer.iterations - done, 0),
     )
 
 
@@ -102,34 +103,38 @@ def check_run(config: AZRConfig, run_root: Path, done: int = 0) -> list[str]:
 
 def check_before_start(config: AZRConfig, run_root: Path, mlflow_root: Path | None, parameters: int,
                        done: int = 0) -> list[str]:
-    """Warnings for a disk that may fill; raises DiskSpaceError when the run clearly cannot fit
-    (its peak exceeds the free space) so that nothing is started."""
-    guess = estimate(config, parameters)
-    guess = DiskEstimate(guess.checkpoint_bytes, guess.logged_model_bytes, guess.iteration_bytes,
-                         max(guess.iterations - done, 0))
-    needs: dict[Path, int] = {}
-    run_fs = Path(run_root)
-    needs[run_fs] = guess.run_dir_peak(config.trainer.keep_checkpoints)
+    """Raises DiskSpaceError when the run clearly cannot fit: what it holds at once however
+    short its responses (the kept checkpoints and the one being written, the kept logged models
+    and the one being logged, one iteration's stage files) exceeds the free space; nothing is
+    started then. Returns a warning when its peak, with every response at full length and the
+    stage files of every iteration to run, would take over 80% of the free space."""
+    guess = estimate(config, parameters, done)
+    run_root = Path(run_root)
+    kept_models = min(logged_model_count(config), (config.tracking.keep_logged_models or 10**9) + 1)
+    # per disk: (fixed bytes, peak bytes)
+    disks: dict[Path, list[int]] = {run_root: [guess.checkpoint_bytes * (config.trainer.keep_checkpoints + 1)
+                                               + guess.iteration_bytes, 0]}
+    disks[run_root][1] = disks[run_root][0] + guess.iteration_bytes * max(guess.iterations - 1, 0)
     if mlflow_root is not None:
-        mlflow_need = guess.mlflow_peak(config.tracking.keep_logged_models, logged_model_count(config))
-        same = _same_filesystem(run_fs, mlflow_root)
-        if same:
-            needs[run_fs] += mlflow_need
-        else:
-            needs[Path(mlflow_root)] = mlflow_need
+        where = run_root if _same_filesystem(run_root, mlflow_root) else Path(mlflow_root)
+        totals = disks.setdefault(where, [0, 0])
+        totals[0] += guess.logged_model_bytes * kept_models
+        totals[1] += guess.logged_model_bytes * kept_models
     warnings = []
-    for where, need in needs.items():
+    for where, (fixed, peak) in disks.items():
         free = free_bytes(where)
-        if need > free:
-            raise DiskSpaceError(
-                f"the run needs about {gib(need)} on the disk of {where} ({_what(config, guess)}) but "
-                f"{gib(free)} is free. Free some space, put the run elsewhere (--run-dir), or lower "
-                "trainer.keep_checkpoints / tracking.keep_logged_models / trainer.iterations"
-            )
-        if need > 0.8 * free:
-            warnings.append(f"the run will use about {gib(need)} of the {gib(free)} free on the disk of {where}; "
-                            "it may fill up")
+        if fixed > free:
+            raise DiskSpaceError(_refusal(config, guess, fixed, free, where))
+        if peak > 0.8 * free:
+            warnings.append(f"the run may use up to {gib(peak)} of the {gib(free)} free on the disk of {where} "
+                            f"({_what(config, guess)}); it may fill up")
     return warnings
+
+
+def _refusal(config: AZRConfig, guess: DiskEstimate, need: int, free: int, where: Path) -> str:
+    return (f"the run needs at least {gib(need)} on the disk of {where} ({_what(config, guess)}) but only "
+            f"{gib(free)} is free. Free some space, put the run elsewhere (--run-dir), or lower "
+            "trainer.keep_checkpoints / tracking.keep_logged_models")
 
 
 def warn_if_short(where: Path, need: int, what: str) -> str | None:
@@ -162,9 +167,9 @@ def directory_bytes(path: Path) -> int:
 
 
 def _what(config: AZRConfig, guess: DiskEstimate) -> str:
-    return (f"{config.trainer.iterations} iterations of ~{gib(guess.iteration_bytes)} stage files, "
-            f"{config.trainer.keep_checkpoints} + 1 checkpoints of ~{gib(guess.checkpoint_bytes)}, logged models of "
-            f"~{gib(guess.logged_model_bytes)}")
+    return (f"{config.trainer.keep_checkpoints} + 1 checkpoints of ~{gib(guess.checkpoint_bytes)}, logged models of "
+            f"~{gib(guess.logged_model_bytes)}, {guess.iterations} iterations of at most "
+            f"~{gib(guess.iteration_bytes)} stage files")
 
 
 def _existing(path: Path) -> Path:

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from azr.cli import app
 from azr.config import AZRConfig
-from azr.config_loader import ConfigError, build_config, load_yaml
+from azr.config_loader import ConfigError, build_config
 
 runner = CliRunner()
 
@@ -109,6 +109,8 @@ def test_duplicate_yaml_keys_are_refused_with_key_and_line(tmp_path: Path) -> No
     config.write_text("trainer:\n  iterations: 2\ntrainer:\n  learning_rate: 1.0e-6\n", encoding="utf-8")
     _refused(["config", "show", "--config", str(config)], "duplicate key 'trainer' on line 3")
     _refused(["config", "show", "--set", "eval.data={a: x.jsonl, a: y.jsonl}"], "duplicate key 'a'")
+    from azr.config_loader import load_yaml
+
     assert load_yaml("a: 1\nb: {c: 2}\n") == yaml.safe_load("a: 1\nb: {c: 2}\n")
 
 
