@@ -217,7 +217,7 @@ def _fake_checkpoint(root: Path, step: int) -> None:
     path = root / "checkpoints" / f"step-{step:08d}"
     (path / "export").mkdir(parents=True)
     (path / "export" / "config.json").write_text("{}", encoding="utf-8")
-    (path / "meta.json").write_text(json.dumps({"metadata": {}}), encoding="utf-8")
+    (path / "meta.json").write_text(json.dumps({"step": step, "metadata": {}}), encoding="utf-8")
     (path / "COMPLETE").write_text(json.dumps({"step": step}), encoding="utf-8")
 
 
