@@ -1,17 +1,16 @@
 """How much disk a run needs, and a check against the free space before it is spent.
 
 What a run writes (README, "Disk use"): per iteration its stage files and their MLflow samples
-(growing with batch size and response length), and at every checkpoint the checkpoint itself
-(the export in the compute dtype, plus the training state: four copies of the parameters in the
-master dtype) and, every
-`tracking.log_checkpoint_every` iterations, a logged MLflow model (a copy of the export).
-Checkpoints are pruned to `trainer.keep_checkpoints` (one more exists while a new one is being
-written) and logged models to `tracking.keep_logged_models`, so the peak is bounded; the
-estimate below is that peak.
+(growing with batch size and response length); at every checkpoint the checkpoint itself (the
+export in the compute dtype, plus the training state: four copies of the parameters in the
+master dtype); every `tracking.log_checkpoint_every` iterations a logged MLflow model (a copy
+of the export). Checkpoints are pruned to `trainer.keep_checkpoints` (one more exists while a
+new one is written) and logged models to `tracking.keep_logged_models`, so what the run holds
+at once is bounded.
 
-The free space is read with `shutil.disk_usage`; a run whose peak clearly exceeds it is refused
-before it starts, and each checkpoint and logged model is preceded by a warning when the disk
-would fill.
+The free space is read with `shutil.disk_usage`: a run that clearly cannot fit is refused before
+it starts, one that may fill the disk is warned of, and each checkpoint and logged model is
+preceded by a warning when writing it would leave the disk nearly full.
 """
 
 from __future__ import annotations
