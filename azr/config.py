@@ -262,6 +262,12 @@ class RolloutConfig(Section):
         64, ge=1, le=65536, title="Rows per generate call",
         description="transformers backend: at most this many rows in one generate call.",
     )
+    merge_calls: bool = Field(
+        True, title="Merge generation calls",
+        description="One engine call for the propose and solve batches (one-step lag: the solve "
+        "prompts are known first) and one for the Monte-Carlo solves of all task types: the same "
+        "samples in fuller batches. false: one call per batch, as the original.",
+    )
     vllm: VLLMConfig = Field(
         default_factory=VLLMConfig, title="vLLM engine",
         description="Settings of the vLLM engine, used when backend is `vllm`.",

@@ -15,8 +15,15 @@ reuse prompts), for one prompt, eight prompts, and eight prompts x 4 samples (th
 shape); then the engine's start time and the median time of one weight sync
 (write the weights, load them in place, drop cached prefixes).
 
+With `--merged`, the call shapes of one CPU-preset iteration (its sampling, its small prompt
+profile, 4 prompts a group): the propose batch (12 prompts) and the solve batch (12 prompts) as
+two calls against one merged `generate_many` call, and the Monte-Carlo solves of the three task
+types (2 tasks each x 4 samples) as three calls against one; wall seconds of the whole shape,
+median of alternating runs, and the ratio separate / merged.
+
     python benchmarks/generation.py [--runs 3] [--new-tokens 64] [--dtype bfloat16] [--master-weights]
     python benchmarks/generation.py --vllm [--syncs 5] [--eager]
+    python benchmarks/generation.py --merged [--runs 3] [--new-tokens 64]
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from typing import Any
 import torch
 
 from azr.config import ModelConfig, TaskConfig
-from azr.engine.generation import SamplingSettings, TransformersBackend
+from azr.engine.generation import GenerationRequest, SamplingSettings, TransformersBackend
 from azr.engine.models import load_model
 from azr.prompts import propose_prompt_for
 from azr.records import Triplet
@@ -140,6 +147,69 @@ def vllm_comparison(args: argparse.Namespace, model: Any, tokenizer: Any, texts:
             vllm.close()
 
 
+def preset_requests(tokenizer: Any, new_tokens: int) -> dict[str, list[GenerationRequest]]:
+    """The propose+solve and Monte-Carlo requests of one CPU-preset iteration, on its seed tasks."""
+    from azr.config_loader import build_config
+    from azr.prompts import solve_prompt_for
+    from azr.seeds import load_induction_seeds, load_io_seeds
+    from azr.wrappers import make_wrapper
+
+    config = build_config("cpu", None, [f"rollout.max_new_tokens={new_tokens}"])
+    profile, per_group = config.tasks.prompt_profile, config.rollout.batch_size
+    wrap = make_wrapper(config.model.prompt_wrapper, tokenizer, profile).wrap
+    io = load_io_seeds(config.buffer.seed_io_file, 64)
+    induction = load_induction_seeds(config.buffer.seed_induction_file, 64)
+    kinds = (TaskType.ABDUCTION, TaskType.DEDUCTION, TaskType.INDUCTION)
+
+    def propose(kind: TaskType, i: int) -> str:
+        source = induction[i % len(induction)] if kind is TaskType.INDUCTION else io[i % len(io):][:config.tasks.references]
+        return wrap(propose_prompt_for(kind, source, config.tasks))
+
+    def solve(kind: TaskType, i: int) -> str:
+        return wrap(solve_prompt_for(kind, (induction if kind is TaskType.INDUCTION else io)[i % 8], profile))
+
+    sampling = SamplingSettings.from_rollout(config.rollout, seed=1)
+    return {
+        "propose + solve": [
+            GenerationRequest(tuple(propose(k, i) for k in kinds for i in range(per_group)), sampling),
+            GenerationRequest(tuple(solve(k, i) for k in kinds for i in range(per_group)), sampling),
+        ],
+        "Monte-Carlo": [
+            GenerationRequest(tuple(solve(k, 8 + i) for i in range(2)), SamplingSettings.monte_carlo(config.rollout, seed=2 + n))
+            for n, k in enumerate(kinds)
+        ],
+    }
+
+
+def merged_comparison(args: argparse.Namespace, model: Any, tokenizer: Any, dtype: torch.dtype) -> None:
+    """Separate calls against one merged call for the shapes of a CPU-preset iteration."""
+    backend = TransformersBackend(model, tokenizer, compute_dtype=dtype)
+    print(f"\nmerged generation calls (CPU preset shapes, T 0.6, top-p 0.95): wall seconds of the whole shape, "
+          f"median of {args.runs} alternating runs")
+    print(f"{'shape':>16} {'calls':>5} {'rows':>5} {'separate s':>11} {'merged s':>9} {'separate/merged':>16}")
+    identical = [0, 0]
+    for name, requests in preset_requests(tokenizer, args.new_tokens).items():
+        rows = sum(len(r.prompts) * r.settings.n for r in requests)
+        calls = {
+            "separate": lambda requests=requests: [backend.generate(list(r.prompts), r.settings) for r in requests],
+            "merged": lambda requests=requests: backend.generate_many(requests),
+        }
+        first = calls["separate"](), calls["merged"]()  # warm-up; the two agree up to padding rounding
+        pairs = [(a, b) for x, y in zip(*first) for xs, ys in zip(x, y) for a, b in zip(xs, ys)]
+        identical[0] += sum(a == b for a, b in pairs)
+        identical[1] += len(pairs)
+        seconds: dict[str, list[float]] = {key: [] for key in calls}
+        for _ in range(args.runs):
+            for key, call in calls.items():
+                start = time.perf_counter()
+                call()
+                seconds[key].append(time.perf_counter() - start)
+        separate, merged = statistics.median(seconds["separate"]), statistics.median(seconds["merged"])
+        print(f"{name:>16} {len(requests):>5} {rows:>5} {separate:>11.1f} {merged:>9.1f} {separate / merged:>15.2f}x", flush=True)
+    print(f"identical completions, merged vs separate: {identical[0]} of {identical[1]} (the others differ because "
+          "a row's padding changed the rounding of its logits, not its random stream)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
@@ -152,6 +222,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8], choices=range(1, 9))
     parser.add_argument("--decoding", nargs="+", default=["greedy", "sampled"], choices=["greedy", "sampled"])
     parser.add_argument("--vllm", action="store_true", help="compare with the vLLM server mode instead")
+    parser.add_argument("--merged", action="store_true", help="separate against merged calls, CPU preset shapes")
     parser.add_argument("--syncs", type=int, default=5, help="--vllm: weight syncs timed")
     parser.add_argument("--eager", action="store_true", help="--vllm: enforce_eager (faster start, slower decode)")
     args = parser.parse_args()
@@ -166,6 +237,9 @@ def main() -> None:
           f"tokens, {args.new_tokens} new tokens, median of {args.runs} runs")
     if args.vllm:
         vllm_comparison(args, model, tokenizer, texts, dtype)
+        return
+    if args.merged:
+        merged_comparison(args, model, tokenizer, dtype)
         return
     print(f"{'batch':>5} {'decoding':>8} {'bare tok/s':>11} {'backend tok/s':>14} {'overhead':>9} {'cpu overhead':>13}")
     for batch in args.batches:

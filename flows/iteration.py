@@ -8,10 +8,14 @@ from __future__ import annotations
 
 from prefect import flow
 
-from tasks.stages import STAGE_TASKS
+from azr.pipeline.resources import get_resources
+from tasks.stages import stage_tasks
 
 
 @flow(name="azr-iteration", flow_run_name="iteration-{step}", persist_result=False, log_prints=False)
 def iteration_flow(step: int) -> dict[str, list[str]]:
-    """Build prompts, propose, validate, Monte-Carlo solves, solve, rewards, update, commit."""
-    return {stage.name: stage(step) for stage in STAGE_TASKS}
+    """Build prompts, propose and solve (one `generate-propose-solve` task under
+    `rollout.merge_calls`, else `propose` here and `solve` after the Monte-Carlo solves),
+    validate, Monte-Carlo solves, safety, rewards, update, commit."""
+    merge_calls = get_resources().config.rollout.merge_calls
+    return {stage.name: stage(step) for stage in stage_tasks(merge_calls)}

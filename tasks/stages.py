@@ -34,9 +34,17 @@ propose = _stage_task("propose", stages.propose)
 validate = _stage_task("validate", stages.validate, retries=2)
 mc_rollouts = _stage_task("mc_rollouts", stages.mc_rollouts)
 solve = _stage_task("solve", stages.solve)
+generate_propose_solve = _stage_task("generate_propose_solve", stages.generate_propose_solve)
 safety = _stage_task("safety", stages.safety, retries=1)
 rewards = _stage_task("rewards", stages.rewards, retries=1)
 update = _stage_task("update", stages.update)
 commit = _stage_task("commit", stages.commit)
 
 STAGE_TASKS = (build_prompts, propose, validate, mc_rollouts, solve, safety, rewards, update, commit)
+MERGED_STAGE_TASKS = (build_prompts, generate_propose_solve, validate, mc_rollouts, safety, rewards, update, commit)
+
+
+def stage_tasks(merge_calls: bool) -> tuple:
+    """The iteration's tasks in order: with `rollout.merge_calls`, propose and solve are one
+    task (`generate-propose-solve`, one engine call), else two (azr.pipeline.stages)."""
+    return MERGED_STAGE_TASKS if merge_calls else STAGE_TASKS

@@ -352,15 +352,16 @@ def test_colocated_engines_each_generate_their_share_and_every_rank_gets_all(mon
         return hybrid.VLLMColocateBackend(_EchoLLM(), _Tokenizer(), [2], dtype=torch.float32, sync_timeout_s=5,
                                           layout=hybrid.hybrid_layout(config, rank, world_size), sleep=sleep)
 
-    alone = backend(0, 1)._generate_ids(prompts, settings, 2)
+    fields = [backend(0, 1)._request(settings, 2, index) for index in range(len(prompts))]
+    alone = backend(0, 1)._generate_ids(prompts, fields)
     shares: dict[int, dict[int, Any]] = {}
     for rank in (0, 1):  # what each rank contributes to the gather
         engine = backend(rank, 2)
         monkeypatch.setattr(hybrid, "all_gather_objects",
                             lambda local, rank=rank: (shares.__setitem__(rank, local), [dict(enumerate(alone))])[1])
-        engine._generate_ids(prompts, settings, 2)
+        engine._generate_ids(prompts, fields)
         assert 0 < engine.llm.calls[0] < len(prompts)  # a share, not all
     assert set(shares[0]) | set(shares[1]) == set(range(len(prompts))) and not set(shares[0]) & set(shares[1])
     monkeypatch.setattr(hybrid, "all_gather_objects", lambda local: [shares[0], shares[1]])
-    assert backend(1, 2)._generate_ids(prompts, settings, 2) == alone
+    assert backend(1, 2)._generate_ids(prompts, fields) == alone
     assert [outputs[0][0][1] for outputs in alone] == [prompt_seed(5, i) for i in range(len(prompts))]

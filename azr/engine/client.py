@@ -127,19 +127,32 @@ class EngineClient:
         """`settings.n` completions for each prompt, in prompt order (as Policy.generate)."""
         if isinstance(prompts, str):
             raise TypeError("prompts must be a sequence of strings, not one string")
+        from azr.engine.generation import GenerationRequest
+
+        return self.generate_many([GenerationRequest(tuple(prompts), settings)])[0]
+
+    def generate_many(self, requests: Sequence[Any]) -> list[list[list[Any]]]:
+        """Several GenerationRequests in one round trip and one engine call (as
+        Policy.generate_many): one prompts file, the requests' sizes and settings in the message."""
+        prompts = [prompt for request in requests for prompt in request.prompts]
         if not prompts:
-            return []
+            return [[] for _ in requests]
         number = next(self._ids)
         io = engine_dir(self.run_root) / "io"
         prompts_path, out_path = io / f"{number:08d}-prompts.parquet", io / f"{number:08d}-completions.parquet"
         try:
             protocol.write_prompts(prompts_path, prompts)
             self._call({"cmd": "generate", "prompts": str(prompts_path), "completions": str(out_path),
-                        "settings": protocol.settings_message(settings)}, "generate_timeout_s")
-            return protocol.read_completions(out_path, len(prompts))
+                        "requests": protocol.requests_message(requests)}, "generate_timeout_s")
+            completions = protocol.read_completions(out_path, len(prompts))
         finally:
             prompts_path.unlink(missing_ok=True)
             out_path.unlink(missing_ok=True)
+        results, start = [], 0
+        for request in requests:
+            results.append(completions[start:start + len(request.prompts)])
+            start += len(request.prompts)
+        return results
 
     def update_scored(self, scored: PathLike) -> dict[str, Any]:
         """One TRR++ step on the trained rows of a scored.parquet; update.json's metrics."""

@@ -16,6 +16,7 @@ from typing import Any, Literal, Protocol
 import torch
 
 from azr.config import RolloutConfig
+from azr.engine.row_sampling import RowDecoding, RowSampler, sample_seed
 
 FinishReason = Literal["stop", "length"]
 
@@ -87,12 +88,40 @@ class Completion:
     finish_reason: FinishReason
 
 
+@dataclass(frozen=True)
+class GenerationRequest:
+    """Prompts that share sampling settings: one part of a merged generate call.
+
+    A request samples the same whether it is sent alone or merged with others: a sample's
+    random stream is keyed by (settings.seed, its prompt's index in the request, its sample
+    number), never by its position in the call (`azr.engine.row_sampling.sample_seed`).
+    """
+
+    prompts: tuple[str, ...]
+    settings: SamplingSettings
+
+    def __post_init__(self) -> None:
+        if isinstance(self.prompts, str):
+            raise TypeError("prompts must be a sequence of strings, not one string")
+        object.__setattr__(self, "prompts", tuple(self.prompts))
+
+
 class GenerationBackend(Protocol):
     """What the rollout stages need from a generation engine."""
 
     def generate(self, prompts: Sequence[str], settings: SamplingSettings) -> list[list[Completion]]:
         """`settings.n` completions for each prompt, in prompt order."""
         ...
+
+
+def generate_requests(generator: Any, requests: Sequence[GenerationRequest]) -> list[list[list[Completion]]]:
+    """The completions of each request, in request order: one merged call where `generator`
+    has `generate_many` (the backends, the policy, the engine client), else one `generate`
+    per request (a plain generator, e.g. a scripted one in a unit test)."""
+    many = getattr(generator, "generate_many", None)
+    if many is not None:
+        return many(list(requests))
+    return [generator.generate(list(r.prompts), r.settings) if r.prompts else [] for r in requests]
 
 
 def encode_prompts(tokenizer: Any, prompts: Sequence[str]) -> list[list[int]]:
@@ -138,26 +167,63 @@ def completion_record(
 
 
 def plan_batches(
-    lengths: Sequence[int], max_new_tokens: int, max_batch_tokens: int, max_batch_size: int
+    lengths: Sequence[int], max_new_tokens: int | Sequence[int], max_batch_tokens: int, max_batch_size: int
 ) -> list[list[int]]:
     """Group row indices into generate calls: longest rows first, similar lengths together.
 
-    A call holds at most `max_batch_size` rows and rows x (its longest prompt + max_new_tokens)
-    <= `max_batch_tokens` (the KV cache it needs), except that a single row always fits. The
+    `max_new_tokens` is one limit for all rows or one per row. A call holds at most
+    `max_batch_size` rows and rows x (its longest prompt + its largest max_new_tokens) <=
+    `max_batch_tokens` (the KV cache it needs), except that a single row always fits. The
     longest call comes first, so an out-of-memory error shows at once.
     """
+    new = [max_new_tokens] * len(lengths) if isinstance(max_new_tokens, int) else list(max_new_tokens)
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     batches: list[list[int]] = []
     current: list[int] = []
+    most_new = 0
     for index in order:
-        width = (lengths[current[0]] if current else lengths[index]) + max_new_tokens
+        width = (lengths[current[0]] if current else lengths[index]) + max(most_new, new[index])
         if current and (len(current) + 1 > max_batch_size or (len(current) + 1) * width > max_batch_tokens):
             batches.append(current)
-            current = []
+            current, most_new = [], 0
         current.append(index)
+        most_new = max(most_new, new[index])
     if current:
         batches.append(current)
     return batches
+
+
+@dataclass(frozen=True)
+class GenerationPlan:
+    """The rows one merged call decodes and the generate calls (micro-batches) that decode them.
+
+    A row is (request, prompt index in its request, sample number): `n` rows per prompt, one
+    when the request is greedy (its result is repeated).
+    """
+
+    encoded: list[list[list[int]]]  # token ids per request, per prompt
+    settings: list[SamplingSettings]  # per request
+    rows: list[tuple[int, int, int]]
+    batches: list[list[int]]
+
+    def prompt_ids(self, row: int) -> list[int]:
+        request, prompt, _ = self.rows[row]
+        return self.encoded[request][prompt]
+
+    def row_settings(self, row: int) -> SamplingSettings:
+        return self.settings[self.rows[row][0]]
+
+    def decoding(self, row: int) -> RowDecoding:
+        """The row's sampling, with its own seed (None when greedy or unseeded)."""
+        request, prompt, sample = self.rows[row]
+        settings = self.settings[request]
+        seed = None if settings.greedy or settings.seed is None else sample_seed(settings.seed, prompt, sample)
+        return RowDecoding(settings.temperature, settings.top_p, settings.top_k, settings.max_new_tokens, seed)
+
+    def cost(self, batch: int) -> int:
+        """rows x (longest prompt + largest max_new_tokens) of a generate call."""
+        rows = self.batches[batch]
+        return len(rows) * (max(len(self.prompt_ids(r)) for r in rows) + max(self.row_settings(r).max_new_tokens for r in rows))
 
 
 class TransformersBackend:
@@ -166,10 +232,11 @@ class TransformersBackend:
     Sampling parameters come only from `SamplingSettings`: the checkpoint's
     generation_config.json (e.g. an instruct model's temperature 0.7) is ignored, so rollouts
     follow the run configuration. A seeded call is reproducible and leaves the global RNG as it
-    was: each generate call of the plan draws from its own generator state, seeded from
-    (seed, call index), so a call's samples do not depend on which process runs it or on the
-    calls before it (the engine's ranks split the calls: `azr.engine.sharded_generation`).
-    Greedy calls with n > 1 decode each prompt once and repeat the result.
+    was: every sampled row draws from a generator of its own, seeded from (seed, prompt index,
+    sample number) (`azr.engine.row_sampling`), so a request's samples do not depend on which
+    process decodes them, on the calls before, or on the requests merged into the same call
+    (`generate_many`; the engine's ranks split the calls: `azr.engine.sharded_generation`).
+    Greedy requests with n > 1 decode each prompt once and repeat the result.
     """
 
     def __init__(
@@ -207,55 +274,55 @@ class TransformersBackend:
         )
 
     def generate(self, prompts: Sequence[str], settings: SamplingSettings) -> list[list[Completion]]:
-        encoded = encode_prompts(self.tokenizer, prompts)
-        if not encoded:
-            return []
-        rows, batches = self.plan(encoded, settings)
-        outputs = self.decode(encoded, rows, batches, range(len(batches)), settings)
-        return self.records(encoded, rows, outputs, settings)
+        if isinstance(prompts, str):
+            raise TypeError("prompts must be a sequence of strings, not one string")
+        return self.generate_many([GenerationRequest(tuple(prompts), settings)])[0]
 
-    def plan(self, encoded: list[list[int]], settings: SamplingSettings) -> tuple[list[int], list[list[int]]]:
-        """The prompt of each decoded row (n copies of each, 1 when greedy) and the generate
+    def generate_many(self, requests: Sequence[GenerationRequest]) -> list[list[list[Completion]]]:
+        """The completions of each request, decoded together: rows of all requests share the
+        generate calls (fuller batches), each with its request's sampling and length limit."""
+        plan = self.plan(requests)
+        if not plan.rows:
+            return [[] for _ in requests]
+        return self.records(plan, self.decode_plan(plan))
+
+    def plan(self, requests: Sequence[GenerationRequest]) -> GenerationPlan:
+        """The rows of all requests (n copies of each prompt, 1 when greedy) and the generate
         calls (lists of rows) that decode them."""
-        copies = 1 if settings.greedy else settings.n
-        rows = [prompt for prompt in range(len(encoded)) for _ in range(copies)]
-        batches = plan_batches(
-            [len(encoded[p]) for p in rows], settings.max_new_tokens, self.max_batch_tokens, self.max_batch_size
-        )
-        return rows, batches
+        encoded = [encode_prompts(self.tokenizer, r.prompts) for r in requests]
+        settings = [r.settings for r in requests]
+        rows = [(q, p, copy) for q, (ids, s) in enumerate(zip(encoded, settings))
+                for p in range(len(ids)) for copy in range(1 if s.greedy else s.n)]
+        batches = plan_batches([len(encoded[q][p]) for q, p, _ in rows], [settings[q].max_new_tokens for q, _, _ in rows],
+                               self.max_batch_tokens, self.max_batch_size)
+        return GenerationPlan(encoded, settings, rows, batches)
 
-    def decode(
-        self,
-        encoded: list[list[int]],
-        rows: list[int],
-        batches: list[list[int]],
-        which: Sequence[int],
-        settings: SamplingSettings,
-    ) -> dict[int, tuple[int, ...]]:
+    def decode_plan(self, plan: GenerationPlan) -> dict[int, tuple[int, ...]]:
+        """All generate calls of the plan in this process; the generated ids by row."""
+        return self.decode(plan, range(len(plan.batches)))
+
+    def decode(self, plan: GenerationPlan, which: Sequence[int]) -> dict[int, tuple[int, ...]]:
         """Run the generate calls numbered `which` of the plan; the generated ids by row."""
         outputs: dict[int, tuple[int, ...]] = {}
-        with self._decoding_state(settings.seed):
+        with self._decoding_state():
             for index in which:
-                if settings.seed is not None:
-                    torch.manual_seed(call_seed(settings.seed, index))
-                batch = batches[index]
-                generated = self._generate_batch([encoded[rows[r]] for r in batch], settings)
-                outputs.update(zip(batch, generated))
+                batch = plan.batches[index]
+                outputs.update(zip(batch, self._generate_batch(plan, batch)))
         return outputs
 
-    def records(
-        self, encoded: list[list[int]], rows: list[int], outputs: dict[int, tuple[int, ...]], settings: SamplingSettings
-    ) -> list[list[Completion]]:
-        """`settings.n` completion records per prompt, in prompt order."""
-        copies = 1 if settings.greedy else settings.n
-        results: list[list[Completion]] = [[] for _ in encoded]
-        for row, prompt in enumerate(rows):
-            completion = completion_record(outputs[row], encoded[prompt], self.eos_token_ids,  # type: ignore[arg-type]
+    def records(self, plan: GenerationPlan, outputs: dict[int, tuple[int, ...]]) -> list[list[list[Completion]]]:
+        """`settings.n` completion records per prompt of each request, in prompt order."""
+        results: list[list[list[Completion]]] = [[[] for _ in ids] for ids in plan.encoded]
+        for row, (request, prompt, _) in enumerate(plan.rows):
+            settings = plan.settings[request]
+            completion = completion_record(outputs[row], plan.encoded[request][prompt], self.eos_token_ids,
                                            settings.max_new_tokens, self.tokenizer)
-            results[prompt].extend([completion] * (settings.n // copies))
+            results[request][prompt].extend([completion] * (1 if not settings.greedy else settings.n))
         return results
 
-    def _generate_batch(self, prompts: list[list[int]], settings: SamplingSettings) -> list[tuple[int, ...]]:
+    def _generate_batch(self, plan: GenerationPlan, batch: list[int]) -> list[tuple[int, ...]]:
+        prompts = [plan.prompt_ids(r) for r in batch]
+        decodings = [plan.decoding(r) for r in batch]
         width = max(len(p) for p in prompts)
         device = _model_device(self.model)
         input_ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.long)
@@ -263,48 +330,46 @@ class TransformersBackend:
         for row, ids in enumerate(prompts):
             input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
             attention_mask[row, width - len(ids):] = 1
+        processors = None
+        if RowSampler.needed(decodings):
+            from transformers import LogitsProcessorList
+
+            processors = LogitsProcessorList([RowSampler(decodings, width, self.eos_token_ids[0])])
         output = self.model.generate(
             input_ids=input_ids.to(device),
             attention_mask=attention_mask.to(device),
-            generation_config=self._generation_config(settings),
+            generation_config=self._generation_config(max(d.max_new_tokens for d in decodings)),
+            logits_processor=processors,
             # transformers turns this on for FSDP modules; the sharded backend gathers FSDP2
             # parameters first, so decoding is local. ZeRO-3 gathers per module in every
             # forward: there all ranks step together until all are done.
             synced_gpus=self.synced_gpus,
         )
-        return [tuple(row) for row in output[:, width:].tolist()]
+        # A row with a smaller limit than the call's was ended by a forced EOS: cut it there.
+        return [tuple(row[:d.max_new_tokens]) for row, d in zip(output[:, width:].tolist(), decodings)]
 
-    def _generation_config(self, settings: SamplingSettings) -> Any:
+    def _generation_config(self, max_new_tokens: int) -> Any:
+        """Greedy selection: sampled rows reach it as one-hot scores from `RowSampler`."""
         from transformers import GenerationConfig
 
-        sampling: dict[str, Any] = {"do_sample": False}
-        if not settings.greedy:
-            sampling = {
-                "do_sample": True,
-                "temperature": settings.temperature,
-                "top_p": settings.top_p,
-                "top_k": settings.top_k if settings.top_k > 0 else 0,
-            }
         return GenerationConfig(
-            max_new_tokens=settings.max_new_tokens,
+            max_new_tokens=max_new_tokens,
             eos_token_id=list(self.eos_token_ids),
             pad_token_id=self.pad_token_id,
             use_cache=True,
-            **sampling,
+            do_sample=False,
         )
 
     @contextlib.contextmanager
-    def _decoding_state(self, seed: int | None) -> Iterator[None]:
+    def _decoding_state(self) -> Iterator[None]:
         """Eval mode, no grad, autocast to the compute dtype (weights cast once per call, not
-        once per token), the checkpoint's sampling defaults hidden, a private seeded RNG."""
+        once per token), the checkpoint's sampling defaults hidden."""
         model = self.model
         device = _model_device(model)
         was_training = model.training
         saved_config = model.generation_config
         model.generation_config = _neutral_generation_config(saved_config)
         model.eval()
-        cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
-        rng = torch.random.fork_rng(devices=cuda) if seed is not None else contextlib.nullcontext()
         param_dtype = next(model.parameters()).dtype
         autocast = (
             torch.autocast(device_type=device.type, dtype=self.compute_dtype)
@@ -312,19 +377,11 @@ class TransformersBackend:
             else contextlib.nullcontext()
         )
         try:
-            with rng, torch.no_grad(), autocast:
+            with torch.no_grad(), autocast:
                 yield
         finally:
             model.generation_config = saved_config
             model.train(was_training)
-
-
-def call_seed(seed: int, call: int) -> int:
-    """The generator seed of generate call `call` of a seeded request: distinct per call,
-    independent of how the calls are spread over processes."""
-    import numpy as np
-
-    return int(np.random.SeedSequence([seed, call]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
 def _neutral_generation_config(config: Any) -> Any:

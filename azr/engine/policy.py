@@ -9,7 +9,7 @@ run has called `set_policy(...)`.
 The collective contract (the engine is one SPMD program over `trainer.world_size()` ranks):
 
 - Every rank builds `Policy.create(config)` with the same config, and calls every method
-  (`generate`, `update`, `update_scored`, `save_checkpoint`, `load_checkpoint`, `resume`,
+  (`generate`, `generate_many`, `update`, `update_scored`, `save_checkpoint`, `load_checkpoint`, `resume`,
   `sync_rollout_weights`, `close`) in the same order with the same arguments: each may run
   collectives (all-gathers of FSDP2 shards, gradient reductions, checkpoint barriers), so a
   rank that skips or reorders a call hangs the others.
@@ -40,7 +40,14 @@ from azr.artifacts import PathLike
 from azr.config import AZRConfig
 from azr.engine.checkpoints import CheckpointInfo, latest_checkpoint, load_checkpoint, save_checkpoint
 from azr.engine.distributed import apply_fsdp2, balanced_shares
-from azr.engine.generation import Completion, GenerationBackend, SamplingSettings, TransformersBackend
+from azr.engine.generation import (
+    Completion,
+    GenerationBackend,
+    GenerationRequest,
+    SamplingSettings,
+    TransformersBackend,
+    generate_requests,
+)
 from azr.engine.models import compute_dtype, load_model, parameter_dtype
 from azr.engine.sharded_generation import ShardedTransformersBackend
 from azr.engine.update import TrainSequence, TRRPPUpdate, UpdateMetrics, UpdateSettings, make_optimizer
@@ -144,6 +151,12 @@ class Policy:
     def generate(self, prompts: Sequence[str], settings: SamplingSettings) -> list[list[Completion]]:
         self.sync_rollout_weights()
         return self.backend.generate(prompts, settings)
+
+    def generate_many(self, requests: Sequence[GenerationRequest]) -> list[list[list[Completion]]]:
+        """Several requests (prompts with their own sampling settings) in one backend call, so
+        the batches are fuller; each request's completions as `generate` gives them."""
+        self.sync_rollout_weights()
+        return generate_requests(self.backend, requests)
 
     @property
     def rank(self) -> int:

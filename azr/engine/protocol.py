@@ -121,3 +121,23 @@ def read_completions(path: Path, prompts: int) -> list[list[Any]]:
 def settings_message(settings: Any) -> dict[str, Any]:
     """A SamplingSettings as JSON (a frozen dataclass of plain numbers)."""
     return asdict(settings)
+
+
+def requests_message(requests: Sequence[Any]) -> list[dict[str, Any]]:
+    """The parts of a merged generate call (GenerationRequest): how many consecutive prompts of
+    the prompts file each has, and their sampling settings."""
+    return [{"prompts": len(r.prompts), "settings": settings_message(r.settings)} for r in requests]
+
+
+def split_requests(prompts: Sequence[str], parts: Sequence[dict[str, Any]]) -> list[Any]:
+    """The GenerationRequests a prompts file and its `requests` message describe."""
+    from azr.engine.generation import GenerationRequest, SamplingSettings
+
+    sizes = [int(part["prompts"]) for part in parts]
+    if sum(sizes) != len(prompts) or any(size < 0 for size in sizes):
+        raise EngineError(f"a generate command's requests cover {sum(sizes)} prompts but its file has {len(prompts)}")
+    requests, start = [], 0
+    for size, part in zip(sizes, parts):
+        requests.append(GenerationRequest(tuple(prompts[start:start + size]), SamplingSettings(**part["settings"])))
+        start += size
+    return requests

@@ -111,10 +111,14 @@ class Engine:
                 "weights_version": self.policy.weights_version}
 
     def cmd_generate(self, command: dict[str, Any]) -> dict[str, Any]:
-        from azr.engine.generation import SamplingSettings
+        """One merged call: `requests` split the prompts file into parts with their own settings
+        (a lone `settings` is one part); the completions file lists them all in prompt order."""
+        from azr.engine.generation import generate_requests
 
         prompts = protocol.read_prompts(Path(command["prompts"]))
-        completions = self.policy.generate(prompts, SamplingSettings(**command["settings"]))
+        parts = command.get("requests") or [{"prompts": len(prompts), "settings": command["settings"]}]
+        results = generate_requests(self.policy, protocol.split_requests(prompts, parts))
+        completions = [samples for result in results for samples in result]
         if self.ranks.rank == 0:
             protocol.write_completions(Path(command["completions"]), completions)
         return {"prompts": len(prompts)}

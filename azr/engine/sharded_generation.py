@@ -6,9 +6,9 @@ size (rows x (longest prompt + max_new_tokens)); each rank decodes its calls wit
 model (DDP) or with the FSDP2 parameters gathered once for the whole request; the completions
 are all-gathered, so every rank returns all of them in prompt order.
 
-Each seeded call draws from a generator seeded by (seed, call index), so the samples do not
-depend on the rank count: N ranks return what one process returns, up to the numerics of the
-weights they decode with (FSDP2 decodes with the compute-dtype copy of the fp32 master weights
+Each sampled row draws from a generator seeded by (seed, prompt index, sample number), so the
+samples do not depend on the rank count: N ranks return what one process returns, up to the
+numerics of the weights they decode with (FSDP2 decodes with the compute-dtype copy of the fp32 master weights
 instead of fp32 weights under autocast; with `model.dtype: float32` the two are the same).
 Under ZeRO-3 the parameters stay partitioned and every forward gathers them, so the ranks
 decode in lockstep (transformers' `synced_gpus`) and run equally many generate calls.
@@ -16,29 +16,22 @@ decode in lockstep (transformers' `synced_gpus`) and run equally many generate c
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from azr.engine.distributed import all_gather_objects, balanced_shares, gathered_parameters, world
-from azr.engine.generation import Completion, SamplingSettings, TransformersBackend, encode_prompts
+from azr.engine.generation import GenerationPlan, TransformersBackend
 
 
 class ShardedTransformersBackend(TransformersBackend):
     """`TransformersBackend` over all ranks of the process group (collective `generate`)."""
 
-    def generate(self, prompts: Sequence[str], settings: SamplingSettings) -> list[list[Completion]]:
-        encoded = encode_prompts(self.tokenizer, prompts)
-        if not encoded:
-            return []
-        rows, batches = self.plan(encoded, settings)
+    def decode_plan(self, plan: GenerationPlan) -> dict[int, tuple[int, ...]]:
         rank, size = world()
-        cost = [len(batch) * (max(len(encoded[rows[r]]) for r in batch) + settings.max_new_tokens) for batch in batches]
-        shares = balanced_shares(cost, size)
+        shares = balanced_shares([plan.cost(b) for b in range(len(plan.batches))], size)
         mine = shares[rank]
         with gathered_parameters(self.model):
-            local = self.decode(encoded, rows, batches, mine, settings)
+            local = self.decode(plan, mine)
             if self.synced_gpus:  # ZeRO-3: as many generate calls as the busiest rank, results unused
-                self.decode(encoded, rows, batches, [0] * (max(map(len, shares)) - len(mine)), settings)
+                self.decode(plan, [0] * (max(map(len, shares)) - len(mine)))
         outputs: dict[int, tuple[int, ...]] = {}
         for part in all_gather_objects(local):
             outputs.update(part)
-        return self.records(encoded, rows, outputs, settings)
+        return outputs

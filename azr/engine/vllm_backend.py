@@ -26,7 +26,7 @@ import torch
 
 from azr.artifacts import publish_directory
 from azr.config import AZRConfig
-from azr.engine.generation import Completion, SamplingSettings, encode_prompts, model_eos_ids
+from azr.engine.generation import Completion, GenerationRequest, SamplingSettings, encode_prompts, model_eos_ids
 from azr.engine.vllm_common import iter_weights, make_completion, prompt_seed, sampling_fields, write_weight_files
 from azr.engine.vllm_server import SERVED_MODEL_NAME, VLLMClient, VLLMError, VLLMServer
 
@@ -46,26 +46,43 @@ class _VLLMBackend(ABC):
         self.eos_token_ids = tuple(eos_token_ids)
 
     def generate(self, prompts: Sequence[str], settings: SamplingSettings) -> list[list[Completion]]:
-        encoded = encode_prompts(self.tokenizer, prompts)
-        if not encoded:
-            return []
-        per_prompt = 1 if settings.greedy else settings.n
-        raw = self._generate_ids(encoded, settings, per_prompt)
-        results: list[list[Completion]] = []
-        for ids, outputs in zip(encoded, raw):
-            if len(outputs) != per_prompt:
-                raise VLLMError(f"vLLM returned {len(outputs)} completions for a prompt, expected {per_prompt}")
+        if isinstance(prompts, str):
+            raise TypeError("prompts must be a sequence of strings, not one string")
+        return self.generate_many([GenerationRequest(tuple(prompts), settings)])[0]
+
+    def generate_many(self, requests: Sequence[GenerationRequest]) -> list[list[list[Completion]]]:
+        """The prompts of all requests in one engine call, each with its request's sampling; a
+        prompt's seed is keyed by its index in its own request, so merging moves no sample."""
+        encoded: list[list[int]] = []
+        fields: list[dict[str, Any]] = []
+        owners: list[SamplingSettings] = []
+        for request in requests:
+            ids = encode_prompts(self.tokenizer, request.prompts)
+            per_prompt = 1 if request.settings.greedy else request.settings.n
+            encoded += ids
+            fields += [self._request(request.settings, per_prompt, index) for index in range(len(ids))]
+            owners += [request.settings] * len(ids)
+        raw = self._generate_ids(encoded, fields) if encoded else []
+        flat: list[list[Completion]] = []
+        for ids, outputs, settings, asked in zip(encoded, raw, owners, fields):
+            if len(outputs) != asked["n"]:
+                raise VLLMError(f"vLLM returned {len(outputs)} completions for a prompt, expected {asked['n']}")
             completions = [
                 make_completion(tokens, reason, ids, eos_token_ids=self.eos_token_ids,
                                 max_new_tokens=settings.max_new_tokens, tokenizer=self.tokenizer)
                 for tokens, reason in outputs
             ]
-            results.append(completions * (settings.n // per_prompt))
+            flat.append(completions * (settings.n // asked["n"]))
+        results, start = [], 0
+        for request in requests:
+            results.append(flat[start:start + len(request.prompts)])
+            start += len(request.prompts)
         return results
 
     @abstractmethod
-    def _generate_ids(self, prompts: list[list[int]], settings: SamplingSettings, n: int) -> list[list[RawOutput]]:
-        """`n` (token ids, finish reason) per prompt, in prompt order, from the engine."""
+    def _generate_ids(self, prompts: list[list[int]], requests: list[dict[str, Any]]) -> list[list[RawOutput]]:
+        """(token ids, finish reason) x `requests[i]["n"]` for prompt i, in prompt order, from
+        the engine; `requests[i]` are prompt i's sampling fields (`_request`)."""
 
     def _request(self, settings: SamplingSettings, n: int, index: int) -> dict[str, Any]:
         fields = sampling_fields(settings, self.eos_token_ids, n=n)
@@ -124,13 +141,13 @@ class VLLMServerBackend(_VLLMBackend):
             backend.sync_weights(model)  # an outside server may hold any weights: load the policy's
         return backend
 
-    def _generate_ids(self, prompts: list[list[int]], settings: SamplingSettings, n: int) -> list[list[RawOutput]]:
+    def _generate_ids(self, prompts: list[list[int]], requests: list[dict[str, Any]]) -> list[list[RawOutput]]:
         if self.server is not None:
             self.server.check_alive()
 
         def one(index: int) -> list[RawOutput]:
             body = {"model": self.model_name, "prompt": prompts[index], "return_token_ids": True,
-                    **self._request(settings, n, index)}
+                    **requests[index]}
             answer = self.client.post("/v1/completions", body, timeout=self.request_timeout_s)
             choices = sorted(answer["choices"], key=lambda c: c["index"])
             return [(c["token_ids"], c.get("finish_reason")) for c in choices]

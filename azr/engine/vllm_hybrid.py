@@ -38,7 +38,7 @@ import torch
 from azr.artifacts import publish_directory
 from azr.config import AZRConfig
 from azr.engine.distributed import all_gather_objects, balanced_shares, full_parameters, world
-from azr.engine.generation import SamplingSettings, model_eos_ids
+from azr.engine.generation import model_eos_ids
 from azr.engine.vllm_backend import (
     _DTYPE_NAMES,
     RawOutput,
@@ -187,22 +187,22 @@ class VLLMColocateBackend(_VLLMBackend):
         backend.sync_weights(model)
         return backend
 
-    def _generate_ids(self, prompts: list[list[int]], settings: SamplingSettings, n: int) -> list[list[RawOutput]]:
+    def _generate_ids(self, prompts: list[list[int]], requests: list[dict[str, Any]]) -> list[list[RawOutput]]:
         """This group's share of the prompts (balanced by tokens), then every group's outputs.
 
-        The seed of each prompt comes from its index in the whole call, so the samples do not
-        depend on how many groups there are."""
+        The seed of each prompt comes with its sampling fields (`requests`, keyed by its index in
+        its own request), so the samples do not depend on how many groups there are."""
         from vllm import SamplingParams
 
         if self.weights_discarded:
             raise VLLMError("colocated vLLM dropped its weights in sleep mode and has not been given new ones")
         self._wake()
         layout = self.layout
-        cost = [len(ids) + settings.max_new_tokens * n for ids in prompts]
+        cost = [len(ids) + fields["max_tokens"] * fields["n"] for ids, fields in zip(prompts, requests)]
         mine = balanced_shares(cost, layout.groups)[layout.group]
         local: dict[int, list[RawOutput]] = {}
         if mine:
-            params = [SamplingParams(**self._request(settings, n, index)) for index in mine]
+            params = [SamplingParams(**requests[index]) for index in mine]
             outputs = self.llm.generate([{"prompt_token_ids": prompts[index]} for index in mine], params,
                                         use_tqdm=False)
             for index, output in zip(mine, outputs):

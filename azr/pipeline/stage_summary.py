@@ -83,6 +83,7 @@ def _commit(run: RunDir, step: int) -> str:
 _SUMMARIES: dict[str, Callable[[RunDir, int], str]] = {
     "build_prompts": _build_prompts, "propose": _propose, "validate": _validate, "mc_rollouts": _mc_rollouts,
     "solve": _solve, "rewards": _rewards, "update": _update, "commit": _commit,
+    "generate_propose_solve": lambda run, step: f"{_propose(run, step)}; {_solve(run, step)}",
 }
 
 

@@ -7,6 +7,7 @@ last complete stage. Nothing here knows about Prefect (flows/ and tasks/ wrap th
 
 from __future__ import annotations
 
+import os
 import time
 import zlib
 from collections.abc import Callable, Iterable
@@ -17,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from azr.artifacts import atomic_write_json, write_parquet_atomic
+from azr.artifacts import atomic_write_json, fsync_directory, write_parquet_atomic
 from azr.batches import build_iteration_prompts, prompts_table
 from azr.buffer import committed_steps
 from azr.disk_use import warn_before_checkpoint
@@ -50,13 +51,16 @@ def _write(res: Resources, step: int, name: str, rows: list[dict], schema: pa.Sc
     return path
 
 
-def _timed(stage: str) -> Callable:
-    """Skip a stage whose files exist; otherwise run it and record how long it took."""
+def _timed(stage: str, writes: tuple[str, ...] | None = None) -> Callable:
+    """Skip a stage whose files (those of the run_dir stages `writes`, default the stage
+    itself) are complete; otherwise run it and record how long it took."""
+    parts = writes or (stage,)
 
     def decorate(function: Callable[[Resources, int], None]) -> Callable[[Resources, int], list[Path]]:
         def run(res: Resources, step: int) -> list[Path]:
-            paths = [res.run.stage_path(step, name) for name in STAGE_FILES[stage]]
-            if stage_complete(res.run, step, stage) and stage != "build_prompts":  # sets damaged files aside
+            paths = [res.run.stage_path(step, name) for part in parts for name in STAGE_FILES[part]]
+            complete = [stage_complete(res.run, step, part) for part in parts]  # sets damaged files aside
+            if all(complete) and stage != "build_prompts":
                 return paths
             res.emit("stage_started", step=step, stage=stage)
             started = time.perf_counter()
@@ -70,6 +74,23 @@ def _timed(stage: str) -> Callable:
         return run
 
     return decorate
+
+
+def _write_together(res: Resources, step: int, parts: list[tuple[str, list[dict], pa.Schema]]) -> None:
+    """Several stage files from one piece of work, all or none: every table is built and
+    written (fsynced) under a hidden name first, then renamed in the stages' order. A kill
+    before the first rename leaves none; between the renames (microseconds) it leaves the
+    earlier stages' files, exactly as a run killed after them, and those are complete."""
+    tables = [(res.run.stage_path(step, name), pa.Table.from_pylist(rows, schema=schema)) for name, rows, schema in parts]
+    pending = []
+    for path, table in tables:
+        temp = path.with_name(f".{path.name}.pending.tmp")
+        write_parquet_atomic(table, temp)
+        pending.append((temp, path))
+    for temp, path in pending:
+        os.replace(temp, path)
+    if pending:
+        fsync_directory(pending[0][1].parent)
 
 
 def _generation_rows(keys: list[dict], prompts: list[str], completions: Iterable) -> list[dict]:
@@ -96,14 +117,32 @@ def _sampling(res: Resources, step: int, stage: str, *, monte_carlo: bool = Fals
     return SamplingSettings.from_rollout(res.config.rollout, seed=seed)
 
 
-def _answer_prompts(res: Resources, step: int, prompts_file: str, stage: str) -> tuple[pd.DataFrame, list[dict]]:
-    """One sampled response per prompt of a prompts file: the prompts and the generation rows."""
+def _answer_request(res: Resources, step: int, prompts_file: str, stage: str) -> tuple[pd.DataFrame, Any]:
+    """A prompts file and the request that answers each prompt once (the stage's seed)."""
+    from azr.engine.generation import GenerationRequest
+
     frame = _read(res, step, prompts_file)
-    prompts = frame["prompt"].tolist()
-    completions = [c[0] for c in res.policy.generate(prompts, _sampling(res, step, stage))] if prompts else []
+    return frame, GenerationRequest(tuple(frame["prompt"].tolist()), _sampling(res, step, stage))
+
+
+def _answer_rows(step: int, frame: pd.DataFrame, completions: list) -> list[dict]:
+    """The generation rows of a prompts file from its one completion per prompt."""
     keys = [{"step": step, "group": g, "task_type": t, "index": int(i)}
             for g, t, i in zip(frame["group"], frame["task_type"], frame["index"])]
-    return frame, _generation_rows(keys, prompts, completions)
+    return _generation_rows(keys, frame["prompt"].tolist(), [c[0] for c in completions])
+
+
+def _generate(res: Resources, requests: list) -> list:
+    """The completions of each request: one engine call for all (`rollout.merge_calls`), else
+    one call per request. Either way a request gets the same samples (its seeds are keyed by
+    its own prompts' indices, `azr.engine.generation.GenerationRequest`)."""
+    from azr.engine.generation import generate_requests
+
+    if not requests:
+        return []
+    if res.config.rollout.merge_calls:
+        return generate_requests(res.policy, requests)
+    return [generate_requests(res.policy, [request])[0] for request in requests]
 
 
 # ------------------------------------------------------------------------------ the stages
@@ -126,8 +165,9 @@ def build_prompts(res: Resources, step: int) -> None:
 @_timed("propose")
 def propose(res: Resources, step: int) -> None:
     """One sampled proposer response per propose prompt, with the pre-update policy."""
-    _, rows = _answer_prompts(res, step, "propose_prompts.parquet", "propose")
-    _write(res, step, "proposals.parquet", rows, PROPOSALS_SCHEMA)
+    frame, request = _answer_request(res, step, "propose_prompts.parquet", "propose")
+    [completions] = _generate(res, [request])
+    _write(res, step, "proposals.parquet", _answer_rows(step, frame, completions), PROPOSALS_SCHEMA)
 
 
 def _source_program(references: Any) -> Triplet:
@@ -183,15 +223,18 @@ def mc_prompt_limit(rollout: Any) -> int:
 
 @_timed("mc_rollouts")
 def mc_rollouts(res: Resources, step: int) -> None:
-    """n sampled solves of each valid proposal with the pre-update policy: its solve rate.
+    """n sampled solves of each valid proposal with the pre-update policy: its solve rate. The
+    task types' rollouts are one engine call (`rollout.merge_calls`), each with its own seed.
 
     A task whose solve prompt is over the length limit gets solve rate 0 and stays out of the
     buffer (reference §5.2, step 4).
     """
+    from azr.engine.generation import GenerationRequest
+
     validated = _read(res, step, "validated.parquet")
     valid = validated[validated["valid"]]
     limit = mc_prompt_limit(res.config.rollout)
-    rows: list[dict] = []
+    parts: list[tuple[TaskType, list, list[dict], list[dict], Any]] = []  # type, tasks, keys, too long, request
     for task_type in (t for t in TaskType if t.value in set(valid["task_type"])):
         part = valid[valid["task_type"] == task_type.value]
         tasks, prompts, keys, too_long = [], [], [], []
@@ -207,10 +250,15 @@ def mc_rollouts(res: Resources, step: int) -> None:
             tasks.append(task)
             prompts.append(prompt)
             keys.append({**key, "prompt_tokens": tokens})
+        settings = _sampling(res, step, f"mc_rollouts:{task_type.value}", monte_carlo=True)
+        parts.append((task_type, tasks, keys, too_long, GenerationRequest(tuple(prompts), settings)))
+    results = iter(_generate(res, [request for *_, request in parts if request.prompts]))
+    rows: list[dict] = []
+    for task_type, tasks, keys, too_long, request in parts:
         rows += too_long
-        if not prompts:
+        if not request.prompts:
             continue
-        samples = res.policy.generate(prompts, _sampling(res, step, f"mc_rollouts:{task_type.value}", monte_carlo=True))
+        samples = next(results)
         texts = [[c.text for c in completions] for completions in samples]
         estimates = estimate_learnability(task_type, tasks, texts, res.executor, res.config.reward, res.wrapper.response_prefix)
         for key, completions, estimate in zip(keys, samples, estimates):
@@ -223,7 +271,13 @@ def mc_rollouts(res: Resources, step: int) -> None:
 @_timed("solve")
 def solve(res: Resources, step: int) -> None:
     """One sampled solver response per solve prompt, scored by the executor."""
-    frame, rows = _answer_prompts(res, step, "solve_prompts.parquet", "solve")
+    frame, request = _answer_request(res, step, "solve_prompts.parquet", "solve")
+    [completions] = _generate(res, [request])
+    _write(res, step, "solutions.parquet", _scored_solutions(res, frame, _answer_rows(step, frame, completions)), SOLUTIONS_SCHEMA)
+
+
+def _scored_solutions(res: Resources, frame: pd.DataFrame, rows: list[dict]) -> list[dict]:
+    """The solve rows with the executor's verdict on each answer."""
     for task_type in (t for t in TaskType if t.value in set(frame["task_type"])):
         positions = [p for p, row in enumerate(rows) if row["task_type"] == task_type.value]
         tasks = [task_from_row(task_type, frame.iloc[p]) for p in positions]
@@ -232,7 +286,33 @@ def solve(res: Resources, step: int) -> None:
         for p, outcome in zip(positions, outcomes):
             rows[p].update(format_ok=outcome.format_ok, answer=outcome.answer, accuracy=outcome.accuracy,
                            reward=outcome.reward, reason=outcome.reason.value if outcome.reason else "")
-    _write(res, step, "solutions.parquet", rows, SOLUTIONS_SCHEMA)
+    return rows
+
+
+@_timed("generate_propose_solve", writes=("propose", "solve"))
+def generate_propose_solve(res: Resources, step: int) -> None:
+    """The propose and the solve batch in one engine call (`rollout.merge_calls`).
+
+    The one-step lag makes this possible: the solve prompts come from the buffers as they
+    stood before this iteration's proposals, so they are known before proposing. Both use the
+    pre-update policy and the seeds of their own stages, so the files are those of `propose`
+    and `solve`. proposals.parquet and solutions.parquet are written together, all or none;
+    if a resumed iteration has only proposals.parquet, only the solve batch is generated.
+    """
+    parts = [(file, prompts, stage) for file, prompts, stage in (
+        ("proposals.parquet", "propose_prompts.parquet", "propose"),
+        ("solutions.parquet", "solve_prompts.parquet", "solve"),
+    ) if not stage_complete(res.run, step, stage)]
+    answers = [_answer_request(res, step, prompts, stage) for _, prompts, stage in parts]
+    results = _generate(res, [request for _, request in answers])
+    outputs = []
+    for (file, _, stage), (frame, _), completions in zip(parts, answers, results):
+        rows = _answer_rows(step, frame, completions)
+        if stage == "solve":
+            outputs.append((file, _scored_solutions(res, frame, rows), SOLUTIONS_SCHEMA))
+        else:
+            outputs.append((file, rows, PROPOSALS_SCHEMA))
+    _write_together(res, step, outputs)
 
 
 @_timed("safety")
@@ -386,7 +466,10 @@ def buffer_entries(run: RunDir, step: int) -> dict[TaskType, list]:
     return entries
 
 
-STAGE_FUNCTIONS: tuple[tuple[str, Callable[[Resources, int], list[Path]]], ...] = (
+Stage = tuple[str, Callable[[Resources, int], list[Path]]]
+
+# One engine call per batch: propose, then solve after the Monte-Carlo rollouts.
+STAGE_FUNCTIONS: tuple[Stage, ...] = (
     ("build_prompts", build_prompts),
     ("propose", propose),
     ("validate", validate),
@@ -397,11 +480,27 @@ STAGE_FUNCTIONS: tuple[tuple[str, Callable[[Resources, int], list[Path]]], ...] 
     ("update", update),
     ("commit", commit),
 )
+# `rollout.merge_calls`: the propose and solve batches in one call; the same stage files.
+MERGED_STAGE_FUNCTIONS: tuple[Stage, ...] = (
+    ("build_prompts", build_prompts),
+    ("generate_propose_solve", generate_propose_solve),
+    ("validate", validate),
+    ("mc_rollouts", mc_rollouts),
+    ("safety", safety),
+    ("rewards", rewards),
+    ("update", update),
+    ("commit", commit),
+)
+
+
+def iteration_stages(config: Any) -> tuple[Stage, ...]:
+    """The stages of an iteration, in order, as `rollout.merge_calls` says."""
+    return MERGED_STAGE_FUNCTIONS if config.rollout.merge_calls else STAGE_FUNCTIONS
 
 
 def run_iteration(res: Resources, step: int) -> None:
     """All stages of one iteration, called directly (no Prefect): for tests and benchmarks."""
-    for _, stage in STAGE_FUNCTIONS:
+    for _, stage in iteration_stages(res.config):
         stage(res, step)
 
 
