@@ -1,11 +1,11 @@
 """Merged generation calls (`rollout.merge_calls`): the same samples in fewer, fuller calls.
 
 A sampled row draws from a random stream keyed by (request seed, prompt index in its request,
-sample number), so a request gives the same completions alone or merged with others. The
-backend tests compare merged and separate calls on prompts of one token length (the forward
-pass then rounds every row alike, whatever the batch); the pipeline test compares every stage
-file of two iterations with `rollout.merge_calls` true and false, with one row per generate
-call (no padding, so the rounding cannot differ either).
+sample number), and batches are padded to a multiple of 64 tokens (a row's padding, and so the
+rounding of its logits, then depends on its own length only), so a request gives the same
+completions alone or merged with others, bit for bit. The backend tests compare merged and
+separate calls on prompts of different lengths; the pipeline test compares every stage file of
+an iteration with `rollout.merge_calls` true and false.
 """
 
 from __future__ import annotations
@@ -29,7 +29,9 @@ from azr.pipeline.run_dir import open_run_dir
 from azr.pipeline.training import open_resources
 from azr.sandbox import SandboxExecutor
 
-SAME_LENGTH = [f"Question {n}: what is {n} plus {n}?" for n in (12, 34, 56, 78, 90)]
+PROMPTS = ["Question 12: what is 12 plus 12?", "Hi", "def f(a):\n    return a",
+           "Write a function that sorts a list of numbers and returns the median value. " * 6, "x = [1, 2, 3]"]
+"""Lengths 1 to ~100 tokens: a call with the long one is padded to 128, one without it to 64."""
 
 
 @pytest.fixture(scope="module")
@@ -65,13 +67,13 @@ def test_sample_seeds_depend_on_the_samples_place_in_its_request_only() -> None:
 
 
 def test_a_merged_call_gives_each_request_its_separate_completions(model: Any, tokenizer: Any) -> None:
-    lengths = {len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in SAME_LENGTH}
-    assert len(lengths) == 1, "the prompts must share one token length (see the module docstring)"
+    lengths = {len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in PROMPTS}
+    assert len(lengths) == len(PROMPTS) and min(lengths) < 64 < max(lengths), "the padding differs between the calls"
     backend = TransformersBackend(model, tokenizer, max_batch_size=64)
     requests = [
-        GenerationRequest(tuple(SAME_LENGTH[:3]), SamplingSettings(max_new_tokens=8, temperature=0.7, top_p=0.9, n=2, seed=1)),
-        GenerationRequest(tuple(SAME_LENGTH[3:]), SamplingSettings(max_new_tokens=5, temperature=1.0, top_k=50, n=3, seed=2)),
-        GenerationRequest(tuple(SAME_LENGTH[1:2]), SamplingSettings(max_new_tokens=6, temperature=0, n=2)),
+        GenerationRequest(tuple(PROMPTS[:3]), SamplingSettings(max_new_tokens=8, temperature=0.7, top_p=0.9, n=2, seed=1)),
+        GenerationRequest(tuple(PROMPTS[3:]), SamplingSettings(max_new_tokens=5, temperature=1.0, top_k=50, n=3, seed=2)),
+        GenerationRequest(tuple(PROMPTS[1:2]), SamplingSettings(max_new_tokens=6, temperature=0, n=2)),
         GenerationRequest((), SamplingSettings(max_new_tokens=4, seed=3)),
     ]
     with CountingModel(model) as separate_calls:
@@ -91,12 +93,12 @@ def test_a_merged_call_gives_each_request_its_separate_completions(model: Any, t
 def test_a_request_samples_the_same_whatever_else_is_in_the_call(model: Any, tokenizer: Any) -> None:
     backend = TransformersBackend(model, tokenizer, max_batch_size=4)
     settings = SamplingSettings(max_new_tokens=6, temperature=1.0, n=2, seed=5)
-    alone = backend.generate(SAME_LENGTH[:2], settings)
-    other = GenerationRequest(tuple(SAME_LENGTH[2:]), SamplingSettings(max_new_tokens=6, n=3, seed=9))
-    before, after = backend.generate_many([other, GenerationRequest(tuple(SAME_LENGTH[:2]), settings)])
+    alone = backend.generate(PROMPTS[:2], settings)
+    other = GenerationRequest(tuple(PROMPTS[2:]), SamplingSettings(max_new_tokens=6, n=3, seed=9))
+    before, after = backend.generate_many([other, GenerationRequest(tuple(PROMPTS[:2]), settings)])
     assert after == alone, "another request first in the call (other micro-batches) moves no sample"
     assert before == backend.generate(list(other.prompts), other.settings)
-    reseeded = backend.generate(SAME_LENGTH[:2], SamplingSettings(max_new_tokens=6, temperature=1.0, n=2, seed=6))
+    reseeded = backend.generate(PROMPTS[:2], SamplingSettings(max_new_tokens=6, temperature=1.0, n=2, seed=6))
     assert reseeded != alone
 
 
@@ -167,7 +169,7 @@ def _run(tmp_path: Path, executor: SandboxExecutor, merge: bool, name: str) -> A
     config = build_config("tiny", overrides=[
         # iteration 1 of 2, checkpoints every 5: the update runs, no checkpoint is written
         "trainer.iterations=2", "trainer.checkpoint_every=5", "sandbox.timeout_s=3",
-        "rollout.generation_batch_size=1", "rollout.max_new_tokens=8",
+        "rollout.max_new_tokens=8",
         f"rollout.merge_calls={str(merge).lower()}",
     ])
     run, config = open_run_dir(tmp_path / name, config, resume=False)

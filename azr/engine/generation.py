@@ -20,6 +20,13 @@ from azr.engine.row_sampling import RowDecoding, RowSampler, sample_seed
 
 FinishReason = Literal["stop", "length"]
 
+PAD_MULTIPLE = 64
+"""Batches are left-padded to a multiple of this many tokens. A row's padding is then fixed by
+its own length (modulo 64), whatever rows share its batch, and the CPU kernels' reductions
+(vectorised over 16-64 lanes) round its logits alike: a merged call gives each request the
+completions it gets alone, bit for bit (tests/test_generation_merging.py). Costs at most 63
+padding tokens a row."""
+
 
 @dataclass(frozen=True)
 class SamplingSettings:
@@ -323,7 +330,7 @@ class TransformersBackend:
     def _generate_batch(self, plan: GenerationPlan, batch: list[int]) -> list[tuple[int, ...]]:
         prompts = [plan.prompt_ids(r) for r in batch]
         decodings = [plan.decoding(r) for r in batch]
-        width = max(len(p) for p in prompts)
+        width = -(-max(len(p) for p in prompts) // PAD_MULTIPLE) * PAD_MULTIPLE
         device = _model_device(self.model)
         input_ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.long)
         attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
