@@ -187,6 +187,18 @@ class VLLMConfig(Section):
         default_factory=list, title="Extra `vllm serve` arguments",
         description="server mode: more `vllm serve` arguments, passed as given; empty: none.",
     )
+    weight_transfer: Literal["auto", "nccl", "gloo", "files"] = Field(
+        "auto", title="Weight transfer",
+        description="server mode: how new weights reach the server after an update. `nccl`: vLLM's "
+        "native weight-transfer API over NCCL (GPUs; vLLM importable in the engine's environment); "
+        "`gloo`: the same API over a gloo channel (CPU); `files`: safetensors files loaded in place; "
+        "`auto`: nccl on GPUs where vLLM imports in the engine, gloo on CPU, else files; files with `url`.",
+    )
+    servers: int | None = Field(
+        None, ge=1, title="Data-parallel servers",
+        description="server mode: vLLM servers that share the prompts, each with tensor_parallel_size "
+        "GPUs; unset: rollout.gpus / tensor_parallel_size, at least 1.",
+    )
 
 
 class RolloutConfig(Section):
@@ -239,6 +251,11 @@ class RolloutConfig(Section):
         1, ge=1, le=1024, title="vLLM tensor parallel",
         description="vLLM tensor parallel degree; colocated, it must divide the engine's ranks "
         "(each group of this many ranks runs one engine). Paper: 2 (14B: 4)."
+    )
+    gpus: int = Field(
+        0, ge=0, title="Rollout GPUs",
+        description="GPUs set aside on machine 0 for vLLM servers (rollout.vllm.mode server), apart from "
+        "the trainer's (trainer.processes); 0: the server shares the trainer's GPUs. Paper: 0 (hybrid).",
     )
     gpu_memory_utilization: float = Field(
         0.4, gt=0.0, le=1.0, title="vLLM GPU memory share",
@@ -796,6 +813,29 @@ class SafetyConfig(Section):
     )
 
 
+def _check_rollout_gpus(config: AZRConfig) -> None:
+    """rollout.gpus and rollout.vllm.servers describe dedicated vLLM servers: say what is wrong."""
+    rollout, vllm = config.rollout, config.rollout.vllm
+    dedicated = rollout.gpus > 0 or (vllm.servers or 1) > 1
+    if dedicated and (rollout.backend != "vllm" or vllm.mode == "colocate"):
+        raise ValueError(
+            f"rollout.gpus={rollout.gpus} / rollout.vllm.servers={vllm.servers} set GPUs aside for vLLM servers: "
+            "they need rollout.backend=vllm and rollout.vllm.mode=server (or auto)"
+        )
+    if rollout.gpus % rollout.tensor_parallel_size != 0:
+        raise ValueError(
+            f"rollout.gpus ({rollout.gpus}) must be a multiple of rollout.tensor_parallel_size "
+            f"({rollout.tensor_parallel_size}): each server takes tensor_parallel_size GPUs"
+        )
+    if rollout.gpus and vllm.servers is not None and vllm.servers * rollout.tensor_parallel_size != rollout.gpus:
+        raise ValueError(
+            f"rollout.vllm.servers ({vllm.servers}) x rollout.tensor_parallel_size ({rollout.tensor_parallel_size}) "
+            f"must equal rollout.gpus ({rollout.gpus}); leave rollout.vllm.servers unset to derive it"
+        )
+    if dedicated and vllm.url and (vllm.servers or 1) > 1:
+        raise ValueError("rollout.vllm.url names one outside server: leave rollout.vllm.servers unset with it")
+
+
 class AZRConfig(BaseModel):
     """A whole run. Sections mirror the pipeline; see each field's description."""
 
@@ -846,6 +886,7 @@ class AZRConfig(BaseModel):
                 "induction proposals take their programs from the deduction/abduction buffers; "
                 "add deduction or abduction to tasks.types"
             )
+        _check_rollout_gpus(self)
         world, machines = self.trainer.world_size(), self.engine.num_machines
         if world % machines != 0:
             raise ValueError(

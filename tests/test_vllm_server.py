@@ -56,6 +56,7 @@ def policy(tmp_path_factory: pytest.TempPathFactory, bundled_copy: Path) -> Iter
         "model.dtype=float32", "model.gradient_checkpointing=false",
         "rollout.backend=vllm", "rollout.vllm.mode=server", "rollout.vllm.enforce_eager=true",
         f"rollout.vllm.python={VLLM_PYTHON}", "rollout.vllm.cpu_kv_cache_gib=1",
+        "rollout.vllm.weight_transfer=files",  # the file path here; the native API: test_vllm_dedicated.py
         "rollout.max_new_tokens=24", "rollout.max_prompt_tokens=1536", "rollout.content_max_tokens=1400",
         "rollout.batch_size=2", "rollout.mc_samples=2", "trainer.learning_rate=0.0001", "trainer.iterations=2",
         "trainer.micro_batch_size=6", "sandbox.timeout_s=5",

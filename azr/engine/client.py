@@ -33,7 +33,14 @@ from typing import Any
 from azr.artifacts import PathLike, atomic_write_json, atomic_write_text
 from azr.config import AZRConfig
 from azr.engine import protocol
-from azr.engine.launch import SERVICE_MODULE, engine_dir, launch_command, launch_environment, on_cpu
+from azr.engine.launch import (
+    SERVICE_MODULE,
+    engine_dir,
+    gpu_environment,
+    launch_command,
+    launch_environment,
+    on_cpu,
+)
 from azr.engine.protocol import EngineError
 from azr.engine.service import CONFIG_FILE
 from azr.engine.vllm_server import free_port, log_tail
@@ -90,8 +97,13 @@ class EngineClient:
         token = secrets.token_hex(32)
         cpu = on_cpu()
         argv = launch_command(config, run_root, port=free_port("127.0.0.1"), cpu=cpu)
+        try:
+            gpus = gpu_environment(config, cpu=cpu)  # rollout.gpus: the trainer's ranks never see them
+        except ValueError as exc:
+            listener.close()
+            raise EngineError(str(exc)) from exc
         env = launch_environment(cpu=cpu, extra={
-            protocol.TOKEN_ENV: token, protocol.CONTROLLER_ENV: f"127.0.0.1:{listener.getsockname()[1]}",
+            protocol.TOKEN_ENV: token, protocol.CONTROLLER_ENV: f"127.0.0.1:{listener.getsockname()[1]}", **gpus,
         })
         log_path = directory / LOG_FILE
         with open(log_path, "ab") as log:

@@ -64,6 +64,17 @@ def all_gather_objects(value: T) -> list[T]:
     return gathered
 
 
+def broadcast_object(value: T) -> T:
+    """Rank 0's `value` on every rank (pickled over the process group; engine-made values only)."""
+    import torch.distributed as dist
+
+    if world()[1] == 1:
+        return value
+    box: list[Any] = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def max_over_ranks(value: int) -> int:
     import torch.distributed as dist
 

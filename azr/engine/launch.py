@@ -17,6 +17,7 @@ from azr.config import AZRConfig
 
 SERVICE_MODULE = "azr.engine.service"
 ENGINE_DIR = "engine"  # under the run directory: config, log, exchange files, rank pids
+ROLLOUT_GPUS_ENV = "AZR_ROLLOUT_GPUS"  # the GPUs rank 0 gives its vLLM servers (rollout.gpus)
 
 
 def engine_dir(run_root: Path) -> Path:
@@ -91,3 +92,65 @@ def launch_environment(*, cpu: bool, extra: dict[str, str] | None = None) -> dic
         env["ACCELERATE_USE_CPU"] = "true"
     env.update(extra or {})
     return env
+
+
+# ----------------------------------------------------------------------------- rollout GPUs
+
+
+def visible_gpus() -> list[str]:
+    """This machine's GPUs as CUDA_VISIBLE_DEVICES names them (indices or UUIDs); [] on CPU."""
+    value = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if value is not None:
+        names = [part.strip() for part in value.split(",") if part.strip()]
+        return names[: names.index("-1")] if "-1" in names else names  # CUDA stops at an invalid id
+    try:
+        import torch
+    except ImportError:
+        return []
+    return [str(index) for index in range(torch.cuda.device_count())]
+
+
+def split_gpus(config: AZRConfig, visible: list[str]) -> tuple[list[str], list[str]]:
+    """(the trainer's, the vLLM servers') GPUs on machine 0: the trainer's ranks of this machine
+    take the first ones, `rollout.gpus` the next; a clear error when they do not fit."""
+    wanted = config.rollout.gpus
+    if wanted == 0:
+        return visible, []
+    ranks = config.trainer.world_size() // config.engine.num_machines
+    shown = os.environ.get("CUDA_VISIBLE_DEVICES")
+    where = f"CUDA_VISIBLE_DEVICES={shown}" if shown is not None else "all of this machine's"
+    if not visible:
+        raise ValueError(
+            f"rollout.gpus={wanted} sets GPUs aside for vLLM servers, but no GPU is visible here ({where}); "
+            "on a CPU machine set rollout.gpus=0 (the server then shares the CPU with the trainer)"
+        )
+    if ranks + wanted > len(visible):
+        raise ValueError(
+            f"rollout.gpus={wanted} plus the trainer's {ranks} rank(s) on this machine (trainer.processes="
+            f"{config.trainer.world_size()}) need {ranks + wanted} GPUs, but {len(visible)} are visible "
+            f"({where}: {','.join(visible)}); lower rollout.gpus or trainer.processes"
+        )
+    return visible[:ranks], visible[ranks:ranks + wanted]
+
+
+def gpu_environment(config: AZRConfig, *, cpu: bool) -> dict[str, str]:
+    """Machine 0's launcher environment for `rollout.gpus`: the trainer's ranks see only their
+    GPUs (CUDA_VISIBLE_DEVICES), rank 0 learns the servers' ones ($AZR_ROLLOUT_GPUS)."""
+    if config.rollout.gpus == 0:
+        return {}
+    trainer, rollout = split_gpus(config, [] if cpu else visible_gpus())
+    return {"CUDA_VISIBLE_DEVICES": ",".join(trainer), ROLLOUT_GPUS_ENV: ",".join(rollout)}
+
+
+def server_gpu_shares(config: AZRConfig, servers: int) -> list[list[str] | None]:
+    """Each data-parallel server's CUDA_VISIBLE_DEVICES (None: the caller's devices, when no
+    GPUs are set aside). Read from $AZR_ROLLOUT_GPUS in a launched engine; an in-process engine
+    splits the visible GPUs itself, as the launcher would."""
+    if config.rollout.gpus == 0:
+        return [None] * servers
+    value = os.environ.get(ROLLOUT_GPUS_ENV)
+    ids = [p for p in value.split(",") if p] if value is not None else split_gpus(config, visible_gpus())[1]
+    if len(ids) != config.rollout.gpus:
+        raise ValueError(f"rollout.gpus={config.rollout.gpus} but ${ROLLOUT_GPUS_ENV} names {len(ids)}: {value!r}")
+    size = len(ids) // servers
+    return [ids[i * size:(i + 1) * size] for i in range(servers)]

@@ -134,10 +134,16 @@ class Policy:
             reference_model=reference,
         )
         if backend is None and config.rollout.backend == "vllm":
-            from azr.engine.vllm_backend import create_vllm_backend
+            from azr.engine.vllm_backend import create_vllm_backend, resolve_mode
 
             work_dir = Path(rollout_dir) if rollout_dir is not None else Path(tempfile.mkdtemp(prefix="azr-vllm-"))
-            backend = create_vllm_backend(config, accelerator.unwrap_model(model), tokenizer, work_dir, compute)
+            if resolve_mode(config.rollout.vllm.mode) == "server":  # any rank count (vllm_dedicated)
+                from azr.engine.vllm_dedicated import DedicatedServerBackend
+
+                backend = DedicatedServerBackend.start(config, accelerator.unwrap_model(model), tokenizer,
+                                                       work_dir, compute)
+            else:
+                backend = create_vllm_backend(config, accelerator.unwrap_model(model), tokenizer, work_dir, compute)
         elif backend is None:
             kind = ShardedTransformersBackend if accelerator.num_processes > 1 else TransformersBackend
             backend = kind.from_rollout(accelerator.unwrap_model(model), tokenizer, config.rollout, compute_dtype=compute)

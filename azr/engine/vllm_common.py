@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -84,9 +84,11 @@ def iter_weights(model: Any, dtype: torch.dtype | None) -> Any:
         yield name, tensor
 
 
-def write_weight_files(model: Any, target: Path, dtype: torch.dtype | None, *, shard_bytes: int = 2 << 30) -> Path:
-    """The model's weights as safetensors shards in a new directory `target`, written to a
-    temporary name and renamed, so a reader never sees half a set."""
+def write_weight_files(model: Any, target: Path, dtype: torch.dtype | None, *, shard_bytes: int = 2 << 30,
+                       weights: Iterable[tuple[str, torch.Tensor]] | None = None) -> Path:
+    """The model's weights (or the given `weights`, e.g. gathered from shards) as safetensors
+    shards in a new directory `target`, written to a temporary name and renamed, so a reader
+    never sees half a set."""
     from safetensors.torch import save_file
 
     target = Path(target)
@@ -102,7 +104,7 @@ def write_weight_files(model: Any, target: Path, dtype: torch.dtype | None, *, s
             save_file(shard, str(temp / f"weights-{index:05d}.safetensors"))
             shard, size, index = {}, 0, index + 1
 
-    for name, tensor in iter_weights(model, dtype):
+    for name, tensor in (weights if weights is not None else iter_weights(model, dtype)):
         shard[name] = tensor.to("cpu").contiguous()
         size += tensor.numel() * tensor.element_size()
         if size >= shard_bytes:

@@ -19,6 +19,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,8 @@ from azr.config import VLLMConfig
 SERVED_MODEL_NAME = "azr-policy"
 EXTENSION_MODULE = "azr_vllm_extension"
 EXTENSION_CLASS = f"{EXTENSION_MODULE}.AZRWorkerExtension"
+TRANSFER_MODULE = "azr_vllm_transfer"  # azr/engine/vllm_worker/: registers the azr_gloo engine
+TRANSFER_CLASS = f"{TRANSFER_MODULE}.AZRTransferWorkerExtension"
 DEFAULT_VENV = ".venv-vllm"
 
 
@@ -110,14 +113,23 @@ class VLLMServer:
 
     def __init__(self, model_dir: Path, work_dir: Path, settings: VLLMConfig, *, dtype: str, max_model_len: int,
                  seed: int, tensor_parallel_size: int, gpu_memory_utilization: float,
-                 max_num_batched_tokens: int, python: str | None = None) -> None:
+                 max_num_batched_tokens: int, python: str | None = None, weight_transfer: str | None = None,
+                 gpu_ids: Sequence[str] | None = None, name: str = "vllm-server") -> None:
+        """`weight_transfer`: a vLLM weight-transfer backend (nccl, azr_gloo) to enable, None for
+        the file path only. `gpu_ids`: the CUDA_VISIBLE_DEVICES of this server (rollout.gpus), None
+        to inherit the caller's. `name`: of its log file, distinct per data-parallel server."""
         self.model_dir = Path(model_dir).resolve()  # the server runs in work_dir
         self.work_dir = Path(work_dir).resolve()
         self.settings = settings
         self.python = python or find_vllm_python(settings.python)
         self.host = settings.host
         self.port = settings.port or free_port(settings.host)
-        self.log_path = self.work_dir / "vllm-server.log"
+        self.log_path = self.work_dir / f"{name}.log"
+        self.weight_transfer = weight_transfer
+        self.gpu_ids = list(gpu_ids) if gpu_ids is not None else None
+        extension = TRANSFER_CLASS if weight_transfer == "azr_gloo" else EXTENSION_CLASS
+        transfer_args = (["--weight-transfer-config", json.dumps({"backend": weight_transfer})]
+                         if weight_transfer else [])
         self.args = [
             "--model", str(self.model_dir),
             "--served-model-name", SERVED_MODEL_NAME,
@@ -130,7 +142,8 @@ class VLLMServer:
             "--gpu-memory-utilization", str(gpu_memory_utilization),
             "--max-num-batched-tokens", str(max(max_num_batched_tokens, max_model_len)),
             "--generation-config", "vllm",
-            "--worker-extension-cls", EXTENSION_CLASS,
+            "--worker-extension-cls", extension,
+            *transfer_args,
             *(["--enforce-eager"] if settings.enforce_eager else []),
             *settings.extra_args,
         ]
@@ -148,7 +161,10 @@ class VLLMServer:
         ext_dir = self.work_dir / "pythonpath"
         ext_dir.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(Path(__file__).with_name("vllm_extension.py"), ext_dir / f"{EXTENSION_MODULE}.py")
+        shutil.copyfile(Path(__file__).with_name("vllm_worker") / f"{TRANSFER_MODULE}.py", ext_dir / f"{TRANSFER_MODULE}.py")
         env = dict(os.environ)
+        if self.gpu_ids is not None:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(self.gpu_ids)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ext_dir), env.get("PYTHONPATH", "")) if p)
         env["VLLM_SERVER_DEV_MODE"] = "1"  # /collective_rpc and /reset_prefix_cache
         env.setdefault("VLLM_CACHE_ROOT", str(self.work_dir / "cache"))
@@ -160,6 +176,13 @@ class VLLMServer:
     def start(self) -> VLLMServer:
         """Start and wait for /health. Call it from a thread that lives as long as the run (the
         flow's): the server is stopped when that thread's process goes away."""
+        if self.process is None:
+            self.launch()
+        return self.wait_ready()
+
+    def launch(self) -> VLLMServer:
+        """Start the process without waiting. The calling thread must live as long as the
+        server: the kernel's parent-death signal fires when the thread that forked it ends."""
         if self.process is not None:
             return self
         from azr.engine.vllm_version import check_version, installed_version
@@ -182,6 +205,10 @@ class VLLMServer:
         finally:
             log.close()
         _running.add(self)
+        return self
+
+    def wait_ready(self) -> VLLMServer:
+        """Wait for /health and check the server's vLLM version; stop it on failure. Any thread."""
         try:
             self._wait_healthy(self.settings.start_timeout_s)
             self.version = check_server_version(self.client, self.python)
@@ -228,6 +255,7 @@ class VLLMServer:
             return
         try:
             os.killpg(process.pid, signal.SIGTERM)
+            os.killpg(process.pid, signal.SIGCONT)  # a stopped (SIGSTOP) server handles the TERM too
             process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
