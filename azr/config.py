@@ -192,7 +192,8 @@ class VLLMConfig(Section):
         description="server mode: how new weights reach the server after an update. `nccl`: vLLM's "
         "native weight-transfer API over NCCL (GPUs; vLLM importable in the engine's environment); "
         "`gloo`: the same API over a gloo channel (CPU); `files`: safetensors files loaded in place; "
-        "`auto`: nccl on GPUs where vLLM imports in the engine, gloo on CPU, else files; files with `url`.",
+        "`auto`: nccl where vLLM imports in the engine and the servers have rollout.gpus, gloo on CPU, "
+        "else files; files with `url`.",
     )
     servers: int | None = Field(
         None, ge=1, title="Data-parallel servers",

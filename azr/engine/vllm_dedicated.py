@@ -25,13 +25,13 @@ import torch
 
 from azr.artifacts import publish_directory
 from azr.config import AZRConfig
-from azr.engine.distributed import broadcast_object, world
+from azr.engine.distributed import broadcast_object, full_parameters, world
 from azr.engine.generation import Completion, SamplingSettings, model_eos_ids
 from azr.engine.launch import server_gpu_shares
 from azr.engine.vllm_backend import _DTYPE_NAMES, RawOutput, _VLLMBackend, engine_seed, max_model_len
 from azr.engine.vllm_common import write_weight_files
 from azr.engine.vllm_server import SERVED_MODEL_NAME, VLLMClient, VLLMError, VLLMServer, check_server_version
-from azr.engine.weight_transfer import GLOO_BACKEND, NativeWeightTransfer, choose_transfer, full_weights, make_channel
+from azr.engine.weight_transfer import GLOO_BACKEND, NativeWeightTransfer, choose_transfer, make_channel
 
 _T = TypeVar("_T")
 _SERVER_BACKENDS = {"nccl": "nccl", "gloo": GLOO_BACKEND, "files": None}
@@ -80,7 +80,8 @@ class DedicatedServerBackend(_VLLMBackend):
         rank, _ = world()
         settings = config.rollout.vllm
         work_dir = Path(work_dir)
-        kind = _on_rank0(lambda: choose_transfer(settings.weight_transfer, external=bool(settings.url)))
+        kind = _on_rank0(lambda: choose_transfer(settings.weight_transfer, external=bool(settings.url),
+                                                 own_gpus=config.rollout.gpus > 0))
         model_dir = None if settings.url else _export(model, tokenizer, work_dir / "model", dtype, rank == 0)
         backend_args = dict(tokenizer=tokenizer, eos_token_ids=model_eos_ids(model, tokenizer), transfer_kind=kind,
                             weights_root=work_dir / "weights", dtype=dtype, config=config, is_sender=rank == 0)
@@ -155,7 +156,7 @@ class DedicatedServerBackend(_VLLMBackend):
         if self.transfer is not None:
             self.transfer.send(model, self.dtype)
             return
-        weights = full_weights(model, self.dtype)
+        weights = full_parameters(model, self.dtype)
         if not self.is_sender:
             for _ in weights:  # the gathers rank 0 writes from
                 pass
@@ -230,7 +231,7 @@ def _export(model: Any, tokenizer: Any, target: Path, dtype: torch.dtype, writer
     from azr.engine.checkpoints import export_pretrained
 
     state = {}
-    for name, tensor in full_weights(model, dtype):
+    for name, tensor in full_parameters(model, dtype):
         if writer:
             state[name] = tensor.to("cpu")
     if writer:

