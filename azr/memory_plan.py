@@ -279,7 +279,7 @@ def plan_memory(
         activations_checkpointed=checkpointed, activations_full=full, gradient_checkpointing=on,
         kv_cache_tokens=kv_tokens, max_model_len=max_model_len, problems=problems, assumptions=assumptions,
     )
-    _check_layout(config, plan, mode)
+    _check_layout(config, plan, mode, facts)
     _check_capacity(plan)
     return plan
 
@@ -359,9 +359,15 @@ def _add_vllm(config: AZRConfig, facts: ModelFacts, device: Device, capacity: fl
     return tokens
 
 
-def _check_layout(config: AZRConfig, plan: MemoryPlan, mode: str | None) -> None:
+def _check_layout(config: AZRConfig, plan: MemoryPlan, mode: str | None, facts: ModelFacts) -> None:
     trainer, rollout = config.trainer, config.rollout
     tp = rollout.tensor_parallel_size
+    if mode is not None and facts.heads % tp != 0:
+        divisors = [d for d in range(1, facts.heads + 1) if facts.heads % d == 0]
+        plan.problems.append(
+            f"vLLM splits the {facts.heads} attention heads of {facts.name} over its tensor-parallel group, "
+            f"so rollout.tensor_parallel_size {tp} must divide {facts.heads}: one of {divisors}"
+        )
     if mode == "colocate" and plan.ranks % tp != 0:
         plan.problems.append(
             f"colocated vLLM runs one engine per {tp} ranks (rollout.tensor_parallel_size) but the engine has "

@@ -303,3 +303,13 @@ def test_auto_mode_is_planned_as_the_engine_resolves_it(tmp_path: Path) -> None:
     package.mkdir(parents=True)
     (package / "__init__.py").write_text("")
     assert vllm_mode(build_config("tiny", None, auto)) == "colocate"
+
+
+def test_a_tensor_parallel_size_that_does_not_divide_the_heads_is_refused() -> None:
+    """vLLM refuses it at start (SmolLM2's 9 heads over TP 2); the plan says so first."""
+    config = _small_config("rollout.backend=vllm", "rollout.vllm.mode=colocate", "trainer.processes=3",
+                           "rollout.tensor_parallel_size=3")
+    problems = plan_memory(config, SMALL, 64 * GIB).problems
+    assert any("must divide 4: one of [1, 2, 4]" in problem for problem in problems)
+    assert plan_memory(_small_config("rollout.backend=vllm", "rollout.vllm.mode=colocate", "trainer.processes=2",
+                                     "rollout.tensor_parallel_size=2"), SMALL, 64 * GIB).fits
