@@ -196,3 +196,45 @@ def test_the_manifest_announces_what_the_gathered_stream_sends() -> None:
     sent = list(full_parameters(model, torch.bfloat16))
     assert [n for n, _ in sent] == names
     assert all(t.dtype == torch.bfloat16 and tuple(t.shape) == m.shape for (_, t), m in zip(sent, manifest))
+
+
+class _RecordingClient:
+    """Stands in for one server's HTTP client in the routing test: answers a completion with
+    the prompt's first token, records what it was asked."""
+
+    def __init__(self, name: str) -> None:
+        self.name, self.calls = name, []
+
+    def post(self, path: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
+        self.calls.append((path, body))
+        if path == "/v1/completions":
+            return {"choices": [{"index": i, "token_ids": [body["prompt"][0], 2], "finish_reason": "stop"}
+                                for i in range(body["n"])]}
+        return {}
+
+
+def test_data_parallel_servers_share_the_prompts_with_the_seeds_of_one_server(tmp_path: Path) -> None:
+    from azr.config import ModelConfig
+    from azr.engine.generation import SamplingSettings
+    from azr.engine.tokenizer import load_tokenizer
+    from azr.engine.vllm_dedicated import DedicatedServerBackend
+
+    import torch
+
+    tokenizer = load_tokenizer(ModelConfig(name_or_path="tiny-random"))
+    clients = [_RecordingClient("a"), _RecordingClient("b")]
+    backend = DedicatedServerBackend(tokenizer, [2], clients=clients, servers=[], transfer=None, transfer_kind="files",
+                                     weights_root=tmp_path, dtype=torch.float32, config=_config("rollout.vllm.servers=2"),
+                                     model_name="m", is_sender=True)
+    prompts = ["alpha", "beta", "gamma", "delta", "epsilon"]
+    out = backend.generate(prompts, SamplingSettings(max_new_tokens=4, temperature=1.0, n=2, seed=5))
+    first = [tokenizer(p, add_special_tokens=False)["input_ids"][0] for p in prompts]
+    assert [[c.token_ids[0] for c in group] for group in out] == [[t, t] for t in first]  # prompt order kept
+    asked = {client.name: [body["prompt"][0] for _, body in client.calls] for client in clients}
+    assert sorted(asked["a"]) == sorted(first[0::2]) and sorted(asked["b"]) == sorted(first[1::2])  # i mod 2
+    seeds = {body["prompt"][0]: body["seed"] for client in clients for _, body in client.calls}
+    one = DedicatedServerBackend(tokenizer, [2], clients=[_RecordingClient("c")], servers=[], transfer=None,
+                                 transfer_kind="files", weights_root=tmp_path, dtype=torch.float32,
+                                 config=_config(), model_name="m", is_sender=True)
+    one.generate(prompts, SamplingSettings(max_new_tokens=4, temperature=1.0, n=2, seed=5))
+    assert {body["prompt"][0]: body["seed"] for _, body in one.clients[0].calls} == seeds  # the same seeds

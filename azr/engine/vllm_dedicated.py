@@ -26,7 +26,7 @@ import torch
 from azr.artifacts import publish_directory
 from azr.config import AZRConfig
 from azr.engine.distributed import broadcast_object, full_parameters, world
-from azr.engine.generation import Completion, SamplingSettings, model_eos_ids
+from azr.engine.generation import Completion, GenerationRequest, model_eos_ids
 from azr.engine.launch import server_gpu_shares
 from azr.engine.vllm_backend import _DTYPE_NAMES, RawOutput, _VLLMBackend, engine_seed, max_model_len
 from azr.engine.vllm_common import write_weight_files
@@ -128,18 +128,17 @@ class DedicatedServerBackend(_VLLMBackend):
 
     # -------------------------------------------------------------------- generation
 
-    def generate(self, prompts: Sequence[str], settings: SamplingSettings) -> list[list[Completion]]:
-        """Rank 0 asks the servers; every rank returns its completions."""
-        return _on_rank0(lambda: super(DedicatedServerBackend, self).generate(prompts, settings))
+    def generate_many(self, requests: Sequence[GenerationRequest]) -> list[list[list[Completion]]]:
+        """Rank 0 asks the servers (all requests in one call); every rank returns the completions."""
+        return _on_rank0(lambda: super(DedicatedServerBackend, self).generate_many(requests))
 
-    def _generate_ids(self, prompts: list[list[int]], settings: SamplingSettings, n: int) -> list[list[RawOutput]]:
+    def _generate_ids(self, prompts: list[list[int]], requests: list[dict[str, Any]]) -> list[list[RawOutput]]:
         for server in self.servers:
             server.check_alive()
 
         def one(index: int) -> list[RawOutput]:
             client = self.clients[index % len(self.clients)]
-            body = {"model": self.model_name, "prompt": prompts[index], "return_token_ids": True,
-                    **self._request(settings, n, index)}
+            body = {"model": self.model_name, "prompt": prompts[index], "return_token_ids": True, **requests[index]}
             answer = client.post("/v1/completions", body, timeout=self.settings.request_timeout_s)
             choices = sorted(answer["choices"], key=lambda c: c["index"])
             return [(c["token_ids"], c.get("finish_reason")) for c in choices]
