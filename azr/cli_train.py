@@ -250,7 +250,7 @@ def runs_list(root: Annotated[Path, typer.Argument(help="A run directory, or a f
             "run": str(path), "preset": config.name, "iterations": f"{len(done)}/{config.trainer.iterations}",
             "reward": f"{last['overall/reward_mean']:+.3f}" if "overall/reward_mean" in last else "",
             "valid": f"{last['overall/valid_rate']:.0%}" if "overall/valid_rate" in last else "",
-            "note": (f"damaged: iteration {done[-1]}'s metrics.json is {problem}" if problem else
+            "note": (f"damaged metrics.json (iteration {done[-1]}): azr runs show {path}" if problem else
                      "complete" if len(done) >= config.trainer.iterations else "can be resumed"),
         })
     console.print(_table(rows, f"runs under {root}"))

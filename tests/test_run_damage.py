@@ -35,6 +35,8 @@ from azr.pipeline.stages import STAGE_FUNCTIONS, run_iteration
 from azr.pipeline.training import close_resources, finish_iteration, next_step, open_resources
 from azr.sandbox import SandboxExecutor
 
+pytestmark = pytest.mark.timeout(900)  # the first case also builds the baseline runs (a shared machine can be slow)
+
 CONFIG = build_config("tiny", overrides=["trainer.iterations=3", "trainer.keep_checkpoints=2", "sandbox.timeout_s=3"])
 LAST = CONFIG.trainer.iterations
 PARTIAL_STAGES = 5
@@ -138,6 +140,9 @@ REPAIRED = {
     "unfinished solutions wrong schema": ("partial", _on(f"{IT3}/solutions.parquet", _wrong_schema)),
     "unfinished prompts wrong schema": ("partial", _on(f"{IT3}/propose_prompts.parquet", _wrong_schema)),
     "unfinished mc_rollouts 0-byte": ("partial", _on(f"{IT3}/mc_rollouts.parquet", _zero_bytes)),
+    "update done, then its proposals 0-byte": ("full", lambda root: (  # killed after update.json, before the commit
+        _delete(f"{IT3}/committed.json", f"{IT3}/metrics.json", "buffer/state/step_000003.json")(root),
+        _zero_bytes(root / IT3 / "proposals.parquet"))),
     # lost updates: replayed from scored.parquet
     "lost update, last iteration": ("full", _delete(f"{IT3}/update.json", CK3)),
     "lost update, committed iteration": ("partial", _delete(f"{IT2}/update.json", CK2)),
@@ -263,3 +268,21 @@ def _assert_same_run(run: RunDir, reference: RunDir) -> None:
         assert ours_w.keys() == theirs_w.keys()
         for key, value in theirs_w.items():
             torch.testing.assert_close(ours_w[key], value, rtol=0, atol=0)
+
+
+def test_runs_list_and_show_mark_a_run_with_garbled_metrics(baseline: Baseline, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from azr.cli import app
+
+    intact, damaged = _copy(baseline, "full", tmp_path / "runs" / "intact"), _copy(baseline, "full", tmp_path / "runs" / "damaged")
+    _garbage(damaged.stage_path(LAST, "metrics.json"))
+    runner, env = CliRunner(), {"COLUMNS": "250"}
+    listed = runner.invoke(app, ["runs", "list", str(tmp_path / "runs")], env=env)
+    assert listed.exit_code == 0 and listed.exception is None, listed.output
+    assert str(intact.root) in listed.output and "complete" in listed.output
+    assert str(damaged.root) in listed.output and "damaged metrics.json" in listed.output
+    shown = runner.invoke(app, ["runs", "show", str(damaged.root)], env=env)
+    assert shown.exit_code == 0 and shown.exception is None and "metrics.json damaged" in shown.output, shown.output
+    one = runner.invoke(app, ["runs", "show", str(damaged.root), "--iteration", str(LAST)], env=env)
+    assert one.exit_code == 0 and one.exception is None, one.output

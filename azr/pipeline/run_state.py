@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,7 +140,7 @@ def _check_committed_iteration(run: RunDir, config: AZRConfig, step: int, plan: 
         if problem:
             plan.set_aside.append((path, problem))
             plan.warnings.append(f"{path} is {problem}: set aside as {path.name}{DAMAGED_SUFFIX}"
-                                 + (", the iteration's metrics are computed again" if name == "metrics.json" else ""))
+                                 + (", so that it is written again from the stage files" if name == "metrics.json" else ""))
     return fatal
 
 
@@ -265,17 +267,31 @@ def _checkpoint_dirs(run: RunDir) -> list[Path]:
 
 
 def prepare_resume(run: RunDir, plan: ResumePlan) -> None:
-    """The file changes the plan makes before anything loads: damaged files set aside, an undone
-    update's record removed, the buffer log cut back to its last intact step."""
+    """The file changes the plan makes before anything loads: an undone update's record and
+    checkpoint removed, the buffer log cut back to its last intact step, damaged files set aside.
+
+    Damaged files go last: until they are gone, a resume killed in here plans the same again.
+    """
     for message in plan.warnings:
         logger.warning(message)
+    if plan.undo_update:
+        run.stage_path(plan.start, "update.json").unlink(missing_ok=True)
+        _drop_checkpoint(run, plan.start)
+    if plan.discard_buffer_after is not None:  # removes the later steps' state files, then their rows
+        discard_steps_after(run.buffer_dir, plan.discard_buffer_after)
     for path, problem in plan.set_aside:
         if path.exists():
             set_aside(path, problem, warn=False)  # the plan's warnings said why
-    if plan.undo_update:
-        run.stage_path(plan.start, "update.json").unlink(missing_ok=True)
-    if plan.discard_buffer_after is not None:  # removes the later steps' state files, then their rows
-        discard_steps_after(run.buffer_dir, plan.discard_buffer_after)
+
+
+def _drop_checkpoint(run: RunDir, step: int) -> None:
+    """Turn the checkpoint of an undone update into the leftover of an unfinished save (which the
+    next save of that step clears): it holds weights after an update that is done again."""
+    path = run.checkpoint_dir / checkpoint_name(step)
+    if path.is_dir():
+        leftover = run.checkpoint_dir / f".tmp-{path.name}"
+        shutil.rmtree(leftover, ignore_errors=True)
+        os.replace(path, leftover)
 
 
 def rebuild_buffers(run: RunDir, config: AZRConfig, plan: ResumePlan, wrapper: Any, count_tokens: Any) -> Buffers:
