@@ -31,7 +31,7 @@ from azr.engine.policy import Policy
 from azr.pipeline.run_dir import RunDir, open_run_dir
 from azr.pipeline.run_state import RunStateError
 from azr.pipeline.stage_files import STAGE_SCHEMAS
-from azr.pipeline.stages import STAGE_FUNCTIONS, run_iteration
+from azr.pipeline.stages import iteration_stages, run_iteration
 from azr.pipeline.training import close_resources, finish_iteration, next_step, open_resources
 from azr.sandbox import SandboxExecutor
 
@@ -39,8 +39,8 @@ pytestmark = pytest.mark.timeout(900)  # the first case also builds the baseline
 
 CONFIG = build_config("tiny", overrides=["trainer.iterations=3", "trainer.keep_checkpoints=2", "sandbox.timeout_s=3"])
 LAST = CONFIG.trainer.iterations
-PARTIAL_STAGES = 5
-"""The partial run stops iteration 3 after this many stages (build_prompts .. solve)."""
+PARTIAL_UNTIL = "mc_rollouts"
+"""The partial run is killed after this stage of iteration 3 (its proposals and solutions exist)."""
 TIMING_KEYS = {"seconds", "tokens_per_second", "weight_sync_s"}
 
 
@@ -75,8 +75,10 @@ def baseline(tmp_path_factory: pytest.TempPathFactory, executor: SandboxExecutor
     for step in range(1, LAST):
         run_iteration(res, step)
         finish_iteration(res, step)
-    for _, stage in STAGE_FUNCTIONS[:PARTIAL_STAGES]:
+    for name, stage in iteration_stages(config):
         stage(res, LAST)
+        if name == PARTIAL_UNTIL:
+            break
     close_resources(res)
     return full
 
