@@ -7,8 +7,11 @@ TransformersBackend), `update` (TrainSequence, TRRPPUpdate), `logprobs` (chunked
 from scored.parquet), `service` (the engine's rank loop, run by `accelerate launch`), `launch`
 (that command), `client` (the controller's EngineClient: the Policy interface, no model),
 `protocol` (JSON messages and exchange files between them), `vllm_backend` (what the vLLM
-modes share, and the server mode), `vllm_hybrid` (colocate mode: vLLM inside every engine
-rank), `vllm_server` (the `vllm serve` process), `vllm_common`,
-`vllm_extension` (in-place weight loading inside vLLM). Nothing is imported here, so
+modes share), `vllm_hybrid` (colocate mode: vLLM inside every engine rank), `vllm_dedicated`
+(server mode on any rank count: dedicated, data-parallel servers), `weight_transfer` (the
+trainer's side of vLLM's weight-transfer API: NCCL, gloo), `vllm_server` (the `vllm serve`
+process), `vllm_version` (the supported vLLM range, checked at start), `vllm_common`,
+`vllm_extension` (in-place weight loading inside vLLM; `vllm_worker/` holds the file the
+server imports to register the gloo engine). Nothing is imported here, so
 `import azr.engine.model_source` stays free of torch.
 """
