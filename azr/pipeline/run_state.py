@@ -148,11 +148,11 @@ def _committed_file_error(run: RunDir, config: AZRConfig, step: int, path: Path,
     every = config.tracking.log_parquet_every
     logged = step == 1 or step % every == 0
     source = (f"MLflow keeps a copy of this iteration's Parquet files (artifacts iterations/{step:06d}/ of the "
-              f"run in {run.info_path.name})" if logged else
+              f"MLflow run named in {run.info_path})" if logged else
               f"MLflow has no copy of it (Parquet files are logged for iteration 1 and every {every}th)")
     return (
-        f"{path} is damaged: {problem}. Iteration {step} is committed, so this file cannot be computed again "
-        f"(it came from the policy as it was then). {source}. Copy an intact version back and resume again; "
+        f"{path} is damaged: {problem}. Iteration {step} is committed, so resume does not compute its files again "
+        f"(they came from that iteration's policy and buffers). {source}. Copy an intact version back and resume again; "
         f"if you do not need it, delete the file and resume (a missing file of a committed iteration is only "
         f"refused where the run needs it, to replay an update or the buffer log)."
     )
