@@ -196,7 +196,7 @@ class VLLMConfig(Section):
         "else files; files with `url`.",
     )
     servers: int | None = Field(
-        None, ge=1, title="Data-parallel servers",
+        None, ge=1, le=1024, title="Data-parallel servers",
         description="server mode: vLLM servers that share the prompts, each with tensor_parallel_size "
         "GPUs; unset: rollout.gpus / tensor_parallel_size, at least 1.",
     )
@@ -254,7 +254,7 @@ class RolloutConfig(Section):
         "(each group of this many ranks runs one engine). Paper: 2 (14B: 4)."
     )
     gpus: int = Field(
-        0, ge=0, title="Rollout GPUs",
+        0, ge=0, le=4096, title="Rollout GPUs",
         description="GPUs set aside on machine 0 for vLLM servers (rollout.vllm.mode server), apart from "
         "the trainer's (trainer.processes); 0: the server shares the trainer's GPUs. Paper: 0 (hybrid).",
     )
