@@ -22,10 +22,11 @@ FinishReason = Literal["stop", "length"]
 
 PAD_MULTIPLE = 64
 """Batches are left-padded to a multiple of this many tokens. A row's padding is then fixed by
-its own length (modulo 64), whatever rows share its batch, and the CPU kernels' reductions
-(vectorised over 16-64 lanes) round its logits alike: a merged call gives each request the
-completions it gets alone, bit for bit (tests/test_generation_merging.py). Costs at most 63
-padding tokens a row."""
+its own length (modulo 64), whatever rows share its batch, and in float32 the CPU kernels'
+reductions (vectorised over 16-64 lanes) round its logits alike: a merged call gives each
+request the completions it gets alone, bit for bit (tests/test_generation_merging.py). In
+bfloat16 and on GPUs the rounding can still depend on the batch (most rows agree). Costs at
+most 63 padding tokens a row."""
 
 
 @dataclass(frozen=True)
