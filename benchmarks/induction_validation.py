@@ -13,8 +13,8 @@ import argparse
 import statistics
 import time
 
-from azr.config import SandboxConfig
-from azr.executor import ProgramRun
+from azr.config.schema import SandboxConfig
+from azr.sandbox.api import ProgramRun
 from azr.sandbox import SandboxExecutor
 
 PROPOSALS = 64

@@ -22,14 +22,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from azr.config import AZRConfig
-from azr.config_loader import build_config
-from azr.monitoring import learning_verdict, trend
+from azr.config.schema import AZRConfig
+from azr.config.loading import build_config
+from azr.ops.monitors import learning_verdict, trend
 from azr.pipeline.run_dir import open_run_dir
 from azr.pipeline.stages import run_iteration
-from azr.pipeline.training import close_resources, finish_iteration, open_resources
-from azr.records import InductionTask, Triplet
-from azr.task_types import TaskType
+from azr.pipeline.run import close_resources, finish_iteration, open_resources
+from azr.selfplay.task_records import InductionTask, Triplet
+from azr.selfplay.task_types import TaskType
 
 # Eight small programs, each with four inputs: the probe's deduction and abduction tasks use the
 # first input, its induction task shows the first two pairs and hides the last two. Outputs are
@@ -57,7 +57,7 @@ class Probe:
 
 def build_probe(executor, types: list[TaskType]) -> Probe:  # noqa: ANN001 - any Executor
     """The frozen probe tasks, with gold outputs computed in the sandbox."""
-    from azr.executor import ProgramRun
+    from azr.sandbox.api import ProgramRun
 
     results = executor.run([ProgramRun(program, inputs, check_determinism=False) for program, inputs, _ in PROBE_PROGRAMS])
     tasks: dict[TaskType, list] = {t: [] for t in types}
@@ -76,9 +76,9 @@ def build_probe(executor, types: list[TaskType]) -> Probe:  # noqa: ANN001 - any
 
 def evaluate_probe(res, probe: Probe) -> dict[str, float]:  # noqa: ANN001 - the run's Resources
     """Greedy answers to every probe task with the run's solve prompts; format and accuracy."""
-    from azr.engine.generation import SamplingSettings
-    from azr.prompts import solve_prompt_for
-    from azr.scoring import score_solutions
+    from azr.engine.rollout.transformers_backend import SamplingSettings
+    from azr.selfplay.prompts.paper import solve_prompt_for
+    from azr.selfplay.solution_scoring import score_solutions
 
     settings = SamplingSettings(max_new_tokens=res.config.rollout.max_new_tokens, temperature=0.0)
     figures: dict[str, float] = {}

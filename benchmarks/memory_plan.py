@@ -36,13 +36,13 @@ def _heap_in_use() -> int:
 def child(args: argparse.Namespace) -> None:
     import torch
 
-    import azr.engine.models as models
-    from azr.config_loader import build_config
-    from azr.engine.policy import Policy
-    from azr.engine.update import TrainSequence
-    from azr.memory_plan import CPU_RUNTIME_OVERHEAD, GIB, plan_memory
-    from azr.model_facts import ModelFacts
-    from azr.task_types import GROUP_NAMES
+    import azr.engine.models.loading as models
+    from azr.config.loading import build_config
+    from azr.engine.rank.policy import Policy
+    from azr.engine.training.trrpp_update import TrainSequence
+    from azr.ops.memory_plan import CPU_RUNTIME_OVERHEAD, GIB, plan_memory
+    from azr.ops.model_facts import ModelFacts
+    from azr.selfplay.task_types import GROUP_NAMES
 
     plain = models.tiny_config
 

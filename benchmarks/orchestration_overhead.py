@@ -28,13 +28,13 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 import pandas as pd  # noqa: E402
 
 import azr.pipeline.stages as stages  # noqa: E402
-from azr.config_loader import build_config  # noqa: E402
-from azr.engine.policy import Policy, set_policy  # noqa: E402
-from azr.pipeline.resources import set_resources  # noqa: E402
+from azr.config.loading import build_config  # noqa: E402
+from azr.engine.rank.policy import Policy, set_policy  # noqa: E402
+from azr.pipeline.context import set_resources  # noqa: E402
 from azr.pipeline.run_dir import open_run_dir  # noqa: E402
-from azr.pipeline.training import finish_iteration, open_resources  # noqa: E402
+from azr.pipeline.run import finish_iteration, open_resources  # noqa: E402
 from azr.sandbox import SandboxExecutor  # noqa: E402
-from azr.tracking import Tracker  # noqa: E402
+from azr.pipeline.mlflow_run import Tracker  # noqa: E402
 
 PARQUET_SECONDS = [0.0]
 

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from azr.config_loader import build_config
+from azr.config.loading import build_config
 from azr.pipeline import stages
 from azr.pipeline.run_dir import open_run_dir
-from azr.pipeline.training import close_resources, open_resources
-from azr.task_types import GROUP_NAMES
+from azr.pipeline.run import close_resources, open_resources
+from azr.selfplay.task_types import GROUP_NAMES
 
 _STAGES = (stages.build_prompts, stages.propose, stages.validate, stages.mc_rollouts, stages.solve, stages.rewards)
 
@@ -68,7 +68,7 @@ def main() -> None:
     args = parser.parse_args()
     variants = [(v.split(":", 1)[0], [o for o in v.split(":", 1)[1].split(",") if o]) for v in args.variant] or [("preset", [])]
 
-    from azr.engine.policy import Policy
+    from azr.engine.rank.policy import Policy
     from azr.sandbox import SandboxExecutor
 
     base = build_config(args.preset)

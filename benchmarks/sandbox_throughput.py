@@ -18,8 +18,8 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from azr.config import SandboxConfig
-from azr.executor import ProgramRun
+from azr.config.schema import SandboxConfig
+from azr.sandbox.api import ProgramRun
 from azr.sandbox import SandboxExecutor
 from azr.sandbox.isolation import interpreter
 

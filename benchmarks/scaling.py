@@ -40,11 +40,11 @@ def rank_main(args: argparse.Namespace) -> None:
     """One rank of a layout: build the policy, time the updates, report from rank 0."""
     import torch
 
-    from azr.config_loader import build_config
-    from azr.engine.distributed import all_gather_objects
-    from azr.engine.policy import Policy
-    from azr.engine.update import TrainSequence
-    from azr.task_types import GROUP_NAMES
+    from azr.config.loading import build_config
+    from azr.engine.training.distributed import all_gather_objects
+    from azr.engine.rank.policy import Policy
+    from azr.engine.training.trrpp_update import TrainSequence
+    from azr.selfplay.task_types import GROUP_NAMES
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     config = build_config("tiny", overrides=[
@@ -108,9 +108,9 @@ def launch(ranks: int, strategy: str, args: argparse.Namespace) -> dict:
 
 def _iteration_calls(policy: Any, prompts: list[str], args: argparse.Namespace, root: Path, step: int) -> list[tuple[str, float]]:
     """One iteration's engine calls; (name, seconds) of each, measured by the caller."""
-    from azr.engine.generation import SamplingSettings
-    from azr.engine.update import TrainSequence
-    from azr.task_types import GROUP_NAMES
+    from azr.engine.rollout.transformers_backend import SamplingSettings
+    from azr.engine.training.trrpp_update import TrainSequence
+    from azr.selfplay.task_types import GROUP_NAMES
 
     timed: list[tuple[str, float]] = []
 
@@ -141,9 +141,9 @@ def _measure_iterations(policy: Any, prompts: list[str], args: argparse.Namespac
 
 def split_section(args: argparse.Namespace) -> None:
     """The controller-engine split against the in-process Policy (see the module docstring)."""
-    from azr.config_loader import build_config
-    from azr.engine.client import EngineClient
-    from azr.engine.policy import Policy
+    from azr.config.loading import build_config
+    from azr.engine.controller.client import EngineClient
+    from azr.engine.rank.policy import Policy
 
     config = build_config(args.split_preset, overrides=["trainer.processes=1", "trainer.keep_checkpoints=1"])
     root = Path(tempfile.mkdtemp(prefix="azr-engine-split-"))

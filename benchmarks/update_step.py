@@ -22,10 +22,10 @@ import time
 def child(args: argparse.Namespace) -> None:
     import torch
 
-    from azr.config_loader import build_config
-    from azr.engine.policy import Policy
-    from azr.engine.update import TrainSequence
-    from azr.task_types import GROUP_NAMES
+    from azr.config.loading import build_config
+    from azr.engine.rank.policy import Policy
+    from azr.engine.training.trrpp_update import TrainSequence
+    from azr.selfplay.task_types import GROUP_NAMES
 
     config = build_config("cpu")
     config.model.dtype = args.dtype
@@ -72,9 +72,9 @@ def child(args: argparse.Namespace) -> None:
 def _planned_update_bytes(config, args: argparse.Namespace) -> float:
     """What `azr plan` says the update phase needs for exactly this batch (every sequence
     `--tokens` long, as the plan's worst case assumes), for comparison with the peak RSS."""
-    from azr.config_loader import build_config
-    from azr.memory_plan import GIB, plan_memory
-    from azr.model_facts import model_facts
+    from azr.config.loading import build_config
+    from azr.ops.memory_plan import GIB, plan_memory
+    from azr.ops.model_facts import model_facts
 
     prompt = args.tokens - args.response
     same = build_config(base=config, overrides=[

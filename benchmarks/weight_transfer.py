@@ -26,9 +26,9 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="A model directory; default: the bundled SmolLM2-135M.")
     args = parser.parse_args()
 
-    from azr.config_loader import build_config
-    from azr.engine.generation import SamplingSettings, TransformersBackend
-    from azr.engine.policy import Policy
+    from azr.config.loading import build_config
+    from azr.engine.rollout.transformers_backend import SamplingSettings, TransformersBackend
+    from azr.engine.rank.policy import Policy
 
     overrides = [f"model.dtype={args.dtype}", "rollout.backend=vllm", "rollout.vllm.mode=server",
                  "rollout.vllm.enforce_eager=true", "rollout.vllm.cpu_kv_cache_gib=1",

@@ -49,8 +49,8 @@ from prefect.artifacts import create_markdown_artifact
 
 from azr.eval import runner
 from azr.eval import suite as suite_module
-from azr.eval.benchmarks import SUITES
-from azr.eval.problems import EvalDataError
+from azr.eval.benchmarks.registry import SUITES
+from azr.eval.benchmarks.problems import EvalDataError
 
 
 # The command line's option names, as this flow's parameters are called.

@@ -1,14 +1,14 @@
 """One self-play iteration as a Prefect flow: the eight stages of DESIGN.md as tasks, in order.
 
 It runs inside a training flow run, whose process holds the engine client, the executor and the
-buffers (azr.pipeline.resources); the tasks pass only the iteration number and file paths.
+buffers (azr.pipeline.context); the tasks pass only the iteration number and file paths.
 """
 
 from __future__ import annotations
 
 from prefect import flow
 
-from azr.pipeline.resources import get_resources
+from azr.pipeline.context import get_resources
 from tasks.stages import stage_tasks
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from prefect import get_run_logger
 from prefect.events import emit_event
 
-from azr.monitoring import Finding
+from azr.ops.monitors import Finding
 
 
 def emit_findings(run_root: Path, findings: Sequence[Finding]) -> int:

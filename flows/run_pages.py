@@ -16,7 +16,7 @@ from prefect.runtime import flow_run
 
 from azr.pipeline.metrics import SUMMARY_COLUMNS, summary_rows
 from azr.pipeline.run_dir import RunDir
-from azr.tracking import Tracker
+from azr.pipeline.mlflow_run import Tracker
 
 
 def artifact_key(run: RunDir, what: str) -> str:

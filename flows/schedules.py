@@ -18,13 +18,13 @@ from prefect import flow, get_run_logger
 from prefect.states import Completed, State
 from pydantic import Field
 
-from azr.config_loader import ConfigError
-from azr.engine.checkpoints import list_checkpoints
-from azr.eval.benchmarks import SUITES, get_benchmark
+from azr.config.loading import ConfigError
+from azr.engine.training.checkpoints import list_checkpoints
+from azr.eval.benchmarks.registry import SUITES, get_benchmark
 from azr.eval.runner import PLAN_FILE
 from azr.eval.results import SUMMARY_FILE
 from azr.pipeline.run_dir import RunDir
-from azr.pipeline.training import next_step
+from azr.pipeline.run import next_step
 from flows.evaluation import evaluate_flow
 from flows.run_slot import run_is_going
 from flows.training import train_flow

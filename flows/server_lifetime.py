@@ -5,7 +5,7 @@ time a client needs one and stops it at exit. A kill -9 of that process skips th
 server (~200 MB) would stay, orphaned, until killed by hand. Prefect starts it with a plain
 Popen, so no PR_SET_PDEATHSIG can be asked for; instead this starts the same server (Prefect's
 own singleton, which every Prefect client then uses) from the main thread before the flow, and
-hands its pid to a watchdog process (azr.lifeline) that stops it when this process is gone.
+hands its pid to a watchdog process (azr.ops.process_watchdog) that stops it when this process is gone.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import os
 
 from prefect.settings import PREFECT_API_URL
 
-from azr.lifeline import watch
+from azr.ops.process_watchdog import watch
 
 logger = logging.getLogger(__name__)
 _watchdogs: dict[int, object] = {}  # server pid -> its watchdog (kept: a dropped Popen warns)

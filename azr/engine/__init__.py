@@ -13,5 +13,5 @@ trainer's side of vLLM's weight-transfer API: NCCL, gloo), `vllm_server` (the `v
 process), `vllm_version` (the supported vLLM range, checked at start), `vllm_common`,
 `vllm_extension` (in-place weight loading inside vLLM; `vllm_worker/` holds the file the
 server imports to register the gloo engine). Nothing is imported here, so
-`import azr.engine.model_source` stays free of torch.
+`import azr.engine.models.sources` stays free of torch.
 """

@@ -20,7 +20,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from azr.artifacts import write_parquet_atomic
+from azr.pipeline.atomic_io import write_parquet_atomic
 
 TOKEN_ENV = "AZR_ENGINE_TOKEN"  # the per-run secret rank 0 must present; never on a command line
 CONTROLLER_ENV = "AZR_ENGINE_CONTROLLER"  # host:port where the controller listens
@@ -94,7 +94,7 @@ def read_prompts(path: Path) -> list[str]:
 
 
 def write_completions(path: Path, completions: Sequence[Sequence[Any]]) -> None:
-    """`completions[i]` are the samples of prompt i (azr.engine.generation.Completion)."""
+    """`completions[i]` are the samples of prompt i (azr.engine.rollout.transformers_backend.Completion)."""
     rows = [
         {"prompt_index": index, "sample": sample, "text": c.text, "token_ids": list(c.token_ids),
          "prompt_token_ids": list(c.prompt_token_ids), "finish_reason": c.finish_reason}
@@ -105,7 +105,7 @@ def write_completions(path: Path, completions: Sequence[Sequence[Any]]) -> None:
 
 def read_completions(path: Path, prompts: int) -> list[list[Any]]:
     """The completions file as `prompts` lists of Completion, in prompt and sample order."""
-    from azr.engine.generation import Completion
+    from azr.engine.rollout.transformers_backend import Completion
 
     table = pq.read_table(path).to_pydict()
     result: list[list[Any]] = [[] for _ in range(prompts)]
@@ -131,7 +131,7 @@ def requests_message(requests: Sequence[Any]) -> list[dict[str, Any]]:
 
 def split_requests(prompts: Sequence[str], parts: Sequence[dict[str, Any]]) -> list[Any]:
     """The GenerationRequests a prompts file and its `requests` message describe."""
-    from azr.engine.generation import GenerationRequest, SamplingSettings
+    from azr.engine.rollout.transformers_backend import GenerationRequest, SamplingSettings
 
     sizes = [int(part["prompts"]) for part in parts]
     if sum(sizes) != len(prompts) or any(size < 0 for size in sizes):

@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from azr.eval.predictions import PredictionReport
-from azr.eval.problems import Problem
-from azr.eval.prompting import PromptStyle, extract_prediction
+from azr.eval.benchmarks.problems import Problem
+from azr.eval.prompting.azr_prompts import PromptStyle, extract_prediction
 from azr.eval.results import ResultRow
-from azr.eval.scoring import ProblemScore, score_predictions
-from azr.executor import Executor
+from azr.eval.scoring.reasoning import ProblemScore, score_predictions
+from azr.sandbox.api import Executor
 
 SCORE_CHUNK = 64  # problems per executor call: small enough for a moving progress bar
 

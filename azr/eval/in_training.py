@@ -14,15 +14,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from azr.config import AZRConfig
-from azr.eval.benchmarks import SUITES, get_benchmark
+from azr.config.schema import AZRConfig
+from azr.eval.benchmarks.registry import SUITES, get_benchmark
 from azr.eval.evaluate import score_responses
 from azr.eval.generate import answer_prompts, greedy
-from azr.eval.problems import EvalDataError, Problem
-from azr.eval.prompting import PROMPT_STYLES, PromptStyle, build_prompts
+from azr.eval.benchmarks.problems import EvalDataError, Problem
+from azr.eval.prompting.azr_prompts import PROMPT_STYLES, PromptStyle, build_prompts
 from azr.eval.results import metrics_from_summary, summarise, write_results
-from azr.executor import Executor
-from azr.wrappers import RESPONSE_PREFIX, make_wrapper
+from azr.sandbox.api import Executor
+from azr.selfplay.prompts.chat_format import RESPONSE_PREFIX, make_wrapper
 
 BenchmarkSpec = tuple[str, str | Path | None]  # (benchmark name, data: file, hub id, or None for the default)
 
@@ -48,7 +48,7 @@ def _score(name: str, problems: list[Problem], prompts: list[str], records: list
            executor: Executor, config: AZRConfig) -> list[Any]:
     """Score with the run's executor, or, for code generation whose tests need longer limits
     than the run's sandbox gives, with an executor of its own for the time of the scoring."""
-    from azr.eval.code_scoring import sandbox_for
+    from azr.eval.scoring.code_benchmarks import sandbox_for
 
     sandbox = sandbox_for(problems, config.sandbox)
     own = None
@@ -87,7 +87,7 @@ def evaluate_policy(
     """Accuracy (with its 95% interval and a few diagnostics) of `policy` on each benchmark.
 
     `policy` is anything with `generate(prompts, SamplingSettings)` and, for the azr prompt
-    style with a chat wrapper, a `tokenizer` (the resident `azr.engine.policy.Policy`).
+    style with a chat wrapper, a `tokenizer` (the resident `azr.engine.rank.policy.Policy`).
     `max_new_tokens` defaults to `config.rollout.max_new_tokens`. With `out_dir`, each
     benchmark's per-problem rows are written to `out_dir/eval_<key>.parquet`.
     """

@@ -2,7 +2,7 @@
 
 HumanEval's own sample format ({"task_id", "completion"}), EvalPlus' ({"task_id", "solution"})
 and whole model responses ({"id", "response"}) are accepted too; ids are matched as the benchmark
-files give them (azr/eval/ids.py). Nothing here is
+files give them (azr/eval/benchmarks/ids.py). Nothing here is
 fatal except an unreadable file: malformed lines, ids the benchmark does not have, ids given
 twice (the first line counts) and problems with no prediction are all reported with the score.
 """
@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from azr.artifacts import PathLike
-from azr.eval.jsonl import BadLine, read_jsonl
+from azr.pipeline.atomic_io import PathLike
+from azr.eval.benchmarks.jsonl import BadLine, read_jsonl
 
 _ID_KEYS = ("id", "task_id")
 _PREDICTION_KEYS = ("prediction", "completion", "solution", "response")

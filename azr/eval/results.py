@@ -1,6 +1,6 @@
 """The per-problem result files of an evaluation and the numbers made from them.
 
-`results.parquet` (schema `azr.schemas.EVAL_RESULTS_SCHEMA`) has one verdict per problem and is
+`results.parquet` (schema `azr.pipeline.schemas.EVAL_RESULTS_SCHEMA`) has one verdict per problem and is
 what every number is computed from; `results.jsonl` is the same rows for tools without Parquet.
 Metric names are `eval/<benchmark key>/<name>`, the same in a standalone evaluation and in
 training, so runs and checkpoints compare in MLflow.
@@ -17,9 +17,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from azr.artifacts import atomic_write_text, write_parquet_atomic
-from azr.eval.stats import Accuracy, accuracy_of
-from azr.schemas import EVAL_RESULTS_SCHEMA
+from azr.pipeline.atomic_io import atomic_write_text, write_parquet_atomic
+from azr.eval.scoring.stats import Accuracy, accuracy_of
+from azr.pipeline.schemas import EVAL_RESULTS_SCHEMA
 
 RESULTS_FILE = "results.parquet"
 RESULTS_JSONL = "results.jsonl"
@@ -78,7 +78,7 @@ def summarise(rows: Sequence[ResultRow]) -> dict[str, Any]:
     and the interval is over all samples. `base_accuracy` is the EvalPlus base-tests-only
     (LiveCodeBench public-tests-only) figure where the benchmark has one.
     """
-    from azr.eval.passk import ks_for, mean_pass_at_k
+    from azr.eval.scoring.passk import ks_for, mean_pass_at_k
 
     accuracy = accuracy_of_rows(rows)
     formats = [row.format_ok for row in rows if row.format_ok is not None]

@@ -25,23 +25,23 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from azr.artifacts import atomic_write_json, atomic_write_text, write_parquet_atomic
-from azr.config import AZRConfig
-from azr.config_loader import build_config, chosen_preset
-from azr.eval.benchmarks import get_benchmark
-from azr.eval.livecodebench import parse_date
-from azr.eval.problems import (
+from azr.pipeline.atomic_io import atomic_write_json, atomic_write_text, write_parquet_atomic
+from azr.config.schema import AZRConfig
+from azr.config.loading import build_config, chosen_preset
+from azr.eval.benchmarks.registry import get_benchmark
+from azr.eval.benchmarks.livecodebench import parse_date
+from azr.eval.benchmarks.problems import (
     CodeProblem, EvalDataError, LiveCodeProblem, MathProblem, PlusProblem, Problem, ReasoningProblem,
 )
-from azr.eval.prompting import PROMPT_STYLES, PromptStyle
+from azr.eval.prompting.azr_prompts import PROMPT_STYLES, PromptStyle
 from azr.eval.results import (
     RESULTS_FILE, RESULTS_JSONL, SUMMARY_FILE, ResultRow, metrics_from_summary, read_results, summarise, write_results,
     write_summary,
 )
 from azr.eval.targets import ModelTarget, RunInfo, pin_export, resolve_target
-from azr.schemas import EVAL_RESPONSES_SCHEMA
-from azr.task_types import TaskType
-from azr.wrappers import RESPONSE_PREFIX
+from azr.pipeline.schemas import EVAL_RESPONSES_SCHEMA
+from azr.selfplay.task_types import TaskType
+from azr.selfplay.prompts.chat_format import RESPONSE_PREFIX
 
 PLAN_FILE = "plan.json"
 PROBLEMS_FILE = "problems.jsonl"
@@ -267,8 +267,8 @@ def load_backend(config: AZRConfig, backend: str = "transformers", work_dir: Pat
     `rollout.vllm.mode`, sized for `max_new_tokens` beyond the longest prompt setting."""
     import importlib.util
 
-    from azr.engine.generation import TransformersBackend
-    from azr.engine.models import compute_dtype, default_device, load_model
+    from azr.engine.rollout.transformers_backend import TransformersBackend
+    from azr.engine.models.loading import compute_dtype, default_device, load_model
 
     device = default_device()
     model, tokenizer = load_model(config.model, device, for_training=False, seed=config.seed)
@@ -276,7 +276,7 @@ def load_backend(config: AZRConfig, backend: str = "transformers", work_dir: Pat
     if backend == "vllm" or (backend == "auto" and vllm_available()):
         import tempfile
 
-        from azr.engine.vllm_backend import create_vllm_backend
+        from azr.engine.rollout.vllm.backend import create_vllm_backend
 
         rollout = config.rollout
         if max_new_tokens is not None and max_new_tokens > rollout.max_new_tokens:
@@ -322,8 +322,8 @@ def generate(out_dir: Path, *, backend: Any = None, tokenizer: Any = None, on_pr
 def _generate_into(path: Path, plan: Plan, problems: list[Problem], config: AZRConfig, backend: Any, tokenizer: Any,
                    on_progress: Progress | None, on_loaded: Callable[[int], None] | None) -> None:
     from azr.eval.generate import answer_prompts, decoding
-    from azr.eval.prompting import build_prompts
-    from azr.wrappers import make_wrapper
+    from azr.eval.prompting.azr_prompts import build_prompts
+    from azr.selfplay.prompts.chat_format import make_wrapper
 
     wrapper = make_wrapper(config.model.prompt_wrapper, tokenizer) if plan.prompt == "azr" else None
     prompts = build_prompts(problems, plan.prompt, wrapper)
@@ -347,7 +347,7 @@ def read_responses(out_dir: Path) -> list[dict[str, Any]]:
 
 def score(out_dir: Path, *, executor: Any = None, on_progress: Progress | None = None) -> dict[str, Any]:
     """Score the responses in the sandbox; returns the summary (skipped when it exists)."""
-    from azr.eval.code_scoring import needs_sandbox, sandbox_for
+    from azr.eval.scoring.code_benchmarks import needs_sandbox, sandbox_for
     from azr.eval.evaluate import score_responses
     from azr.sandbox import SandboxExecutor
 
@@ -402,7 +402,7 @@ def describe(plan: Plan, rows: Sequence[ResultRow]) -> dict[str, Any]:
 
 def log(out_dir: Path) -> str | None:
     """Log the evaluation to MLflow; its run id (None when logging is off). Done once."""
-    from azr.eval.tracking import log_evaluation, nested_tracking, parent_tracking, standalone_tracking
+    from azr.eval.mlflow_run import log_evaluation, nested_tracking, parent_tracking, standalone_tracking
 
     out_dir = Path(out_dir)
     done = out_dir / MLFLOW_FILE

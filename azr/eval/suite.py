@@ -25,11 +25,11 @@ from typing import Any
 
 import pyarrow as pa
 
-from azr.artifacts import atomic_write_json, atomic_write_text, write_parquet_atomic
+from azr.pipeline.atomic_io import atomic_write_json, atomic_write_text, write_parquet_atomic
 from azr.eval import runner
-from azr.eval.benchmarks import BENCHMARKS, expand_benchmarks
-from azr.eval.downloads import data_dir as default_data_dir
-from azr.eval.problems import EvalDataError
+from azr.eval.benchmarks.registry import BENCHMARKS, expand_benchmarks
+from azr.eval.benchmarks.downloads import data_dir as default_data_dir
+from azr.eval.benchmarks.problems import EvalDataError
 from azr.eval.results import RESULTS_FILE, read_results, results_table
 from azr.eval.targets import resolve_target
 
@@ -216,7 +216,7 @@ def suite_metrics(table: dict[str, Any]) -> dict[str, float]:
 def log_suite(out: Path, directories: Sequence[Path], table: dict[str, Any], tracking_uri: str | None) -> tuple[str, str, str | None]:
     """The suite's MLflow run and a child run per benchmark; (run id, tracking uri, parent)."""
     from azr.eval.targets import RunInfo
-    from azr.eval.tracking import (
+    from azr.eval.mlflow_run import (
         TrackingTarget, log_evaluation, nested_tracking, sqlite_artifact_location, standalone_tracking,
     )
 

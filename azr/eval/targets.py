@@ -16,7 +16,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from azr.eval.problems import EvalDataError
+from azr.eval.benchmarks.problems import EvalDataError
 
 RUN_INFO = "run.json"
 RUN_CONFIG = "config.yaml"
@@ -78,7 +78,7 @@ def _label(name: str) -> str:
 
 
 def _from_run_dir(run_dir: Path, step: int | None) -> ModelTarget:
-    from azr.engine.checkpoints import EXPORT_DIR, list_checkpoints
+    from azr.engine.training.checkpoints import EXPORT_DIR, list_checkpoints
 
     checkpoints = list_checkpoints(run_dir / CHECKPOINTS)
     if not checkpoints:

@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from azr.curriculum import distinct_ratio, program_metrics, type_metrics
+from azr.selfplay.curriculum import distinct_ratio, program_metrics, type_metrics
 from azr.pipeline.run_dir import RunDir
-from azr.task_types import GROUP_NAMES
+from azr.selfplay.task_types import GROUP_NAMES
 
 SOLVE_RATE_BUCKETS = ("0", "0-25", "25-50", "50-75", "75-100", "1")
 

@@ -22,9 +22,9 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from azr.artifacts import atomic_write_json, atomic_write_text
-from azr.config import AZRConfig
-from azr.config_loader import ConfigError, config_to_yaml, undecodable
+from azr.pipeline.atomic_io import atomic_write_json, atomic_write_text
+from azr.config.schema import AZRConfig
+from azr.config.loading import ConfigError, config_to_yaml, undecodable
 
 STAGE_FILES = {
     "build_prompts": ("propose_prompts.parquet", "solve_prompts.parquet"),

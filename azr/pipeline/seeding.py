@@ -26,18 +26,18 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from azr.artifacts import atomic_write_json, write_parquet_atomic
-from azr.buffer import Buffers, committed_steps
-from azr.config import AZRConfig
-from azr.config_loader import ConfigError
-from azr.pipeline.resources import Resources
+from azr.pipeline.atomic_io import atomic_write_json, write_parquet_atomic
+from azr.selfplay.buffer import Buffers, committed_steps
+from azr.config.schema import AZRConfig
+from azr.config.loading import ConfigError
+from azr.pipeline.context import Resources
 from azr.pipeline.run_dir import RunDir
 from azr.pipeline.stages import stage_seed
-from azr.prompts import propose_prompt_for
-from azr.proposals import check_proposals
-from azr.records import InductionTask, Triplet
-from azr.seeds import load_induction_seeds, load_io_seeds, zero_induction_task, zero_triplet
-from azr.task_types import TaskType
+from azr.selfplay.prompts.paper import propose_prompt_for
+from azr.selfplay.proposals import check_proposals
+from azr.selfplay.task_records import InductionTask, Triplet
+from azr.selfplay.seed_tasks import load_io_seeds, zero_induction_task, zero_triplet
+from azr.selfplay.task_types import TaskType
 
 logger = logging.getLogger(__name__)
 
@@ -278,7 +278,7 @@ def _prompts(res: Resources, prefix: str, make: Any, task_type: TaskType) -> pd.
 
 def _validated(res: Resources, prefix: str, task_type: TaskType, prompts: pd.DataFrame) -> list[dict]:
     """The batch's responses (generated once, by the base model) and their validation."""
-    from azr.engine.generation import SamplingSettings
+    from azr.engine.rollout.transformers_backend import SamplingSettings
 
     directory = seeding_dir(res.run)
     validated_path = directory / f"{prefix}_validated.parquet"

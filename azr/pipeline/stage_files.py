@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from azr.artifacts import json_problem, parquet_problem
+from azr.pipeline.atomic_io import json_problem, parquet_problem
 from azr.pipeline.run_dir import STAGE_FILES, RunDir
-from azr.schemas import (
+from azr.pipeline.schemas import (
     MC_ROLLOUTS_SCHEMA,
     PROMPT_SCHEMA,
     PROPOSALS_SCHEMA,

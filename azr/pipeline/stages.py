@@ -18,22 +18,22 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from azr.artifacts import atomic_write_json, fsync_directory, write_parquet_atomic
-from azr.batches import build_iteration_prompts, prompts_table
-from azr.buffer import committed_steps
-from azr.disk_use import warn_before_checkpoint
-from azr.parsing import collect_imports
-from azr.pipeline.resources import Resources
+from azr.pipeline.atomic_io import atomic_write_json, fsync_directory, write_parquet_atomic
+from azr.selfplay.iteration_prompts import build_iteration_prompts, prompts_table
+from azr.selfplay.buffer import committed_steps
+from azr.ops.disk_use import warn_before_checkpoint
+from azr.selfplay.parsing import collect_imports
+from azr.pipeline.context import Resources
 from azr.pipeline.run_dir import STAGE_FILES, RunDir
 from azr.pipeline.stage_files import stage_complete
-from azr.proposals import ProposalOutcome, check_proposals
-from azr.prompts import solve_prompt_for
-from azr.records import InductionTask, Triplet
-from azr.rewards import proposer_reward
-from azr.schemas import MC_ROLLOUTS_SCHEMA, PROPOSALS_SCHEMA, SAFETY_SCHEMA, SCORED_SCHEMA, SOLUTIONS_SCHEMA, VALIDATED_SCHEMA
-from azr.scoring import estimate_learnability, score_solutions
-from azr.task_types import Group, Role, TaskType
-from azr.trrpp import trrpp_advantages
+from azr.selfplay.proposals import ProposalOutcome, check_proposals
+from azr.selfplay.prompts.paper import solve_prompt_for
+from azr.selfplay.task_records import InductionTask, Triplet
+from azr.selfplay.rewards import proposer_reward
+from azr.pipeline.schemas import MC_ROLLOUTS_SCHEMA, PROPOSALS_SCHEMA, SAFETY_SCHEMA, SCORED_SCHEMA, SOLUTIONS_SCHEMA, VALIDATED_SCHEMA
+from azr.selfplay.solution_scoring import estimate_learnability, score_solutions
+from azr.selfplay.task_types import Group, Role, TaskType
+from azr.selfplay.advantages import trrpp_advantages
 
 
 def stage_seed(seed: int, step: int, stage: str) -> int:
@@ -109,7 +109,7 @@ def _generation_rows(keys: list[dict], prompts: list[str], completions: Iterable
 
 
 def _sampling(res: Resources, step: int, stage: str, *, monte_carlo: bool = False) -> Any:
-    from azr.engine.generation import SamplingSettings
+    from azr.engine.rollout.transformers_backend import SamplingSettings
 
     seed = stage_seed(res.config.seed, step, stage)
     if monte_carlo:
@@ -119,7 +119,7 @@ def _sampling(res: Resources, step: int, stage: str, *, monte_carlo: bool = Fals
 
 def _answer_request(res: Resources, step: int, prompts_file: str, stage: str) -> tuple[pd.DataFrame, Any]:
     """A prompts file and the request that answers each prompt once (the stage's seed)."""
-    from azr.engine.generation import GenerationRequest
+    from azr.engine.rollout.transformers_backend import GenerationRequest
 
     frame = _read(res, step, prompts_file)
     return frame, GenerationRequest(tuple(frame["prompt"].tolist()), _sampling(res, step, stage))
@@ -135,8 +135,8 @@ def _answer_rows(step: int, frame: pd.DataFrame, completions: list) -> list[dict
 def _generate(res: Resources, requests: list) -> list:
     """The completions of each request: one engine call for all (`rollout.merge_calls`), else
     one call per request. Either way a request gets the same samples (its seeds are keyed by
-    its own prompts' indices, `azr.engine.generation.GenerationRequest`)."""
-    from azr.engine.generation import generate_requests
+    its own prompts' indices, `azr.engine.rollout.transformers_backend.GenerationRequest`)."""
+    from azr.engine.rollout.transformers_backend import generate_requests
 
     if not requests:
         return []
@@ -229,7 +229,7 @@ def mc_rollouts(res: Resources, step: int) -> None:
     A task whose solve prompt is over the length limit gets solve rate 0 and stays out of the
     buffer (reference §5.2, step 4).
     """
-    from azr.engine.generation import GenerationRequest
+    from azr.engine.rollout.transformers_backend import GenerationRequest
 
     validated = _read(res, step, "validated.parquet")
     valid = validated[validated["valid"]]
@@ -323,7 +323,7 @@ def safety(res: Resources, step: int) -> None:
     safety.json holds the counts (scanned, flagged, per rule); safety.parquet, written last,
     the flagged responses with what matched.
     """
-    from azr.safety import RULE_NAMES, reasoning_of, scan_reasoning
+    from azr.ops.safety.rules import RULE_NAMES, reasoning_of, scan_reasoning
 
     rows: list[dict] = []
     candidates: list[tuple[dict, bool]] = []
@@ -343,7 +343,7 @@ def safety(res: Resources, step: int) -> None:
             if flagged or settings.judge == "all":
                 candidates.append((row, flagged))
     if settings.judge != "off" and candidates:
-        from azr.safety_judge import judge_reasoning
+        from azr.ops.safety.judge import judge_reasoning
 
         verdicts = judge_reasoning(res.policy, res.wrapper.wrap, [row["reasoning"] for row, _ in candidates],
                                    settings.judge_max_new_tokens)

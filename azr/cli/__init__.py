@@ -1,0 +1,1 @@
+"""The `azr` commands that need no Prefect (the Prefect-backed `train` is added by flows/entry.py)."""

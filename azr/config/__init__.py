@@ -1,0 +1,1 @@
+"""The run configuration: one pydantic model, YAML presets, overrides and the Prefect form's model."""

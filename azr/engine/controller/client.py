@@ -1,0 +1,422 @@
+"""The controller's side of the engine: the `Policy` interface the pipeline calls, no model.
+
+`EngineClient.start(config, run_root)` starts machine 0's `accelerate launch` of
+`azr.engine.rank.service`, waits for its ranks to load the policy, and from then on turns each
+call (generate, update, checkpoints, weight sync and export) into one command on the socket
+rank 0 opened, with the bulk data as files under `RUN_DIR/engine/`. The tokenizer is loaded
+here too, for prompt wrapping and token counting.
+
+Every call has a deadline (`engine.*_timeout_s`). When the engine dies or misses one, the
+client kills the launcher's process group and every rank it knows of on this machine, and
+raises one `EngineError` that names the command, the setting and the end of the engine's
+log (`RUN_DIR/engine/engine.log`); the run directory keeps what was done for `--resume`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import hmac
+import itertools
+import os
+import secrets
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from azr.pipeline.atomic_io import PathLike, atomic_write_json, atomic_write_text
+from azr.config.schema import AZRConfig
+from azr.engine import protocol
+from azr.engine.controller.launch import (
+    SERVICE_MODULE,
+    engine_dir,
+    gpu_environment,
+    launch_command,
+    launch_environment,
+    on_cpu,
+)
+from azr.engine.protocol import EngineError
+from azr.engine.rank.service import CONFIG_FILE
+from azr.engine.rollout.vllm.server import free_port, log_tail
+
+LOG_FILE = "engine.log"
+RANKS_FILE = "ranks.json"
+_POLL_S = 0.2
+
+
+class EngineMetrics(dict):
+    """The metrics an update returned (update.json's content); `as_dict()` as UpdateMetrics has."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+class EngineClient:
+    """A running engine, driven from the controller. Build it with `EngineClient.start`."""
+
+    def __init__(self, config: AZRConfig, run_root: Path, process: subprocess.Popen, sock: socket.socket,
+                 tokenizer: Any, ranks: list[dict[str, Any]], ready: dict[str, Any]) -> None:
+        self.config = config
+        self.run_root = run_root
+        self.process = process
+        self.tokenizer = tokenizer
+        self.ranks = ranks
+        self.world_size = int(ready["world_size"])
+        self.strategy = str(ready["strategy"])
+        self.device = str(ready.get("device", ""))
+        self._sock = sock
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        self._failed: str | None = None
+        _live.add(self)
+
+    # -------------------------------------------------------------------- start
+
+    @classmethod
+    def start(cls, config: AZRConfig, run_root: PathLike, *, tokenizer: Any = None) -> EngineClient:
+        """Launch the engine for this run and wait until every rank holds the policy."""
+        run_root = Path(run_root)
+        directory = engine_dir(run_root)
+        (directory / "io").mkdir(parents=True, exist_ok=True)
+        atomic_write_text(directory / CONFIG_FILE, config.model_dump_json())
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4)
+        token = secrets.token_hex(32)
+        cpu = on_cpu()
+        argv = launch_command(config, run_root, port=free_port("127.0.0.1"), cpu=cpu)
+        try:
+            gpus = gpu_environment(config, cpu=cpu)  # rollout.gpus: the trainer's ranks never see them
+        except ValueError as exc:
+            listener.close()
+            raise EngineError(str(exc)) from exc
+        env = launch_environment(cpu=cpu, extra={
+            protocol.TOKEN_ENV: token, protocol.CONTROLLER_ENV: f"127.0.0.1:{listener.getsockname()[1]}", **gpus,
+        })
+        log_path = directory / LOG_FILE
+        with open(log_path, "ab") as log:
+            log.write(f"\n$ {' '.join(argv)}\n".encode())
+            log.flush()
+            try:
+                process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                           env=env, start_new_session=True, preexec_fn=_die_with_parent)
+            except OSError as exc:
+                listener.close()
+                raise EngineError(f"cannot start the engine with {argv[0]}: {exc} (engine.python)") from exc
+        starting = _Starting(process, log_path, config.engine.start_timeout_s)
+        try:
+            sock = starting.accept(listener, token)
+            ranks = starting.expect(sock, "ranks")["ranks"]
+            atomic_write_json(directory / RANKS_FILE, {"launcher": process.pid, "ranks": ranks})
+            starting.ranks = ranks
+            ready = starting.expect(sock, "ready")
+            if tokenizer is None:  # after the engine: its model-loading errors come first, and
+                from azr.engine.models.tokenizer import load_tokenizer  # a GGUF source is converted by then
+
+                tokenizer = load_tokenizer(config.model)
+        except BaseException:
+            starting.kill()
+            raise
+        finally:
+            listener.close()
+        return cls(config, run_root, process, sock, tokenizer, ranks, ready)
+
+    # -------------------------------------------------------------------- the Policy interface
+
+    def generate(self, prompts: Sequence[str], settings: Any) -> list[list[Any]]:
+        """`settings.n` completions for each prompt, in prompt order (as Policy.generate)."""
+        if isinstance(prompts, str):
+            raise TypeError("prompts must be a sequence of strings, not one string")
+        from azr.engine.rollout.transformers_backend import GenerationRequest
+
+        return self.generate_many([GenerationRequest(tuple(prompts), settings)])[0]
+
+    def generate_many(self, requests: Sequence[Any]) -> list[list[list[Any]]]:
+        """Several GenerationRequests in one round trip and one engine call (as
+        Policy.generate_many): one prompts file, the requests' sizes and settings in the message."""
+        prompts = [prompt for request in requests for prompt in request.prompts]
+        if not prompts:
+            return [[] for _ in requests]
+        number = next(self._ids)
+        io = engine_dir(self.run_root) / "io"
+        prompts_path, out_path = io / f"{number:08d}-prompts.parquet", io / f"{number:08d}-completions.parquet"
+        try:
+            protocol.write_prompts(prompts_path, prompts)
+            self._call({"cmd": "generate", "prompts": str(prompts_path), "completions": str(out_path),
+                        "requests": protocol.requests_message(requests)}, "generate_timeout_s")
+            completions = protocol.read_completions(out_path, len(prompts))
+        finally:
+            prompts_path.unlink(missing_ok=True)
+            out_path.unlink(missing_ok=True)
+        results, start = [], 0
+        for request in requests:
+            results.append(completions[start:start + len(request.prompts)])
+            start += len(request.prompts)
+        return results
+
+    def update_scored(self, scored: PathLike) -> dict[str, Any]:
+        """One TRR++ step on the trained rows of a scored.parquet; update.json's metrics."""
+        return dict(self._call({"cmd": "update", "scored": str(Path(scored).resolve())}, "update_timeout_s")["metrics"])
+
+    def update(self, sequences: Sequence[Any]) -> EngineMetrics:
+        """One TRR++ step on these sequences (written to a file for the ranks to read)."""
+        import pyarrow as pa
+
+        from azr.pipeline.atomic_io import write_parquet_atomic
+
+        path = engine_dir(self.run_root) / "io" / f"{next(self._ids):08d}-sequences.parquet"
+        table = pa.table({
+            "trained": [True] * len(sequences),
+            "prompt_token_ids": [list(s.prompt_ids) for s in sequences],
+            "response_token_ids": [list(s.response_ids) for s in sequences],
+            "group": [s.group for s in sequences],
+            "advantage": [float(s.advantage) for s in sequences],
+        })
+        try:
+            write_parquet_atomic(table, path)
+            return EngineMetrics(self.update_scored(path))
+        finally:
+            path.unlink(missing_ok=True)
+
+    def sync_rollout_weights(self) -> float | None:
+        return self._call({"cmd": "sync_rollout_weights"}, "checkpoint_timeout_s")["seconds"]
+
+    def save_checkpoint(self, root: PathLike, step: int, metadata: Mapping[str, Any] | None = None) -> Path:
+        reply = self._call({"cmd": "save_checkpoint", "root": str(Path(root).resolve()), "step": int(step),
+                            "metadata": dict(metadata or {})}, "checkpoint_timeout_s")
+        return Path(reply["path"])
+
+    def load_checkpoint(self, path: PathLike) -> Any:
+        return _checkpoint_info(self._call({"cmd": "load_checkpoint", "path": str(Path(path).resolve())},
+                                           "checkpoint_timeout_s")["info"])
+
+    def resume(self, root: PathLike) -> Any:
+        """Load the newest complete checkpoint under `root`, if any (None when there is none)."""
+        return _checkpoint_info(self._call({"cmd": "resume", "root": str(Path(root).resolve())},
+                                           "checkpoint_timeout_s")["info"])
+
+    def export_weights(self, out_dir: PathLike) -> Path:
+        """The current weights as a Hugging Face model directory."""
+        reply = self._call({"cmd": "export_weights", "out_dir": str(Path(out_dir).resolve())}, "checkpoint_timeout_s")
+        return Path(reply["path"])
+
+    def ping(self) -> dict[str, Any]:
+        return self._call({"cmd": "ping"}, "control_timeout_s")
+
+    def close(self) -> None:
+        """Shut the engine down (every rank exits); kills what is left after the timeout. Idempotent."""
+        with self._lock:
+            if self._failed is None and self.process.poll() is None:
+                try:
+                    self._request({"cmd": "shutdown", "id": next(self._ids)}, "control_timeout_s")
+                    self.process.wait(timeout=self.config.engine.control_timeout_s)
+                except (EngineError, OSError, subprocess.TimeoutExpired):
+                    pass
+            self._failed = self._failed or "the engine was closed"
+            _kill(self.process, self.ranks)
+            self._sock.close()
+            _live.discard(self)
+
+    # -------------------------------------------------------------------- the wire
+
+    def _call(self, command: dict[str, Any], timeout_setting: str) -> dict[str, Any]:
+        with self._lock:
+            if self._failed is not None:
+                raise EngineError(f"the engine cannot take `{command['cmd']}`: {self._failed}")
+            command["id"] = next(self._ids)
+            return self._request(command, timeout_setting)
+
+    def _request(self, command: dict[str, Any], timeout_setting: str) -> dict[str, Any]:
+        timeout = float(getattr(self.config.engine, timeout_setting))
+        deadline = time.monotonic() + timeout
+        name = command["cmd"]
+        try:
+            protocol.send_message(self._sock, command)
+            while True:
+                reply = _receive(self._sock, self.process, deadline)
+                if reply.get("id") == command["id"]:
+                    break
+        except _Died:
+            code = self.process.poll()
+            how = f"its launcher exited with code {code}" if code is not None else "rank 0 closed the connection"
+            self._fail(f"the engine stopped during `{name}` ({how}): a rank died or failed")
+        except (socket.timeout, TimeoutError):
+            self._fail(f"the engine did not finish `{name}` within {timeout:g} s (engine.{timeout_setting}); "
+                       "it was stopped")
+        except OSError as exc:
+            self._fail(f"lost the connection to the engine during `{name}` ({exc})")
+        if not reply.get("ok"):
+            raise EngineError(f"the engine failed in `{name}`: {reply.get('error')} "
+                              f"(tracebacks in {self.log_path})")
+        return reply
+
+    @property
+    def log_path(self) -> Path:
+        return engine_dir(self.run_root) / LOG_FILE
+
+    def _fail(self, message: str) -> None:
+        _kill(self.process, self.ranks)
+        self._failed = message
+        _live.discard(self)
+        raise EngineError(f"{message}.\nlast lines of {self.log_path}:\n{log_tail(self.log_path)}")
+
+
+class _Died(Exception):
+    pass
+
+
+def _receive(sock: socket.socket, process: subprocess.Popen, deadline: float) -> dict[str, Any]:
+    """The next message, watching the launcher: `_Died` as soon as it exits, a timeout at the deadline."""
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise socket.timeout("deadline passed")
+        ready, _, _ = select.select([sock], [], [], min(_POLL_S, left))
+        if ready:
+            try:
+                return protocol.recv_message(sock, deadline)
+            except protocol.ConnectionClosed:
+                try:  # give the launcher a moment to report how its ranks ended
+                    process.wait(timeout=max(1.0, min(10.0, deadline - time.monotonic())))
+                except subprocess.TimeoutExpired:
+                    pass
+                raise _Died() from None
+        if process.poll() is not None:
+            raise _Died()
+
+
+class _Starting:
+    """The launcher while its ranks start: accept rank 0, then read its start-up events."""
+
+    def __init__(self, process: subprocess.Popen, log_path: Path, timeout: float) -> None:
+        self.process = process
+        self.log_path = log_path
+        self.timeout = timeout
+        self.deadline = time.monotonic() + timeout
+        self.ranks: list[dict[str, Any]] = []
+
+    def accept(self, listener: socket.socket, token: str) -> socket.socket:
+        while True:
+            self._check()
+            ready, _, _ = select.select([listener], [], [], _POLL_S)
+            if not ready:
+                continue
+            sock, _ = listener.accept()
+            try:
+                hello = protocol.recv_message(sock, time.monotonic() + 10)
+            except (OSError, EngineError):
+                sock.close()
+                continue
+            if hello.get("event") == "hello" and hmac.compare_digest(str(hello.get("token", "")), token):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                return sock
+            sock.close()  # not our engine
+
+    def expect(self, sock: socket.socket, event: str) -> dict[str, Any]:
+        try:
+            message = _receive(sock, self.process, self.deadline)
+        except _Died:
+            self._raise(f"the engine exited with code {self.process.returncode} while starting")
+        except (socket.timeout, TimeoutError):
+            self._raise(f"the engine did not start within {self.timeout:g} s (engine.start_timeout_s)")
+        if message.get("event") == "failed":  # the rank's own error says it; the traceback is in the log
+            self.kill()
+            raise EngineError(f"{message.get('error')} (the engine's log: {self.log_path})")
+        if message.get("event") != event:
+            self._raise(f"the engine sent {message.get('event')!r} while starting, expected {event!r}")
+        return message
+
+    def _check(self) -> None:
+        if self.process.poll() is not None:
+            self._raise(f"the engine exited with code {self.process.returncode} while starting")
+        if time.monotonic() > self.deadline:
+            self._raise(f"the engine did not connect within {self.timeout:g} s (engine.start_timeout_s)")
+
+    def _raise(self, message: str) -> None:
+        self.kill()
+        raise EngineError(f"{message}.\nlast lines of {self.log_path}:\n{log_tail(self.log_path)}")
+
+    def kill(self) -> None:
+        _kill(self.process, self.ranks)
+
+
+def _checkpoint_info(info: dict[str, Any] | None) -> Any:
+    if info is None:
+        return None
+    from azr.engine.training.checkpoints import CheckpointInfo
+
+    return CheckpointInfo(Path(info["path"]), int(info["step"]), dict(info.get("metadata") or {}))
+
+
+def _die_with_parent() -> None:
+    """In the launcher before exec: SIGTERM when the controller dies, even by SIGKILL (Linux)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+
+
+def _kill(process: subprocess.Popen, ranks: Sequence[Mapping[str, Any]], grace: float = 5.0) -> None:
+    """Stop the launcher's group, then every rank it started that is still an engine rank
+    (torchrun starts each rank in a session of its own, outside the launcher's group); the
+    ranks of other machines belong to their own launchers."""
+    if process.poll() is None:
+        _signal_group(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            pass
+    _signal_group(process.pid, signal.SIGKILL)
+    if process.poll() is None:
+        process.wait(timeout=grace)
+    host = socket.gethostname()
+    for rank in ranks:
+        pid = int(rank.get("pid", 0))
+        if rank.get("host") == host and rank.get("machine", 0) == 0 and pid > 0 and _is_engine_rank(pid):
+            _signal_group(pid, signal.SIGKILL)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _is_engine_rank(pid: int) -> bool:
+    """Still a rank of an engine (not a reused pid)?"""
+    try:
+        return SERVICE_MODULE.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+_live: set[EngineClient] = set()
+
+
+def _close_all() -> None:
+    """At interpreter exit: no engine outlives the controller that started it."""
+    for client in list(_live):
+        try:
+            client.close()
+        except Exception:  # noqa: BLE001 - exiting anyway
+            _kill(client.process, client.ranks)
+
+
+atexit.register(_close_all)

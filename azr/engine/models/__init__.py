@@ -1,0 +1,1 @@
+"""Loading models and tokenizers: hub ids, local folders, the bundled GGUF model."""

@@ -1,0 +1,1 @@
+"""What every engine rank runs: the command loop and the Policy it serves."""

@@ -1,0 +1,1 @@
+"""Generation backends on the ranks: transformers, and vLLM colocated or on servers of its own."""

@@ -1,0 +1,417 @@
+"""Rollout generation: one interface for propose, Monte-Carlo and solve stages.
+
+A backend takes fully formatted prompt texts (the wrappers in `azr.selfplay.prompts.chat_format` already applied the
+chat template, so no special tokens are added again) and returns `n` completions per prompt,
+each with its token ids and why it ended. `TransformersBackend` is the default; a vLLM backend
+implements the same `GenerationBackend` protocol.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import torch
+
+from azr.config.schema import RolloutConfig
+from azr.engine.rollout.row_sampling import RowDecoding, RowSampler, sample_seed
+
+FinishReason = Literal["stop", "length"]
+
+PAD_MULTIPLE = 64
+"""Batches are left-padded to a multiple of this many tokens. A row's padding is then fixed by
+its own length (modulo 64), whatever rows share its batch, and in float32 the CPU kernels'
+reductions (vectorised over 16-64 lanes) round its logits alike: a merged call gives each
+request the completions it gets alone, bit for bit (tests/integration/test_generation_merging.py). In
+bfloat16 and on GPUs the rounding can still depend on the batch (most rows agree). Costs at
+most 63 padding tokens a row."""
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """How to decode. temperature 0 is greedy; top_k -1 and top_p 1.0 are off."""
+
+    max_new_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = -1
+    n: int = 1
+    seed: int | None = None  # None: the global torch RNG, not reproducible
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < -1 or self.top_k == 0:
+            raise ValueError(f"top_k must be -1 (off) or >= 1, got {self.top_k}")
+        if self.n < 1:
+            raise ValueError(f"n must be >= 1, got {self.n}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    @classmethod
+    def from_rollout(
+        cls,
+        rollout: RolloutConfig,
+        *,
+        n: int = 1,
+        temperature: float | None = None,
+        seed: int | None = None,
+    ) -> SamplingSettings:
+        """Propose/solve sampling of the run config; `seed` overrides `rollout.seed`."""
+        return cls(
+            max_new_tokens=rollout.max_new_tokens,
+            temperature=rollout.temperature if temperature is None else temperature,
+            top_p=rollout.top_p,
+            top_k=rollout.top_k,
+            n=n,
+            seed=rollout.seed if seed is None else seed,
+        )
+
+    @classmethod
+    def monte_carlo(cls, rollout: RolloutConfig, *, seed: int | None = None) -> SamplingSettings:
+        """`mc_samples` solves per proposal at `mc_temperature` (sampled, reference §7.6)."""
+        return cls.from_rollout(rollout, n=rollout.mc_samples, temperature=rollout.mc_temperature, seed=seed)
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One sampled response.
+
+    `token_ids` are the response tokens without padding, ending with the EOS token when
+    `finish_reason` is 'stop'; 'length' means it was cut at max_new_tokens. `text` is decoded
+    without special tokens.
+    """
+
+    text: str
+    token_ids: tuple[int, ...]
+    prompt_token_ids: tuple[int, ...]
+    finish_reason: FinishReason
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """Prompts that share sampling settings: one part of a merged generate call.
+
+    A request samples the same whether it is sent alone or merged with others: a sample's
+    random stream is keyed by (settings.seed, its prompt's index in the request, its sample
+    number), never by its position in the call (`azr.engine.rollout.row_sampling.sample_seed`).
+    """
+
+    prompts: tuple[str, ...]
+    settings: SamplingSettings
+
+    def __post_init__(self) -> None:
+        if isinstance(self.prompts, str):
+            raise TypeError("prompts must be a sequence of strings, not one string")
+        object.__setattr__(self, "prompts", tuple(self.prompts))
+
+
+class GenerationBackend(Protocol):
+    """What the rollout stages need from a generation engine."""
+
+    def generate(self, prompts: Sequence[str], settings: SamplingSettings) -> list[list[Completion]]:
+        """`settings.n` completions for each prompt, in prompt order."""
+        ...
+
+
+def generate_requests(generator: Any, requests: Sequence[GenerationRequest]) -> list[list[list[Completion]]]:
+    """The completions of each request, in request order: one merged call where `generator`
+    has `generate_many` (the backends, the policy, the engine client), else one `generate`
+    per request (a plain generator, e.g. a scripted one in a unit test)."""
+    many = getattr(generator, "generate_many", None)
+    if many is not None:
+        return many(list(requests))
+    return [generator.generate(list(r.prompts), r.settings) if r.prompts else [] for r in requests]
+
+
+def encode_prompts(tokenizer: Any, prompts: Sequence[str]) -> list[list[int]]:
+    """Token ids of formatted prompts (no special tokens added: the wrapper placed them)."""
+    if isinstance(prompts, str):
+        raise TypeError("prompts must be a sequence of strings, not one string")
+    if not prompts:
+        return []
+    encoded = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    for index, ids in enumerate(encoded):
+        if not ids:
+            raise ValueError(f"prompt {index} is empty: there is nothing to continue")
+    return [list(ids) for ids in encoded]
+
+
+def completion_record(
+    generated: Sequence[int],
+    prompt: Sequence[int],
+    eos_token_ids: Sequence[int],
+    max_new_tokens: int,
+    tokenizer: Any,
+    *,
+    finish_reason: str = "length",
+) -> Completion:
+    """The record every backend returns: cut after the first EOS ('stop', the EOS kept), else
+    at `max_new_tokens` ('length'). An engine that reports another `finish_reason` for an output
+    with no EOS and under the limit (vLLM's 'abort') cut it short: that is an error, since a
+    shortened rollout would be scored as an answer."""
+    ids = tuple(int(t) for t in generated)
+    eos = set(eos_token_ids)
+    stop = next((i for i, token in enumerate(ids) if token in eos), None)
+    if stop is not None:
+        ids, reason = ids[: stop + 1], "stop"
+    elif finish_reason != "length" and len(ids) < max_new_tokens:
+        raise RuntimeError(
+            f"the engine ended a completion with finish_reason={finish_reason!r} after {len(ids)} tokens "
+            "and no EOS token; the request was aborted or cut short (see the engine's log)"
+        )
+    else:
+        ids, reason = ids[:max_new_tokens], "length"
+    text = tokenizer.decode(list(ids), skip_special_tokens=True)
+    return Completion(text, ids, tuple(int(t) for t in prompt), reason)  # type: ignore[arg-type]
+
+
+def plan_batches(
+    lengths: Sequence[int], max_new_tokens: int | Sequence[int], max_batch_tokens: int, max_batch_size: int
+) -> list[list[int]]:
+    """Group row indices into generate calls: longest rows first, similar lengths together.
+
+    `max_new_tokens` is one limit for all rows or one per row. A call holds at most
+    `max_batch_size` rows and rows x (its longest prompt + its largest max_new_tokens) <=
+    `max_batch_tokens` (the KV cache it needs), except that a single row always fits. The
+    longest call comes first, so an out-of-memory error shows at once.
+    """
+    new = [max_new_tokens] * len(lengths) if isinstance(max_new_tokens, int) else list(max_new_tokens)
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    most_new = 0
+    for index in order:
+        width = (lengths[current[0]] if current else lengths[index]) + max(most_new, new[index])
+        if current and (len(current) + 1 > max_batch_size or (len(current) + 1) * width > max_batch_tokens):
+            batches.append(current)
+            current, most_new = [], 0
+        current.append(index)
+        most_new = max(most_new, new[index])
+    if current:
+        batches.append(current)
+    return batches
+
+
+@dataclass(frozen=True)
+class GenerationPlan:
+    """The rows one merged call decodes and the generate calls (micro-batches) that decode them.
+
+    A row is (request, prompt index in its request, sample number): `n` rows per prompt, one
+    when the request is greedy (its result is repeated).
+    """
+
+    encoded: list[list[list[int]]]  # token ids per request, per prompt
+    settings: list[SamplingSettings]  # per request
+    rows: list[tuple[int, int, int]]
+    batches: list[list[int]]
+
+    def prompt_ids(self, row: int) -> list[int]:
+        request, prompt, _ = self.rows[row]
+        return self.encoded[request][prompt]
+
+    def row_settings(self, row: int) -> SamplingSettings:
+        return self.settings[self.rows[row][0]]
+
+    def decoding(self, row: int) -> RowDecoding:
+        """The row's sampling, with its own seed (None when greedy or unseeded)."""
+        request, prompt, sample = self.rows[row]
+        settings = self.settings[request]
+        seed = None if settings.greedy or settings.seed is None else sample_seed(settings.seed, prompt, sample)
+        return RowDecoding(settings.temperature, settings.top_p, settings.top_k, settings.max_new_tokens, seed)
+
+    def cost(self, batch: int) -> int:
+        """rows x (longest prompt + largest max_new_tokens) of a generate call."""
+        rows = self.batches[batch]
+        return len(rows) * (max(len(self.prompt_ids(r)) for r in rows) + max(self.row_settings(r).max_new_tokens for r in rows))
+
+
+class TransformersBackend:
+    """Batched `model.generate`: left padding, length-grouped micro-batches, KV cache.
+
+    Sampling parameters come only from `SamplingSettings`: the checkpoint's
+    generation_config.json (e.g. an instruct model's temperature 0.7) is ignored, so rollouts
+    follow the run configuration. A seeded call is reproducible and leaves the global RNG as it
+    was: every sampled row draws from a generator of its own, seeded from (seed, prompt index,
+    sample number) (`azr.engine.rollout.row_sampling`), so a request's samples do not depend on which
+    process decodes them, on the calls before, or on the requests merged into the same call
+    (`generate_many`; the engine's ranks split the calls: `azr.engine.rollout.sharded`).
+    Greedy requests with n > 1 decode each prompt once and repeat the result.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        max_batch_tokens: int = 65536,
+        max_batch_size: int = 64,
+        compute_dtype: torch.dtype | None = None,
+        eos_token_ids: Sequence[int] | None = None,
+    ) -> None:
+        if max_batch_tokens < 1 or max_batch_size < 1:
+            raise ValueError("max_batch_tokens and max_batch_size must be >= 1")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_batch_tokens = max_batch_tokens
+        self.max_batch_size = max_batch_size
+        self.compute_dtype = compute_dtype
+        self.synced_gpus = False
+        self.eos_token_ids = tuple(eos_token_ids) if eos_token_ids is not None else model_eos_ids(model, tokenizer)
+        if not self.eos_token_ids:
+            raise ValueError("the tokenizer and the model's generation config define no EOS token")
+        pad = tokenizer.pad_token_id
+        self.pad_token_id = pad if pad is not None else self.eos_token_ids[0]
+
+    @classmethod
+    def from_rollout(cls, model: Any, tokenizer: Any, rollout: RolloutConfig, **kwargs: Any) -> TransformersBackend:
+        return cls(
+            model,
+            tokenizer,
+            max_batch_tokens=rollout.generation_batch_tokens,
+            max_batch_size=rollout.generation_batch_size,
+            **kwargs,
+        )
+
+    def generate(self, prompts: Sequence[str], settings: SamplingSettings) -> list[list[Completion]]:
+        if isinstance(prompts, str):
+            raise TypeError("prompts must be a sequence of strings, not one string")
+        return self.generate_many([GenerationRequest(tuple(prompts), settings)])[0]
+
+    def generate_many(self, requests: Sequence[GenerationRequest]) -> list[list[list[Completion]]]:
+        """The completions of each request, decoded together: rows of all requests share the
+        generate calls (fuller batches), each with its request's sampling and length limit."""
+        plan = self.plan(requests)
+        if not plan.rows:
+            return [[] for _ in requests]
+        return self.records(plan, self.decode_plan(plan))
+
+    def plan(self, requests: Sequence[GenerationRequest]) -> GenerationPlan:
+        """The rows of all requests (n copies of each prompt, 1 when greedy) and the generate
+        calls (lists of rows) that decode them."""
+        encoded = [encode_prompts(self.tokenizer, r.prompts) for r in requests]
+        settings = [r.settings for r in requests]
+        rows = [(q, p, copy) for q, (ids, s) in enumerate(zip(encoded, settings))
+                for p in range(len(ids)) for copy in range(1 if s.greedy else s.n)]
+        batches = plan_batches([len(encoded[q][p]) for q, p, _ in rows], [settings[q].max_new_tokens for q, _, _ in rows],
+                               self.max_batch_tokens, self.max_batch_size)
+        return GenerationPlan(encoded, settings, rows, batches)
+
+    def decode_plan(self, plan: GenerationPlan) -> dict[int, tuple[int, ...]]:
+        """All generate calls of the plan in this process; the generated ids by row."""
+        return self.decode(plan, range(len(plan.batches)))
+
+    def decode(self, plan: GenerationPlan, which: Sequence[int]) -> dict[int, tuple[int, ...]]:
+        """Run the generate calls numbered `which` of the plan; the generated ids by row."""
+        outputs: dict[int, tuple[int, ...]] = {}
+        with self._decoding_state():
+            for index in which:
+                batch = plan.batches[index]
+                outputs.update(zip(batch, self._generate_batch(plan, batch)))
+        return outputs
+
+    def records(self, plan: GenerationPlan, outputs: dict[int, tuple[int, ...]]) -> list[list[list[Completion]]]:
+        """`settings.n` completion records per prompt of each request, in prompt order."""
+        results: list[list[list[Completion]]] = [[[] for _ in ids] for ids in plan.encoded]
+        for row, (request, prompt, _) in enumerate(plan.rows):
+            settings = plan.settings[request]
+            completion = completion_record(outputs[row], plan.encoded[request][prompt], self.eos_token_ids,
+                                           settings.max_new_tokens, self.tokenizer)
+            results[request][prompt].extend([completion] * (1 if not settings.greedy else settings.n))
+        return results
+
+    def _generate_batch(self, plan: GenerationPlan, batch: list[int]) -> list[tuple[int, ...]]:
+        prompts = [plan.prompt_ids(r) for r in batch]
+        decodings = [plan.decoding(r) for r in batch]
+        width = -(-max(len(p) for p in prompts) // PAD_MULTIPLE) * PAD_MULTIPLE
+        device = _model_device(self.model)
+        input_ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, ids in enumerate(prompts):
+            input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
+            attention_mask[row, width - len(ids):] = 1
+        processors = None
+        if RowSampler.needed(decodings):
+            from transformers import LogitsProcessorList
+
+            processors = LogitsProcessorList([RowSampler(decodings, width, self.eos_token_ids[0])])
+        output = self.model.generate(
+            input_ids=input_ids.to(device),
+            attention_mask=attention_mask.to(device),
+            generation_config=self._generation_config(max(d.max_new_tokens for d in decodings)),
+            logits_processor=processors,
+            # transformers turns this on for FSDP modules; the sharded backend gathers FSDP2
+            # parameters first, so decoding is local. ZeRO-3 gathers per module in every
+            # forward: there all ranks step together until all are done.
+            synced_gpus=self.synced_gpus,
+        )
+        # A row with a smaller limit than the call's was ended by a forced EOS: cut it there.
+        return [tuple(row[:d.max_new_tokens]) for row, d in zip(output[:, width:].tolist(), decodings)]
+
+    def _generation_config(self, max_new_tokens: int) -> Any:
+        """Greedy selection: sampled rows reach it as one-hot scores from `RowSampler`."""
+        from transformers import GenerationConfig
+
+        return GenerationConfig(
+            max_new_tokens=max_new_tokens,
+            eos_token_id=list(self.eos_token_ids),
+            pad_token_id=self.pad_token_id,
+            use_cache=True,
+            do_sample=False,
+        )
+
+    @contextlib.contextmanager
+    def _decoding_state(self) -> Iterator[None]:
+        """Eval mode, no grad, autocast to the compute dtype (weights cast once per call, not
+        once per token), the checkpoint's sampling defaults hidden."""
+        model = self.model
+        device = _model_device(model)
+        was_training = model.training
+        saved_config = model.generation_config
+        model.generation_config = _neutral_generation_config(saved_config)
+        model.eval()
+        param_dtype = next(model.parameters()).dtype
+        autocast = (
+            torch.autocast(device_type=device.type, dtype=self.compute_dtype)
+            if self.compute_dtype is not None and self.compute_dtype != param_dtype
+            else contextlib.nullcontext()
+        )
+        try:
+            with torch.no_grad(), autocast:
+                yield
+        finally:
+            model.generation_config = saved_config
+            model.train(was_training)
+
+
+def _neutral_generation_config(config: Any) -> Any:
+    """Only the special-token ids of the checkpoint's generation config."""
+    from transformers import GenerationConfig
+
+    keep = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
+    return GenerationConfig(**{k: getattr(config, k, None) for k in keep if getattr(config, k, None) is not None})
+
+
+def model_eos_ids(model: Any, tokenizer: Any) -> tuple[int, ...]:
+    """EOS ids of the model's generation config (may be several, e.g. Llama 3) and tokenizer."""
+    ids: list[int] = []
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if isinstance(configured, int):
+        ids.append(configured)
+    elif configured is not None:
+        ids.extend(int(i) for i in configured)
+    if tokenizer.eos_token_id is not None:
+        ids.append(int(tokenizer.eos_token_id))
+    return tuple(dict.fromkeys(ids))
+
+
+def _model_device(model: Any) -> torch.device:
+    return next(model.parameters()).device

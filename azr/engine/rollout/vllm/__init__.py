@@ -1,0 +1,1 @@
+"""vLLM rollouts: colocated inside the ranks (hybrid), or dedicated `vllm serve` processes."""

@@ -1,0 +1,249 @@
+"""vLLM behind the `GenerationBackend` interface: what both modes share, and the server mode.
+
+`VLLMServerBackend` talks to a `vllm serve` process (started by the run, or at `url`): prompts go
+as token ids, completions come back as token ids, and after every update the policy's weights
+are written as safetensors and loaded in place by the server's workers. The colocate mode
+(`azr.engine.rollout.vllm.hybrid.VLLMColocateBackend`) holds a `vllm.LLM` in every engine rank and
+streams the weights into it without touching the disk. Both give the transformers backend's
+records (text, token ids, finish reason) for the same `SamplingSettings`; a sync always runs
+under a time limit.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import tempfile
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+
+from azr.pipeline.atomic_io import publish_directory
+from azr.config.schema import AZRConfig
+from azr.engine.rollout.transformers_backend import Completion, GenerationRequest, SamplingSettings, encode_prompts, model_eos_ids
+from azr.engine.rollout.vllm.common import iter_weights, make_completion, prompt_seed, sampling_fields, write_weight_files
+from azr.engine.rollout.vllm.server import SERVED_MODEL_NAME, VLLMClient, VLLMError, VLLMServer
+
+RawOutput = tuple[Sequence[int], str | None]  # (token ids, vLLM finish reason)
+_T = TypeVar("_T")
+
+_DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
+
+
+class _VLLMBackend(ABC):
+    """Tokenizing, greedy de-duplication and completion records; subclasses run the engine."""
+
+    def __init__(self, tokenizer: Any, eos_token_ids: Sequence[int]) -> None:
+        if not eos_token_ids:
+            raise ValueError("the tokenizer and the model's generation config define no EOS token")
+        self.tokenizer = tokenizer
+        self.eos_token_ids = tuple(eos_token_ids)
+
+    def generate(self, prompts: Sequence[str], settings: SamplingSettings) -> list[list[Completion]]:
+        if isinstance(prompts, str):
+            raise TypeError("prompts must be a sequence of strings, not one string")
+        return self.generate_many([GenerationRequest(tuple(prompts), settings)])[0]
+
+    def generate_many(self, requests: Sequence[GenerationRequest]) -> list[list[list[Completion]]]:
+        """The prompts of all requests in one engine call, each with its request's sampling; a
+        prompt's seed is keyed by its index in its own request, so merging moves no sample."""
+        encoded: list[list[int]] = []
+        fields: list[dict[str, Any]] = []
+        owners: list[SamplingSettings] = []
+        for request in requests:
+            ids = encode_prompts(self.tokenizer, request.prompts)
+            per_prompt = 1 if request.settings.greedy else request.settings.n
+            encoded += ids
+            fields += [self._request(request.settings, per_prompt, index) for index in range(len(ids))]
+            owners += [request.settings] * len(ids)
+        raw = self._generate_ids(encoded, fields) if encoded else []
+        flat: list[list[Completion]] = []
+        for ids, outputs, settings, asked in zip(encoded, raw, owners, fields):
+            if len(outputs) != asked["n"]:
+                raise VLLMError(f"vLLM returned {len(outputs)} completions for a prompt, expected {asked['n']}")
+            completions = [
+                make_completion(tokens, reason, ids, eos_token_ids=self.eos_token_ids,
+                                max_new_tokens=settings.max_new_tokens, tokenizer=self.tokenizer)
+                for tokens, reason in outputs
+            ]
+            flat.append(completions * (settings.n // asked["n"]))
+        results, start = [], 0
+        for request in requests:
+            results.append(flat[start:start + len(request.prompts)])
+            start += len(request.prompts)
+        return results
+
+    @abstractmethod
+    def _generate_ids(self, prompts: list[list[int]], requests: list[dict[str, Any]]) -> list[list[RawOutput]]:
+        """(token ids, finish reason) x `requests[i]["n"]` for prompt i, in prompt order, from
+        the engine; `requests[i]` are prompt i's sampling fields (`_request`)."""
+
+    def _request(self, settings: SamplingSettings, n: int, index: int) -> dict[str, Any]:
+        fields = sampling_fields(settings, self.eos_token_ids, n=n)
+        seed = None if settings.greedy else prompt_seed(settings.seed, index)
+        if seed is not None:
+            fields["seed"] = seed
+        return fields
+
+
+class VLLMServerBackend(_VLLMBackend):
+    """Generation through a vLLM server's completions endpoint; weights synced through files."""
+
+    def __init__(self, client: VLLMClient, tokenizer: Any, eos_token_ids: Sequence[int], *, weights_root: Path,
+                 dtype: torch.dtype, request_timeout_s: float, sync_timeout_s: float,
+                 max_concurrent_requests: int = 256, server: VLLMServer | None = None,
+                 model_name: str = SERVED_MODEL_NAME) -> None:
+        super().__init__(tokenizer, eos_token_ids)
+        self.client = client
+        self.server = server
+        self.weights_root = Path(weights_root)
+        self.dtype = dtype
+        self.request_timeout_s = request_timeout_s
+        self.sync_timeout_s = sync_timeout_s
+        self.max_concurrent_requests = max_concurrent_requests
+        self.model_name = model_name
+        self.syncs = 0
+        self._current_weights: Path | None = None
+
+    @classmethod
+    def start(cls, config: AZRConfig, model: Any, tokenizer: Any, work_dir: Path, dtype: torch.dtype) -> VLLMServerBackend:
+        """Export the policy, start (or reach) the server, and wait until it answers."""
+        settings = config.rollout.vllm
+        work_dir = Path(work_dir)
+        eos = model_eos_ids(model, tokenizer)
+        if settings.url:
+            client = VLLMClient(settings.url)
+            if not client.healthy(timeout=10.0):
+                raise VLLMError(f"no healthy vLLM server at rollout.vllm.url={settings.url!r} (GET /health failed)")
+            server = None
+        else:
+            model_dir = export_model_dir(model, tokenizer, work_dir / "model", dtype)
+            server = VLLMServer(
+                model_dir, work_dir, settings, dtype=_DTYPE_NAMES[dtype], max_model_len=max_model_len(config),
+                seed=engine_seed(config),
+                tensor_parallel_size=config.rollout.tensor_parallel_size,
+                gpu_memory_utilization=config.rollout.gpu_memory_utilization,
+                max_num_batched_tokens=config.rollout.max_num_batched_tokens,
+            ).start()
+            client = server.client
+        models = (client.get("/v1/models", timeout=30.0) or {}).get("data") or []
+        name = models[0]["id"] if models else SERVED_MODEL_NAME
+        backend = cls(client, tokenizer, eos, weights_root=work_dir / "weights", dtype=dtype,
+                      request_timeout_s=settings.request_timeout_s, sync_timeout_s=settings.sync_timeout_s,
+                      max_concurrent_requests=settings.max_concurrent_requests, server=server, model_name=name)
+        if server is None:
+            backend.sync_weights(model)  # an outside server may hold any weights: load the policy's
+        return backend
+
+    def _generate_ids(self, prompts: list[list[int]], requests: list[dict[str, Any]]) -> list[list[RawOutput]]:
+        if self.server is not None:
+            self.server.check_alive()
+
+        def one(index: int) -> list[RawOutput]:
+            body = {"model": self.model_name, "prompt": prompts[index], "return_token_ids": True,
+                    **requests[index]}
+            answer = self.client.post("/v1/completions", body, timeout=self.request_timeout_s)
+            choices = sorted(answer["choices"], key=lambda c: c["index"])
+            return [(c["token_ids"], c.get("finish_reason")) for c in choices]
+
+        workers = max(1, min(self.max_concurrent_requests, len(prompts)))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vllm-request") as pool:
+            return list(pool.map(one, range(len(prompts))))
+
+    def sync_weights(self, model: Any) -> None:
+        """Write the weights, have every worker load them in place, drop cached prefixes."""
+        self.syncs += 1
+        target = write_weight_files(model, self.weights_root / f"sync-{self.syncs:06d}", self.dtype)
+        try:
+            self.client.post(
+                "/collective_rpc",
+                {"method": "azr_load_weights", "args": [str(target.resolve())], "timeout": self.sync_timeout_s},
+                timeout=self.sync_timeout_s + 10,
+            )
+        except VLLMError as exc:
+            if "azr_load_weights" in str(exc) and self.server is None:
+                raise VLLMError(
+                    f"{exc}\nThe server at {self.client.base_url} cannot load weights: start it with "
+                    "VLLM_SERVER_DEV_MODE=1 and --worker-extension-cls azr_vllm_extension.AZRWorkerExtension "
+                    "(azr/engine/rollout/vllm/extension.py on its PYTHONPATH, saved as azr_vllm_extension.py)"
+                ) from exc
+            raise
+        self.client.post("/reset_prefix_cache", {}, timeout=self.sync_timeout_s)
+        if self._current_weights is not None and self._current_weights != target:
+            shutil.rmtree(self._current_weights, ignore_errors=True)
+        self._current_weights = target
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+        if self._current_weights is not None:
+            shutil.rmtree(self._current_weights, ignore_errors=True)
+            self._current_weights = None
+
+
+def export_model_dir(model: Any, tokenizer: Any, target: Path, dtype: torch.dtype) -> Path:
+    """The policy as a transformers directory (config, tokenizer, weights) that vLLM loads at
+    start; written to a temporary name and renamed."""
+    from azr.engine.training.checkpoints import export_pretrained
+
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        export_pretrained(model, tokenizer, dict(iter_weights(model, None)), temp, dtype)
+        publish_directory(temp, target)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    return target
+
+
+def max_model_len(config: AZRConfig) -> int:
+    rollout = config.rollout
+    return rollout.vllm.max_model_len or rollout.max_prompt_tokens + rollout.max_new_tokens
+
+
+def engine_seed(config: AZRConfig) -> int:
+    """The engine's default seed: `rollout.seed`, else the run's `seed`."""
+    return config.rollout.seed if config.rollout.seed is not None else config.seed
+
+
+def run_with_timeout(function: Callable[[], _T], timeout: float, what: str) -> _T:
+    """Run `function` in a helper thread; a VLLMError if it has not finished after `timeout`."""
+    result: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            result["value"] = function()
+        except BaseException as exc:  # handed to the caller below
+            result["error"] = exc
+
+    thread = threading.Thread(target=target, name="vllm-sync", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise VLLMError(f"{what} did not finish within {timeout:g} s")
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
+def resolve_mode(mode: str) -> str:
+    """`auto` is colocate where vLLM can be imported here, else server (its own environment)."""
+    if mode != "auto":
+        return mode
+    return "colocate" if importlib.util.find_spec("vllm") is not None else "server"
+
+
+def create_vllm_backend(config: AZRConfig, model: Any, tokenizer: Any, work_dir: Path, dtype: torch.dtype) -> Any:
+    """The configured vLLM mode, started and holding `model`'s current weights."""
+    if resolve_mode(config.rollout.vllm.mode) == "server":
+        return VLLMServerBackend.start(config, model, tokenizer, work_dir, dtype)
+    from azr.engine.rollout.vllm.hybrid import VLLMColocateBackend
+
+    return VLLMColocateBackend.start(config, model, tokenizer, work_dir, dtype)

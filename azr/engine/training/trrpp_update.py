@@ -1,0 +1,475 @@
+"""The TRR++ policy update (reference §7.2-§7.3) on Accelerate.
+
+Loss, for the groups g present in the batch (at most the six (task, role) groups), each with
+response-token set T_g of size N_g:
+
+    loss = 1/G * sum_g [ 1/N_g * sum_{t in T_g} ( pg_t - entropy_coef * H_t + kl_coef * kl_t ) ]
+    pg_t = max(-A_t * r_t, -A_t * clip(r_t, 1 - eps, 1 + eps)),   r_t = exp(logp_t - logp_old_t)
+
+i.e. the PPO clipped surrogate, a token-mean inside each group and equal weight per group (the
+original's 16-sequence micro-batches never straddle groups, so each group gets 1/6 of the
+gradient). The entropy bonus and the KL term use the same per-group token-mean weighting, and
+so do the reported `entropy` and `kl`. Without old log-probs the ratio is 1 (the detached
+current log-probs): on-policy REINFORCE with normalised advantages, as the original ran. The
+KL, when on, is the k3 estimator exp(ref - logp) - (ref - logp) - 1 against a frozen reference.
+
+Every token's weight 1/(G * N_g) is known before the first micro-batch, so the micro-batch
+losses sum exactly to the full-batch loss and gradient accumulation needs no rescaling.
+
+Over N ranks each rank passes its share of the batch; G and N_g are global (summed over the
+ranks before any weight is set), each rank backpropagates its share of the one global loss, and
+the data-parallel average of gradients is undone (x N), so N ranks take the step one process
+takes on the whole batch. Every rank runs the same number of micro-batches (a rank with fewer
+runs zero-weight filler micro-batches), because FSDP2 and ZeRO-3 gather parameters
+collectively in each forward. All reported metrics are global.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from azr.config.schema import TrainerConfig
+from azr.engine.training.distributed import fsdp2_clip_grad_norm, fsdp2_gradient_sync, is_fsdp2, max_over_ranks
+from azr.engine.training.logprobs import token_logprobs, token_logprobs_and_entropy
+from azr.engine.training.zero3 import is_deepspeed
+from azr.selfplay.task_types import GROUP_NAMES
+
+_LOG_RATIO_LIMIT = 20.0  # exp() of a larger log-ratio overflows; the original clamps likewise
+_KL_LIMIT = 10.0
+
+
+@dataclass(frozen=True)
+class TrainSequence:
+    """One trained response: its prompt, group, advantage (constant over its tokens, from
+    `azr.selfplay.advantages`) and, when the sampler recorded them, the old per-token log-probs."""
+
+    prompt_ids: Sequence[int]
+    response_ids: Sequence[int]
+    group: str
+    advantage: float
+    old_logprobs: Sequence[float] | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "prompt_ids", tuple(int(i) for i in self.prompt_ids))
+        object.__setattr__(self, "response_ids", tuple(int(i) for i in self.response_ids))
+        object.__setattr__(self, "advantage", float(self.advantage))
+        if not self.prompt_ids:
+            raise ValueError("a trained sequence needs a non-empty prompt (it predicts the first response token)")
+        if not self.response_ids:
+            raise ValueError("a trained sequence needs at least one response token")
+        if self.group not in GROUP_NAMES:
+            raise ValueError(f"unknown group {self.group!r}; groups are: {', '.join(GROUP_NAMES)}")
+        if not math.isfinite(self.advantage):
+            raise ValueError(f"advantage must be finite, got {self.advantage}")
+        if self.old_logprobs is not None:
+            old = tuple(float(x) for x in self.old_logprobs)
+            if len(old) != len(self.response_ids):
+                raise ValueError(
+                    f"old_logprobs has {len(old)} values for {len(self.response_ids)} response tokens"
+                )
+            object.__setattr__(self, "old_logprobs", old)
+
+
+@dataclass(frozen=True)
+class UpdateSettings:
+    clip_ratio: float = 0.2
+    entropy_coef: float = 0.001
+    kl_coef: float = 0.0
+    max_grad_norm: float = 1.0
+    micro_batch_size: int = 16
+    logits_chunk_tokens: int = 512
+
+    @classmethod
+    def from_trainer(cls, trainer: TrainerConfig) -> UpdateSettings:
+        return cls(
+            clip_ratio=trainer.clip_ratio,
+            entropy_coef=trainer.entropy_coef,
+            kl_coef=trainer.kl_coef,
+            max_grad_norm=trainer.max_grad_norm,
+            micro_batch_size=trainer.micro_batch_size,
+            logits_chunk_tokens=trainer.logits_chunk_tokens,
+        )
+
+
+@dataclass
+class GroupMetrics:
+    sequences: int
+    tokens: int
+    pg_loss: float  # token-mean inside the group
+    entropy: float
+
+
+@dataclass
+class UpdateMetrics:
+    """What one update did; `as_dict()` is JSON-ready (update.json)."""
+
+    loss: float
+    pg_loss: float
+    entropy: float  # per-group token-mean, averaged over groups (the loss's weighting)
+    kl: float | None  # same weighting; None when no reference model
+    grad_norm: float  # before clipping
+    clip_frac: float  # share of all response tokens whose ratio was clipped
+    tokens: int
+    sequences: int
+    seconds: float
+    tokens_per_second: float
+    learning_rate: float
+    skipped: bool  # a non-finite gradient norm: no optimizer step was taken
+    groups: dict[str, GroupMetrics] = field(default_factory=dict)
+    world_size: int = 1  # engine ranks the batch was split over
+    strategy: str = "ddp"  # trainer.strategy: ddp, fsdp or zero3 (nothing is wrapped on one rank)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def make_optimizer(model: Any, trainer: TrainerConfig) -> torch.optim.Optimizer:
+    """AdamW over all parameters (reference §7.3: constant lr, decay on every weight)."""
+    return torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad],
+        lr=trainer.learning_rate,
+        betas=tuple(trainer.adam_betas),
+        weight_decay=trainer.weight_decay,
+    )
+
+
+@dataclass
+class _Batch:
+    """A right-padded micro-batch and where its response tokens sit."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    rows: torch.Tensor  # [tokens] batch row of each response token
+    positions: torch.Tensor  # [tokens] position whose hidden state predicts it
+    targets: torch.Tensor  # [tokens] the response token
+    sequences: list[TrainSequence]
+    indices: list[int]  # positions of `sequences` in the caller's list
+
+
+class TRRPPUpdate:
+    """One optimizer step per call of `step`, over any number of micro-batches.
+
+    `model` and `optimizer` are the objects `accelerator.prepare` returned. The model must be a
+    transformers causal LM whose logits are its output embedding applied to the last hidden
+    state (checked once here), because the head runs separately, in chunks.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        optimizer: torch.optim.Optimizer,
+        accelerator: Any,
+        settings: UpdateSettings,
+        *,
+        pad_token_id: int = 0,
+        scheduler: Any = None,
+        reference_model: Any = None,
+    ) -> None:
+        if settings.kl_coef > 0 and reference_model is None:
+            raise ValueError("kl_coef > 0 needs a frozen reference model")
+        self.model = model
+        self.optimizer = optimizer
+        self.accelerator = accelerator
+        self.settings = settings
+        self.pad_token_id = pad_token_id
+        self.scheduler = scheduler
+        self.reference_model = reference_model if settings.kl_coef > 0 else None
+        self.steps = 0
+        self._check_head(model)
+        if self.reference_model is not None:
+            self._check_head(self.reference_model)
+
+    # ----------------------------------------------------------------- public API
+
+    def step(self, sequences: Sequence[TrainSequence], *, filler: TrainSequence | None = None) -> UpdateMetrics:
+        """Accumulate the gradient of the whole batch (this rank's share of it), clip it, take
+        one AdamW step. `filler` is a sequence a rank with an empty share runs at weight 0."""
+        started = time.perf_counter()
+        metrics = self.accumulate(sequences, filler=filler)
+        grad_norm, skipped = self.apply_gradients()
+        metrics.grad_norm = grad_norm
+        metrics.skipped = skipped
+        metrics.seconds = time.perf_counter() - started
+        metrics.tokens_per_second = metrics.tokens / metrics.seconds if metrics.seconds > 0 else 0.0
+        metrics.world_size = self.accelerator.num_processes
+        return metrics
+
+    def accumulate(self, sequences: Sequence[TrainSequence], *, filler: TrainSequence | None = None) -> UpdateMetrics:
+        """Backward of the full-batch loss into the parameters' .grad (no optimizer step)."""
+        started = time.perf_counter()
+        sequences = list(sequences)
+        if not sequences and (filler is None or self.accelerator.num_processes == 1):
+            raise ValueError("an update needs at least one sequence")
+        acc = self.accelerator
+        group_tokens = self._global_group_tokens(sequences)
+        present = sum(1 for n in group_tokens.values() if n > 0)
+        if present == 0:
+            raise ValueError("an update needs at least one sequence (every rank's share is empty)")
+        # DDP and FSDP average gradients over processes; the loss is a global sum, so undo that.
+        scale = float(acc.num_processes)
+        weight_of = {g: 1.0 / (present * n) for g, n in group_tokens.items() if n > 0}
+
+        sums = torch.zeros(5, dtype=torch.float64)  # loss, pg, entropy, kl, clipped tokens
+        per_group = {g: torch.zeros(2, dtype=torch.float64) for g in GROUP_NAMES}  # pg, entropy sums
+        batches = self._micro_batches(sequences)
+        real = len(batches)
+        if acc.num_processes > 1:  # the same micro-batch count on every rank
+            batches += [self._collate([filler or sequences[0]], [0])] * (max_over_ranks(real) - real)
+        self.model.train()
+        for index, batch in enumerate(batches):
+            sync = index == len(batches) - 1
+            with self._gradient_sync(sync):
+                with acc.autocast():
+                    terms = self._token_terms(batch)
+                weights = torch.tensor(
+                    [weight_of.get(s.group, 0.0) if index < real else 0.0 for s in batch.sequences for _ in s.response_ids],
+                    dtype=torch.float32,
+                    device=terms["pg"].device,
+                )
+                objective = terms["pg"] - self.settings.entropy_coef * terms["entropy"]
+                if self.reference_model is not None:
+                    objective = objective + self.settings.kl_coef * terms["kl"]
+                loss = (weights * objective).sum()
+                acc.backward(loss * scale)
+            if index >= real:
+                continue
+            with torch.no_grad():
+                w = weights.double()
+                sums[0] += float(loss.detach())
+                sums[1] += float((w * terms["pg"].double()).sum())
+                sums[2] += float((w * terms["entropy"].double()).sum())
+                if self.reference_model is not None:
+                    sums[3] += float((w * terms["kl"].double()).sum())
+                sums[4] += float(terms["clipped"].sum())
+                offset = 0
+                for seq in batch.sequences:
+                    span = slice(offset, offset + len(seq.response_ids))
+                    per_group[seq.group][0] += float(terms["pg"][span].double().sum())
+                    per_group[seq.group][1] += float(terms["entropy"][span].double().sum())
+                    offset += len(seq.response_ids)
+        sums = self._reduce(sums)
+        group_sums = self._reduce(torch.stack([per_group[g] for g in GROUP_NAMES]))
+        group_sequences = self._reduce(
+            torch.tensor([sum(s.group == g for s in sequences) for g in GROUP_NAMES], dtype=torch.float64)
+        )
+        total_tokens = sum(group_tokens.values())
+        groups = {
+            g: GroupMetrics(
+                sequences=int(group_sequences[i]),
+                tokens=group_tokens[g],
+                pg_loss=float(group_sums[i, 0]) / group_tokens[g],
+                entropy=float(group_sums[i, 1]) / group_tokens[g],
+            )
+            for i, g in enumerate(GROUP_NAMES)
+            if group_tokens[g] > 0
+        }
+        seconds = time.perf_counter() - started
+        return UpdateMetrics(
+            loss=float(sums[0]),
+            pg_loss=float(sums[1]),
+            entropy=float(sums[2]),
+            kl=float(sums[3]) if self.reference_model is not None else None,
+            grad_norm=float("nan"),
+            clip_frac=float(sums[4]) / total_tokens,
+            tokens=total_tokens,
+            sequences=int(group_sequences.sum()),
+            seconds=seconds,
+            tokens_per_second=total_tokens / seconds if seconds > 0 else 0.0,
+            learning_rate=float(self.optimizer.param_groups[0]["lr"]),
+            skipped=False,
+            groups=groups,
+        )
+
+    def apply_gradients(self) -> tuple[float, bool]:
+        """Clip to max_grad_norm and step; a non-finite norm skips the step (as verl does).
+        Under ZeRO-3 DeepSpeed has already clipped and stepped (skipping non-finite steps by
+        its own rule); this reads its norm."""
+        if is_fsdp2(self.model):
+            grad_norm = fsdp2_clip_grad_norm(self.model, self.settings.max_grad_norm)
+        else:
+            norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.settings.max_grad_norm)
+            grad_norm = float(norm) if norm is not None else float("nan")
+        skipped = not math.isfinite(grad_norm)
+        if not skipped:
+            self.optimizer.step()
+            if self.scheduler is not None:
+                self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.steps += 1
+        return grad_norm, skipped
+
+    def sequence_logprobs(self, sequences: Sequence[TrainSequence], *, reference: bool = False) -> list[np.ndarray]:
+        """Per-token log-probs of each response under the current (or reference) weights, for
+        this rank's sequences (not collective: under FSDP2 or ZeRO-3 every rank must run equally
+        many micro-batches here, since each forward gathers parameters)."""
+        model = self.reference_model if reference else self.model
+        if model is None:
+            raise ValueError("there is no reference model (kl_coef is 0)")
+        out: list[np.ndarray | None] = [None] * len(sequences)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for batch in self._micro_batches(list(sequences)):
+                with torch.no_grad(), self.accelerator.autocast():
+                    values = self._logprobs_only(model, batch)
+                offset = 0
+                for index, seq in zip(batch.indices, batch.sequences):
+                    out[index] = values[offset:offset + len(seq.response_ids)].double().cpu().numpy()
+                    offset += len(seq.response_ids)
+        finally:
+            self.model.train(was_training)
+        return out  # type: ignore[return-value]
+
+    # ----------------------------------------------------------------- internals
+
+    def _gradient_sync(self, enabled: bool) -> Any:
+        """Whether this backward reduces gradients across ranks (the last micro-batch's)."""
+        if is_deepspeed(self.accelerator):  # DeepSpeed steps in the backward that syncs
+            return _deepspeed_boundary(self.accelerator, enabled)
+        if enabled:
+            return contextlib.nullcontext()
+        if is_fsdp2(self.model):
+            return fsdp2_gradient_sync(self.model, False)
+        return self.accelerator.no_sync(self.model)
+
+    def _token_terms(self, batch: _Batch) -> dict[str, torch.Tensor]:
+        hidden = _last_hidden_state(self.model, batch.input_ids, batch.attention_mask)
+        selected = hidden[batch.rows, batch.positions]
+        logp, entropy = token_logprobs_and_entropy(
+            self._head(self.model), selected, batch.targets, self.settings.logits_chunk_tokens
+        )
+        device = logp.device
+        old = torch.cat(
+            [
+                torch.tensor(s.old_logprobs, dtype=torch.float32, device=device)
+                if s.old_logprobs is not None
+                else torch.full((len(s.response_ids),), float("nan"), device=device)
+                for s in batch.sequences
+            ]
+        )
+        old = torch.where(torch.isnan(old), logp.detach(), old)  # on-policy: ratio 1
+        advantages = torch.tensor(
+            [s.advantage for s in batch.sequences for _ in s.response_ids], dtype=torch.float32, device=device
+        )
+        ratio = torch.exp(torch.clamp(logp - old, -_LOG_RATIO_LIMIT, _LOG_RATIO_LIMIT))
+        eps = self.settings.clip_ratio
+        unclipped = -advantages * ratio
+        clipped = -advantages * torch.clamp(ratio, 1.0 - eps, 1.0 + eps)
+        terms = {
+            "pg": torch.maximum(unclipped, clipped),
+            "entropy": entropy,
+            "clipped": (clipped > unclipped).detach(),
+        }
+        if self.reference_model is not None:
+            ref = self._logprobs_only(self.reference_model, batch)
+            log_ratio = ref - logp
+            terms["kl"] = torch.clamp(torch.exp(log_ratio) - log_ratio - 1.0, -_KL_LIMIT, _KL_LIMIT)
+        return terms
+
+    def _logprobs_only(self, model: Any, batch: _Batch) -> torch.Tensor:
+        with torch.no_grad():
+            hidden = _last_hidden_state(model, batch.input_ids, batch.attention_mask)
+            return token_logprobs(
+                self._head(model), hidden[batch.rows, batch.positions], batch.targets, self.settings.logits_chunk_tokens
+            )
+
+    def _micro_batches(self, sequences: list[TrainSequence]) -> list[_Batch]:
+        """Similar lengths together (less padding); the order does not change the sum."""
+        order = sorted(range(len(sequences)), key=lambda i: -(len(sequences[i].prompt_ids) + len(sequences[i].response_ids)))
+        size = self.settings.micro_batch_size
+        return [self._collate(sequences, order[k:k + size]) for k in range(0, len(order), size)]
+
+    def _collate(self, all_sequences: list[TrainSequence], indices: list[int]) -> _Batch:
+        sequences = [all_sequences[i] for i in indices]
+        device = self.accelerator.device
+        width = max(len(s.prompt_ids) + len(s.response_ids) for s in sequences)
+        input_ids = torch.full((len(sequences), width), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
+        rows, positions, targets = [], [], []
+        for row, seq in enumerate(sequences):
+            ids = seq.prompt_ids + seq.response_ids
+            input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            attention_mask[row, : len(ids)] = 1
+            start = len(seq.prompt_ids) - 1
+            rows.extend([row] * len(seq.response_ids))
+            positions.extend(range(start, start + len(seq.response_ids)))
+            targets.extend(seq.response_ids)
+        return _Batch(
+            input_ids=input_ids.to(device),
+            attention_mask=attention_mask.to(device),
+            rows=torch.tensor(rows, dtype=torch.long, device=device),
+            positions=torch.tensor(positions, dtype=torch.long, device=device),
+            targets=torch.tensor(targets, dtype=torch.long, device=device),
+            sequences=sequences,
+            indices=indices,
+        )
+
+    def _global_group_tokens(self, sequences: list[TrainSequence]) -> dict[str, int]:
+        local = torch.tensor(
+            [sum(len(s.response_ids) for s in sequences if s.group == g) for g in GROUP_NAMES], dtype=torch.float64
+        )
+        counts = self._reduce(local)
+        return {g: int(counts[i]) for i, g in enumerate(GROUP_NAMES)}
+
+    def _reduce(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.accelerator.num_processes == 1:
+            return tensor
+        return self.accelerator.reduce(tensor.to(self.accelerator.device), reduction="sum").cpu()
+
+    def _head(self, model: Any) -> Any:
+        return self.accelerator.unwrap_model(model).get_output_embeddings()
+
+    def _check_head(self, model: Any) -> None:
+        """The chunked update applies the output embedding itself: make sure that is exactly
+        what the model's forward does (no logit scaling or soft-capping in between)."""
+        unwrapped = self.accelerator.unwrap_model(model)
+        vocab = unwrapped.get_output_embeddings().weight.shape[0]
+        ids = torch.arange(min(5, vocab), device=self.accelerator.device).unsqueeze(0)
+        was_training = unwrapped.training
+        unwrapped.eval()
+        try:
+            with torch.no_grad(), self.accelerator.autocast():
+                out = model(input_ids=ids, use_cache=False, output_hidden_states=True, logits_to_keep=1)
+                expected = out.logits[:, -1].float()
+                ours = unwrapped.get_output_embeddings()(out.hidden_states[-1][:, -1]).float()
+        finally:
+            unwrapped.train(was_training)
+        tolerance = 1e-2 * (1.0 + float(expected.abs().max()))
+        if not torch.allclose(expected, ours, rtol=0.0, atol=tolerance):
+            raise ValueError(
+                f"{type(unwrapped).__name__} does not compute its logits as output_embeddings(last "
+                "hidden state) (a logit scale or soft-capping?); the chunked TRR++ update supports "
+                "causal LMs whose head is a plain linear layer"
+            )
+
+
+@contextlib.contextmanager
+def _deepspeed_boundary(accelerator: Any, boundary: bool) -> Any:
+    """Tell Accelerate's DeepSpeed wrapper whether this backward ends the accumulation (then
+    DeepSpeed clips and steps inside it)."""
+    accelerator.gradient_state._set_sync_gradients(boundary)
+    try:
+        yield
+    finally:
+        accelerator.gradient_state._set_sync_gradients(True)
+
+
+def _last_hidden_state(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The final (normed) hidden states through the model's own forward (so DDP/FSDP hooks
+    run), with logits for one position only."""
+    out = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        use_cache=False,
+        output_hidden_states=True,
+        logits_to_keep=1,
+    )
+    return out.hidden_states[-1]

@@ -1,0 +1,1 @@
+"""Benchmark files into problem records: every public layout, with its quirks."""

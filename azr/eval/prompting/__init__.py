@@ -1,0 +1,1 @@
+"""Evaluation prompts and the extraction of a prediction from a response."""

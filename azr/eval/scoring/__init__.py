@@ -1,0 +1,1 @@
+"""Predictions into verdicts: reasoning tasks, code benchmarks, math equivalence, pass@k, intervals."""

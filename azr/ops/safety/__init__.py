@@ -1,0 +1,1 @@
+"""Safety monitoring of the policy's reasoning: rule scan and an optional judge."""

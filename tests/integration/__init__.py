@@ -1,0 +1,1 @@
+"""Integration tier: real processes (sandbox workers, engine ranks, vLLM servers, gloo groups)."""
