@@ -1,6 +1,6 @@
 """The run configuration: one typed model for a whole AZR run.
 
-Defaults are the paper's recipe (reference §7.4-7.5, `paper` branch); presets in
+Defaults are the paper's recipe (docs/algorithm.md §10.1-§10.2, `paper` branch); presets in
 `azr/config/presets/*.yaml` override them. The same object is the Prefect flow parameter and is logged
 to MLflow flattened, so every field has a description and a type the UI can render.
 """
@@ -16,7 +16,7 @@ from pydantic_core import to_jsonable_python
 
 from azr.selfplay.task_types import TaskType
 
-# The original banned list, verbatim including the duplicate `datetime` (reference §3.3).
+# The original banned list, verbatim including the duplicate `datetime` (docs/algorithm.md §5.3).
 ORIGINAL_BANNED_IMPORTS: tuple[str, ...] = (
     "logging", "random", "multiprocessing", "pebble", "subprocess", "threading", "datetime",
     "time", "hashlib", "hmac", "bcrypt", "os.sys", "os.path", "sys.exit", "os.environ",
@@ -203,7 +203,7 @@ class VLLMConfig(Section):
 
 
 class RolloutConfig(Section):
-    """Generation: batch sizes, sampling and length limits of the propose and solve rollouts (reference §7.4)."""
+    """Generation: batch sizes, sampling and length limits of the rollouts (docs/algorithm.md §10.1)."""
 
     backend: Literal["transformers", "vllm"] = Field(
         "transformers", title="Rollout backend",
@@ -293,7 +293,7 @@ class RolloutConfig(Section):
 
 
 class TaskConfig(Section):
-    """What tasks look like and which proposals count as valid (reference §1-§3)."""
+    """What tasks look like and which proposals count as valid (docs/algorithm.md §1-§5)."""
 
     types: list[TaskType] = Field(
         default_factory=lambda: [TaskType.ABDUCTION, TaskType.DEDUCTION, TaskType.INDUCTION],
@@ -312,7 +312,7 @@ class TaskConfig(Section):
         default_factory=lambda: list(ORIGINAL_BANNED_IMPORTS),
         title="Banned imports",
         description="Modules a proposal may not import. Dotted entries (`os.path`) ban that "
-        "attribute path too; the original never matched them. Paper: these 17 (reference §3.3).",
+        "attribute path too; the original never matched them. Paper: these 17 (docs/algorithm.md §5.3).",
     )
     reject_multiple_functions: bool = Field(
         True, title="Reject several functions",
@@ -343,7 +343,7 @@ class TaskConfig(Section):
     prompt_profile: Literal["paper", "small"] = Field(
         "paper",
         title="Prompt profile",
-        description="`paper`: the original prompt texts (reference §2); `small`: short prompts with "
+        description="`paper`: the original prompt texts (docs/algorithm.md §3); `small`: short prompts with "
         "one worked answer each, for small chat models (the cpu preset).",
     )
     swap_difficulty_criteria: bool = Field(
@@ -355,7 +355,7 @@ class TaskConfig(Section):
 
 
 class SandboxConfig(Section):
-    """Limits of the sandbox that runs every model-written program (reference §4)."""
+    """Limits of the sandbox that runs every model-written program (docs/algorithm.md §6)."""
 
     isolation: Literal["auto", "bubblewrap", "namespaces", "none"] = Field(
         "auto", title="Isolation",
@@ -423,7 +423,7 @@ class SandboxConfig(Section):
 
 
 class RewardConfig(Section):
-    """Reward shaping (reference §5)."""
+    """Reward shaping (docs/algorithm.md §7)."""
 
     learnability_zero: Literal["code", "paper"] = Field(
         "code",
@@ -451,7 +451,7 @@ class RewardConfig(Section):
 
 
 class TrainerConfig(Section):
-    """The TRR++ update (reference §7)."""
+    """The TRR++ update (docs/algorithm.md §9)."""
 
     iterations: int = Field(
         500, ge=1, le=1_000_000, title="Iterations", description="Self-play steps of the run. Paper: 500."
@@ -534,7 +534,7 @@ class TrainerConfig(Section):
 
 
 class BufferConfig(Section):
-    """Task buffers and data selection (reference §6)."""
+    """Task buffers and data selection (docs/algorithm.md §8)."""
 
     max_size: int = Field(16384, ge=1, le=2**24, title="Buffer size", description="Entries kept per task type. Paper: 16384.")
     cap_policy: Literal["keep_oldest", "fifo"] = Field(
@@ -577,7 +577,7 @@ class BufferConfig(Section):
     )
     seeding: Literal["model", "none"] = Field(
         "model", title="Seeding",
-        description="How buffers without a seed file start (reference §6.2): `model`: a seeding "
+        description="How buffers without a seed file start (docs/algorithm.md §8.2): `model`: a seeding "
         "stage before iteration 1 where the base model proposes tasks until each pool holds "
         "rollout.batch_size x seed_batch_factor (paper: 256); `none`: the identity task alone.",
     )
@@ -605,7 +605,7 @@ class BenchmarkData(Section):
 
 
 class EvalConfig(Section):
-    """Evaluation inside a training run, every `trainer.eval_every` iterations (reference §9.3)."""
+    """Evaluation inside a training run, every `trainer.eval_every` iterations (docs/algorithm.md §11.3)."""
 
     benchmarks: list[str] = Field(
         default_factory=list,

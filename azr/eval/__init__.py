@@ -1,4 +1,4 @@
-"""Evaluation: do the checkpoints reason better? (reference §9)
+"""Evaluation: do the checkpoints reason better? (docs/algorithm.md §11)
 
 Benchmarks (the paper's table: HumanEval+, MBPP+, LiveCodeBench and six math benchmarks;
 CRUXEval-O/-I, HumanEval, the user's own JSONL sets) are loaded into plain problem

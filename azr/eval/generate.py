@@ -34,7 +34,7 @@ class ResponseRecord:
 
 
 def greedy(max_new_tokens: int) -> SamplingSettings:
-    """Greedy decoding (temperature 0), as the benchmarks are reported (reference §9.1)."""
+    """Greedy decoding (temperature 0), as the benchmarks are reported (docs/algorithm.md §11.1)."""
     return SamplingSettings(max_new_tokens=max_new_tokens, temperature=0.0)
 
 

@@ -1,4 +1,4 @@
-"""Evaluation inside a training run: the resident policy on a configured subset (reference §9.3).
+"""Evaluation inside a training run: the resident policy on a configured subset (docs/algorithm.md §11.3).
 
 The training flow calls `evaluate_policy` every `eval_every` iterations. It generates with the
 policy's own backend (greedy), scores with the run's executor, and returns metrics named as in a

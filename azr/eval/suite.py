@@ -8,7 +8,7 @@ and answers them all. The suite writes the table (`table.json`, `table.md`), eve
 verdict in one `results.parquet`, and an MLflow run (nested under the training run when the
 model is a run directory) with one child run per benchmark.
 
-Table (reference §9.1): pass@1 in % per benchmark; Code Avg = mean(HumanEval+, MBPP+, LCB), Math
+Table (docs/algorithm.md §11.1): pass@1 in % per benchmark; Code Avg = mean(HumanEval+, MBPP+, LCB), Math
 Avg = mean of the six math benchmarks, Total = mean(Code Avg, Math Avg). HumanEval+ and MBPP+
 count base+plus tests, with the base-only figure beside them. With part of a suite the averages
 are over the benchmarks that ran, and the table says how many.

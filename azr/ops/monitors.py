@@ -1,4 +1,4 @@
-"""Monitors for the failure modes AZR users report (reference §10, issue #1): gains that
+"""Monitors for the failure modes AZR users report (docs/algorithm.md §12, the original's issue #1): gains that
 saturate, step time that keeps growing, proposal diversity that collapses, a suspected memory
 leak, and proposers that copy their references.
 

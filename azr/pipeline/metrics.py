@@ -1,4 +1,4 @@
-"""The numbers of one iteration, read back from its stage files (reference §9.4).
+"""The numbers of one iteration, read back from its stage files (docs/algorithm.md §11.4).
 
 Keys are `group/name` for the six groups, `overall/name`, `buffer/...`, `time/...` and
 `update/...`; values are floats, ready for one batched MLflow call.

@@ -1,4 +1,4 @@
-"""The seeding stage of a run (reference §6.2, §6.4): before iteration 1, the base model proposes
+"""The seeding stage of a run (docs/algorithm.md §8.2, §8.4): before iteration 1, the base model proposes
 tasks until each pool holds `rollout.batch_size x buffer.seed_batch_factor` (paper: 256).
 
 Deduction/abduction: from the identity triplet, batches of propose prompts (abduction, then

@@ -227,7 +227,7 @@ def mc_rollouts(res: Resources, step: int) -> None:
     task types' rollouts are one engine call (`rollout.merge_calls`), each with its own seed.
 
     A task whose solve prompt is over the length limit gets solve rate 0 and stays out of the
-    buffer (reference §5.2, step 4).
+    buffer (docs/algorithm.md §7.2, step 4).
     """
     from azr.engine.rollout.transformers_backend import GenerationRequest
 

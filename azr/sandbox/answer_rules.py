@@ -1,4 +1,4 @@
-"""What counts as a right answer (reference §4.4): the algorithm's rules, not the sandbox's plumbing.
+"""What counts as a right answer (docs/algorithm.md §6.3): the algorithm's rules, not the sandbox's plumbing.
 
 Pure and standard library only: the sandbox worker imports it (inside the sandbox it is loaded
 from the source the executor sends, so the sandbox needs nothing from the project).
@@ -267,7 +267,7 @@ def gold_value(gold: str, evaluated: object) -> tuple[bool, object]:
 
 def call_matches(gold: str, gold_evaluated: object, output: str, output_value: object) -> bool:
     """Does one call's result (its repr and its tree) equal the gold output? Abduction and
-    each hidden pair of induction (reference §4.4: `gold == f(answer)`)."""
+    each hidden pair of induction (docs/algorithm.md §6.3: `gold == f(answer)`)."""
     if values_equal(gold, output):
         return True
     ok_gold, expected = gold_value(gold, gold_evaluated)
@@ -280,7 +280,7 @@ def call_matches(gold: str, gold_evaluated: object, output: str, output_value: o
 
 
 def deduction_matches(gold: str, gold_evaluated: object, answer: str, answer_evaluated: object) -> bool:
-    """Is the predicted output the gold output in value (reference §4.4)?
+    """Is the predicted output the gold output in value (docs/algorithm.md §6.3)?
 
     The gold's own text counts too when the gold child confirmed it is the whole repr of the
     value (not a truncated one): `defaultdict(<class 'int'>, {...})` cannot be evaluated.

@@ -1,4 +1,4 @@
-"""The executor interface the algorithm talks to (reference §4).
+"""The executor interface the algorithm talks to (docs/algorithm.md §6).
 
 The algorithm never runs model text itself: it hands programs and answers to an `Executor`
 and gets back plain values (repr strings, statuses, verdicts). The sandbox package implements

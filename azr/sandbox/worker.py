@@ -525,7 +525,7 @@ class PackageFinder:
 
 def split_inputs(task: dict) -> list[dict]:
     """With `separate`, each input runs in a process of its own: a fresh program state and its
-    own time limit, as the original ran each input as a program of its own (reference §3.2)."""
+    own time limit, as the original ran each input as a program of its own (docs/algorithm.md §5.2)."""
     if not task.get("separate") or len(task.get("inputs", ())) <= 1:
         return [task]
     return [dict(task, inputs=[text]) for text in task["inputs"]]

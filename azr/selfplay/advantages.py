@@ -1,4 +1,4 @@
-"""Task-Relative REINFORCE++ advantages (reference §7.1).
+"""Task-Relative REINFORCE++ advantages (docs/algorithm.md §9.1).
 
 Each sequence has one scalar reward; with gamma = 1 every response token carries it as its
 return. Returns are whitened over all response tokens of one (task, role) group: the mean and

@@ -1,6 +1,6 @@
-"""The task buffers and the data selection of self-play (reference §6.1, §6.4-§6.8).
+"""The task buffers and the data selection of self-play (docs/algorithm.md §8.1, §8.4-§8.8).
 
-One `TaskBuffer` per task type holds every valid proposal in insertion order (no dedup, §11.12)
+One `TaskBuffer` per task type holds every valid proposal in insertion order (no dedup, docs/algorithm.md §8.6)
 with per-step addition counters. `Buffers` groups the three with the single random Generator
 that drives every sampling decision, so one seed reproduces a run.
 
@@ -56,7 +56,7 @@ class BufferStoreError(RuntimeError):
 class TaskBuffer:
     """Entries of one task type in insertion order, with how many were added at each step.
 
-    The counters include entries the cap dropped: the original counts them as "recent" (§6.6),
+    The counters include entries the cap dropped: the original counts them as "recent" (docs/algorithm.md §8.6),
     which is what makes `max_new` fall back to old entries once a `keep_oldest` buffer is full.
     """
 
@@ -129,9 +129,9 @@ class Buffers:
 
     @classmethod
     def initial(cls, config: BufferConfig, seed: int) -> Buffers:
-        """Buffers at step 0: the seed files when configured, the zero tasks otherwise (§6.4).
+        """Buffers at step 0: the seed files when configured, the zero tasks otherwise (docs/algorithm.md §8.4).
 
-        The same I/O seeds go into both the abduction and the deduction buffer (§11.13).
+        The same I/O seeds go into both the abduction and the deduction buffer (docs/algorithm.md §8.4).
         """
         io_seeds: list[BufferEntry] = (
             list(load_io_seeds(config.seed_io_file, config.seed_limit))
@@ -158,7 +158,7 @@ class Buffers:
     # ----------------------------------------------------------------------------- sampling
 
     def sample_references(self, task_type: TaskType, k: int) -> list[Triplet]:
-        """K = min(k, candidates) distinct references for a propose prompt (§6.5).
+        """K = min(k, candidates) distinct references for a propose prompt (docs/algorithm.md §8.5).
 
         Candidates are the buffer's entries (`reference_sampling: entries`, the original: a
         program stored twice is drawn more often), or its distinct contents (program, input,
@@ -187,7 +187,7 @@ class Buffers:
         return [candidates[i] for i in picked]
 
     def sample_induction_program(self) -> Triplet:
-        """One entry uniformly from abduction + deduction entries, duplicates counted (§6.5)."""
+        """One entry uniformly from abduction + deduction entries, duplicates counted (docs/algorithm.md §8.5)."""
         abduction = self.buffers[TaskType.ABDUCTION].entries
         deduction = self.buffers[TaskType.DEDUCTION].entries
         total = len(abduction) + len(deduction)
@@ -201,7 +201,7 @@ class Buffers:
     def select_solve_batch(
         self, task_type: TaskType, step: int, batch_size: int
     ) -> list[BufferEntry]:
-        """Exactly `batch_size` tasks to solve at the start of `step` (§6.7, §11.5).
+        """Exactly `batch_size` tasks to solve at the start of `step` (docs/algorithm.md §8.7, §2.5).
 
         New tasks (those added within the recent window, i.e. step - 1's proposals) come first,
         then a uniform draw from the whole buffer (it may repeat new ones), then duplicates of

@@ -1,4 +1,4 @@
-"""Curriculum metrics that need no model (reference §9.4): how big and varied the tasks are.
+"""Curriculum metrics that need no model (docs/algorithm.md §11.4): how big and varied the tasks are.
 
 All of them read program and literal text with `ast` only; nothing is evaluated.
 """

@@ -1,4 +1,4 @@
-"""Building one iteration's prompts from the buffers (reference §6.5, §6.7, §8).
+"""Building one iteration's prompts from the buffers (docs/algorithm.md §2.1, §8.5, §8.7).
 
 All prompts of an iteration are built at its start, before any generation: propose prompts
 sample references from the buffers as they stand, solve prompts take the `max_new` selection

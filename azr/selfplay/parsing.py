@@ -1,4 +1,4 @@
-"""Reading model responses (reference §2.5): format score, answer extraction, and the
+"""Reading model responses (docs/algorithm.md §4): format score, answer extraction, and the
 role-specific parsing of proposals and solutions.
 
 Nothing here executes model text; `ast.parse` only parses. Every failure carries a `Reason`.
@@ -147,7 +147,7 @@ def rename_entry_function(
 
 
 def clean_seed_program(code: str) -> str:
-    """The seeding parse options (reference §2.5): comments and docstrings removed, and only
+    """The seeding parse options (docs/algorithm.md §4.2): comments and docstrings removed, and only
     imports, functions and classes kept at the top level (`remove_after_return`).
 
     Parsed, never run; a program that does not parse is returned unchanged (validation then

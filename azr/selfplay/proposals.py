@@ -1,8 +1,8 @@
-"""From a batch of proposer responses to validated tasks and proposer rewards (§3, §5.2).
+"""From a batch of proposer responses to validated tasks and proposer rewards (docs/algorithm.md §5, §7.2).
 
 Parse each response, validate the parsed ones in one executor batch, and keep the format score
 apart: a valid program whose think/answer format is broken still enters the buffer, but earns
-the format penalty (reference §11.1).
+the format penalty (docs/algorithm.md §7.2, §8.6).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ class ProposalOutcome:
 
     @property
     def task(self) -> Triplet | InductionTask | None:
-        """The buffer entry: every valid program, whatever its format (§6.6)."""
+        """The buffer entry: every valid program, whatever its format (docs/algorithm.md §8.6)."""
         return self.validation.task
 
     @property
@@ -51,7 +51,7 @@ def check_proposals(
     """Parse and validate one propose batch, in order.
 
     `sources[i]` is the program shown to induction proposer i (required for induction);
-    `seeding` parses programs with the seeding options (reference §6.2).
+    `seeding` parses programs with the seeding options (docs/algorithm.md §4.2).
     """
     tasks = config.tasks
     determinism = config.sandbox.check_determinism

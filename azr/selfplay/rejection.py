@@ -1,6 +1,6 @@
-"""Why a response or a proposal was rejected (reference §3.5), one value per cause.
+"""Why a response or a proposal was rejected (docs/algorithm.md §5.5), one value per cause.
 
-Rewards collapse these to the rules of §5; the reasons are kept so that runs can be debugged
+Rewards collapse these to the rules of docs/algorithm.md §7; the reasons are kept so that runs can be debugged
 and logged per cause.
 """
 

@@ -1,4 +1,4 @@
-"""Reward rules (reference §5), as pure functions of already-computed verdicts.
+"""Reward rules (docs/algorithm.md §7), as pure functions of already-computed verdicts.
 
 Rewards are sequence-level scalars; the engine places them on the last response token.
 """
@@ -29,7 +29,7 @@ def solve_accuracy(task_type: TaskType, verdict: Verdict, induction_scoring: str
 
 
 def solver_reward(format_ok: bool, accuracy: float | None, config: RewardConfig) -> float:
-    """-1 for a broken format (even if right), the accuracy if > 0, else -0.5 (§5.1).
+    """-1 for a broken format (even if right), the accuracy if > 0, else -0.5 (docs/algorithm.md §7.1).
 
     A check that could not run (None) counts as wrong, as the original's `none_count`.
     """
@@ -41,7 +41,7 @@ def solver_reward(format_ok: bool, accuracy: float | None, config: RewardConfig)
 
 
 def mean_accuracy(accuracies: Sequence[float | None]) -> float:
-    """Mean over the rollouts that could be scored; 0 when none could (§4.4, §5.2)."""
+    """Mean over the rollouts that could be scored; 0 when none could (docs/algorithm.md §6.3, §7.2)."""
     scored = [a for a in accuracies if a is not None]
     return sum(scored) / len(scored) if scored else 0.0
 

@@ -1,4 +1,4 @@
-"""Zero data and seed files that fill the task buffers at step 0 (reference §6.2-§6.4).
+"""Zero data and seed files that fill the task buffers at step 0 (docs/algorithm.md §8.2-§8.4).
 
 Seed files are data, never code: programs and inputs are read as strings and validated for
 shape and type only. Nothing from a file is evaluated here; the sandbox runs programs later.
@@ -20,7 +20,7 @@ from azr.selfplay.task_records import InductionTask, Triplet
 
 IDENTITY_PROGRAM = "def f(a):\n    return a"
 
-# The identity induction problem of the original seeding (§6.2): a string, an int, a dict, a
+# The identity induction problem of the original seeding (docs/algorithm.md §8.2): a string, an int, a dict, a
 # float tuple, a string holding a nested list, and a 16-digit int. Outputs are the repr strings
 # the sandbox would produce; they are constants, so nothing is evaluated to get them.
 ZERO_INDUCTION_INPUTS: tuple[str, ...] = (

@@ -1,4 +1,4 @@
-"""Scoring solutions and estimating proposal learnability through the executor (§4.4, §5).
+"""Scoring solutions and estimating proposal learnability through the executor (docs/algorithm.md §6.3, §7).
 
 Answers are handed to the executor as data inside check objects, never spliced into source
 here. Identical checks within a call are sent once (the original cached identical answers).
@@ -87,7 +87,7 @@ def score_solutions(
     outcomes = []
     for format_ok, answer, verdict in zip(formats, answers, verdicts):
         if isinstance(answer, ParseFailure):
-            # Induction without a code block: its format score is forced to 0 (§2.5).
+            # Induction without a code block: its format score is forced to 0 (docs/algorithm.md §4.3).
             outcomes.append(SolveOutcome(False, None, None, config.format_error, answer.reason))
             continue
         accuracy = solve_accuracy(task_type, verdict, config.induction_scoring) if verdict else None
@@ -105,7 +105,7 @@ def estimate_learnability(
     config: RewardConfig,
     prefix: str = THINK_PREFIX,
 ) -> list[Learnability]:
-    """Solve rate of each task from its Monte-Carlo solver responses (§5.2).
+    """Solve rate of each task from its Monte-Carlo solver responses (docs/algorithm.md §7.2).
 
     Only the answer is extracted; the think/answer format is not required here. A rollout
     whose answer cannot be parsed scores 0; one whose check could not run is left out.

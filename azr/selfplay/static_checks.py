@@ -1,5 +1,5 @@
 """Checks on a proposal's source that need no execution: banned imports, the call of `f` on
-its input, and the `input()` guard (reference §3.1, §3.3, §3.4).
+its input, and the `input()` guard (docs/algorithm.md §5.1, §5.3, §5.4).
 
 The original matched banned entries against single module-path components, so its dotted
 entries (`os.path`, `sys.exit`, `os.environ`, `os.sys`) never matched anything. Here a dotted

@@ -14,7 +14,7 @@ class Triplet:
     """A deduction/abduction task: `output` is the sandbox's repr of `f(<input>)`.
 
     `program` is the full source (its imports at the top); `imports` repeats the import lines
-    because induction solvers get the gold program's imports prepended (reference §4.4).
+    because induction solvers get the gold program's imports prepended (docs/algorithm.md §6.3).
     """
 
     program: str
@@ -28,7 +28,7 @@ class Triplet:
 class InductionTask:
     """An induction task: a hidden program, its input/output pairs, and the proposer's message.
 
-    The first half of the pairs is shown to the solver, the rest is held out (reference §1.1).
+    The first half of the pairs is shown to the solver, the rest is held out (docs/algorithm.md §1.3).
     """
 
     program: str

@@ -1,4 +1,4 @@
-"""Task types, roles and the six TRR++ groups of AZR (reference §1).
+"""Task types, roles and the six TRR++ groups of AZR (docs/algorithm.md §1).
 
 Every row that belongs to a group carries its group name, so the names are part of the
 on-disk format: keep them stable.

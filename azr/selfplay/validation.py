@@ -1,4 +1,4 @@
-"""Validating proposed tasks (reference §3): static checks here, execution in the executor.
+"""Validating proposed tasks (docs/algorithm.md §5): static checks here, execution in the executor.
 
 Deduction/abduction proposals: banned imports -> shape of `f(<input>)` -> `input()` guard ->
 run (twice, for determinism) -> output length policy. Induction proposals run their source
@@ -49,7 +49,7 @@ class Validation:
 
 
 def truncate_output(text: str, max_chars: int) -> str:
-    """head + '...' + tail, as the original stored long outputs (reference §3.1)."""
+    """head + '...' + tail, as the original stored long outputs (docs/algorithm.md §6.4)."""
     if len(text) <= max_chars:
         return text
     half = max_chars // 2
@@ -131,7 +131,7 @@ def validate_induction_proposals(
 ) -> list[Validation]:
     """Validate induction proposals against the program each was shown (`sources[i]`).
 
-    The program came from the buffer, so no banned-import check (reference §3.2).
+    The program came from the buffer, so no banned-import check (docs/algorithm.md §5.2).
     """
     if len(proposals) != len(sources):
         raise ValueError(f"{len(proposals)} induction proposals but {len(sources)} source programs")

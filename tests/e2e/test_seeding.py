@@ -1,4 +1,4 @@
-"""The seeding stage (reference §6.2, §6.4) on the tiny policy with scripted proposals and the
+"""The seeding stage (docs/algorithm.md §8.2, §8.4) on the tiny policy with scripted proposals and the
 real sandbox: it fills the pools to batch_size x seed_batch_factor, resumes after kill -9 to the
 same pools, logs its files to MLflow, is skipped by seed files, and an under-seeded paper run
 is refused before its model loads."""

@@ -1,5 +1,5 @@
 """Exactness of the sandbox: repr outputs, inputs evaluated in the program's namespace, and the
-three solver checks (reference §4.4) computed inside the sandbox."""
+three solver checks (docs/algorithm.md §6.3) computed inside the sandbox."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The executor's semantics settings (reference §3-§4): each in its original mode (the default)
+"""The executor's semantics settings (docs/algorithm.md §5-§6): each in its original mode (the default)
 and its alternative."""
 
 from __future__ import annotations

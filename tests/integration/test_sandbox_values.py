@@ -1,4 +1,4 @@
-"""Values that are not literals (reference §4.4: `gold == f(answer)` in the program's namespace):
+"""Values that are not literals (docs/algorithm.md §6.3: `gold == f(answer)` in the program's namespace):
 each is solvable by the right answer and not by a wrong one, in all three solve checks, and
 the verdict stays the trusted worker's."""
 

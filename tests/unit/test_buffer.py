@@ -1,4 +1,4 @@
-"""Task buffers, data selection and the append-only buffer log (reference §6, §11)."""
+"""Task buffers, data selection and the append-only buffer log (docs/algorithm.md §8)."""
 
 from __future__ import annotations
 
@@ -252,7 +252,7 @@ def test_full_keep_oldest_buffer_returns_old_entries_as_new() -> None:
     buffers.add_step(1, {D: [triplet("dropped")] * 3})
     assert len(buffers[D]) == 10
     batch = buffers.select_solve_batch(D, step=2, batch_size=8)
-    # The original's quirk (§6.6): dropped proposals still count as recent, so the
+    # The original's quirk (docs/algorithm.md §8.6): dropped proposals still count as recent, so the
     # "new" slice is the last 3 old entries.
     assert {e.input for e in batch[:3]} == {"7", "8", "9"}
 

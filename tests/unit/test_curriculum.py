@@ -1,4 +1,4 @@
-"""Curriculum metrics (reference §9.4) on hand-checked programs and values."""
+"""Curriculum metrics (docs/algorithm.md §11.4) on hand-checked programs and values."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Response parsing (reference §2.5): format score, answer extraction, role-specific parsing."""
+"""Response parsing (docs/algorithm.md §4): format score, answer extraction, role-specific parsing."""
 
 from __future__ import annotations
 

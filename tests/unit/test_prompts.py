@@ -1,4 +1,4 @@
-"""Structure of the prompt builders and wrappers (reference §2.1-§2.4, §11 item 17).
+"""Structure of the prompt builders and wrappers (docs/algorithm.md §3.1-§3.5).
 
 The wording is ours; these tests pin what the parsers and the replication depend on: section
 order, fence tags, the reference and pair layouts, the banned list, the call hint, the swapped

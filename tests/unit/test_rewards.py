@@ -1,4 +1,4 @@
-"""Reward rules (reference §5) and solve scoring through a scripted executor."""
+"""Reward rules (docs/algorithm.md §7) and solve scoring through a scripted executor."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def answer(text: str, formatted: bool = True) -> str:
 class TestChecks:
     def test_checks_carry_answers_as_data(self) -> None:
         # The gold program and input travel too: a gold output that is not a literal is
-        # evaluated in the program's namespace (reference §4.4).
+        # evaluated in the program's namespace (docs/algorithm.md §6.3).
         assert build_check(TaskType.DEDUCTION, TRIPLET, "'x'") == DeductionCheck("'x'", "'x'", TRIPLET.program, TRIPLET.input)
         assert build_check(TaskType.ABDUCTION, TRIPLET, "0) or (True") == AbductionCheck(
             TRIPLET.program, "'x'", "0) or (True", TRIPLET.input)

@@ -1,4 +1,4 @@
-"""Zero data and seed-file loading (reference §6.2-§6.4)."""
+"""Zero data and seed-file loading (docs/algorithm.md §8.2-§8.4)."""
 
 from __future__ import annotations
 

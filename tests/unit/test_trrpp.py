@@ -1,4 +1,4 @@
-"""TRR++ advantages (reference §7.1) against hand computations."""
+"""TRR++ advantages (docs/algorithm.md §9.1) against hand computations."""
 
 from __future__ import annotations
 

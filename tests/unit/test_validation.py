@@ -1,4 +1,4 @@
-"""Proposal validation (reference §3) against a scripted executor, and the static checks."""
+"""Proposal validation (docs/algorithm.md §5) against a scripted executor, and the static checks."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ class TestBannedImports:
             ("import numpy.random as r\ndef f(a):\n    return a", "random"),
             ("from time import sleep\ndef f(a):\n    return a", "time"),
             ("def f(a):\n    import datetime\n    return a", "datetime"),
-            # dotted entries, dead in the original (§3.3), match here
+            # dotted entries, dead in the original (docs/algorithm.md §5.3), match here
             ("import os.path\ndef f(a):\n    return a", "os.path"),
             ("from os import path\ndef f(a):\n    return a", "os.path"),
             ("from os.path import join\ndef f(a):\n    return a", "os.path"),

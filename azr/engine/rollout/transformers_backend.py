@@ -77,7 +77,7 @@ class SamplingSettings:
 
     @classmethod
     def monte_carlo(cls, rollout: RolloutConfig, *, seed: int | None = None) -> SamplingSettings:
-        """`mc_samples` solves per proposal at `mc_temperature` (sampled, reference §7.6)."""
+        """`mc_samples` solves per proposal at `mc_temperature` (sampled, docs/algorithm.md §10.4)."""
         return cls.from_rollout(rollout, n=rollout.mc_samples, temperature=rollout.mc_temperature, seed=seed)
 
 

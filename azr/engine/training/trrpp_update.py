@@ -1,4 +1,4 @@
-"""The TRR++ policy update (reference §7.2-§7.3) on Accelerate.
+"""The TRR++ policy update (docs/algorithm.md §9.2-§9.3) on Accelerate.
 
 Loss, for the groups g present in the batch (at most the six (task, role) groups), each with
 response-token set T_g of size N_g:
@@ -132,7 +132,7 @@ class UpdateMetrics:
 
 
 def make_optimizer(model: Any, trainer: TrainerConfig) -> torch.optim.Optimizer:
-    """AdamW over all parameters (reference §7.3: constant lr, decay on every weight)."""
+    """AdamW over all parameters (docs/algorithm.md §9.3: constant lr, decay on every weight)."""
     return torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad],
         lr=trainer.learning_rate,

@@ -45,7 +45,7 @@ TASK_TIMEOUT_CAP_S = 600.0  # the sandbox's outer limit for one solution (every 
 class TimeLimits:
     """Per-test limit = max(min_s, factor x the canonical solution's time on that test)."""
 
-    min_s: float = 10.0  # --min-time-limit of the paper's run_evalplus.sh (reference §9.1)
+    min_s: float = 10.0  # --min-time-limit of the paper's run_evalplus.sh (docs/algorithm.md §11.1)
     factor: float = 8.0  # --gt-time-limit-factor of the same script
 
 

@@ -40,7 +40,7 @@ from azr.eval.benchmarks.problems import EvalDataError, LiveCodeProblem
 HUB_ID = "livecodebench/code_generation_lite"
 RELEASE = "release_v5"
 RELEASE_FILES: tuple[str, ...] = ("test.jsonl", "test2.jsonl", "test3.jsonl", "test4.jsonl", "test5.jsonl")
-TEST_TIMEOUT_S = 60.0  # per test, the paper's harness (reference §9.1); tests may lower it
+TEST_TIMEOUT_S = 60.0  # per test, the paper's harness (docs/algorithm.md §11.1); tests may lower it
 TASK_TIMEOUT_CAP_S = 900.0
 MAX_DECOMPRESSED_BYTES = 1 << 30
 LCB_ID_FIELDS: tuple[str, ...] = (*ID_FIELDS, "question_id")

@@ -16,7 +16,7 @@ from azr.eval.benchmarks.loaders import (
 from azr.eval.benchmarks.problems import EvalDataError, LiveCodeProblem, Problem
 from azr.selfplay.task_types import TaskType
 
-CODE_NEW_TOKENS = 8096  # the paper's limit for the code benchmarks (reference §9.1)
+CODE_NEW_TOKENS = 8096  # the paper's limit for the code benchmarks (docs/algorithm.md §11.1)
 MATH_NEW_TOKENS = 16000  # and for the math benchmarks
 
 
@@ -106,7 +106,7 @@ SUITES: dict[str, tuple[str, ...]] = {
     "paper": ("humaneval-plus", "mbpp-plus", "livecodebench", "aime24", "aime25", "amc23", "math500",
               "minerva-math", "olympiadbench"),
 }
-"""Named sets of benchmarks; `paper` is the paper's results table (reference §9.1)."""
+"""Named sets of benchmarks; `paper` is the paper's results table (docs/algorithm.md §11.1)."""
 
 
 def expand_benchmarks(names: list[str] | tuple[str, ...]) -> list[str]:

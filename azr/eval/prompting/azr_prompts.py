@@ -2,7 +2,7 @@
 
 Two styles. `azr`: the solve prompts of training (deduction for output prediction, abduction for
 input prediction) inside the run's wrapper, read back by the training parser, so evaluation
-measures what training teaches (reference §9.3). HumanEval gets a question in the same shape,
+measures what training teaches (docs/algorithm.md §11.3). HumanEval gets a question in the same shape,
 answered in a python block. `plain`: a benchmark prompt for base models with no wrapper: an
 assertion to complete between [ANSWER] tags for CRUXEval, the bare function prompt (completed
 as text, cut at the usual stop sequences) for HumanEval.

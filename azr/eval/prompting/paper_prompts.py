@@ -1,7 +1,7 @@
 """Questions for the paper's benchmarks (code generation and math), in our own words, and how
 the answer is read back.
 
-`azr` style (the model's wrapper around the question; reference §9.1: the R1 wrapper and a
+`azr` style (the model's wrapper around the question; docs/algorithm.md §11.1: the R1 wrapper and a
 "# Task" question, answered inside <answer> with a python block for code, a \\boxed{} answer for
 math). `plain` style: for base models, the benchmark's own prompt continued as text (EvalPlus),
 or the question with the instruction and no wrapper.

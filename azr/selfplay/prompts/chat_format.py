@@ -1,4 +1,4 @@
-"""Turning a question into the exact text the model is fed (reference §2.1).
+"""Turning a question into the exact text the model is fed (docs/algorithm.md §3.1).
 
 Both wrappers end the prompt with `<think>`, so generation always continues inside the think
 block; the response parser prepends `response_prefix` to a generated response to get the full

@@ -1,4 +1,4 @@
-"""The question texts of the six (task, role) prompts (reference §2.2-§2.4).
+"""The question texts of the six (task, role) prompts (docs/algorithm.md §3.2-§3.4).
 
 The wording is our own; the structure and the markers are the original's, because the response
 parsers and the reward depend on them: the fenced block tags (```python, ```input, ```output,
@@ -18,7 +18,7 @@ from azr.selfplay.task_records import InductionTask, Triplet
 from azr.selfplay.task_types import TaskType
 
 CALL_HINT = "f(<|YOUR INPUT WILL BE PLUGGED HERE|>)"
-"""The line shown after the program in the induction propose prompt (reference §2.3)."""
+"""The line shown after the program in the induction propose prompt (docs/algorithm.md §3.3)."""
 
 REFERENCES_HEADING = "### Reference Code Snippets:"
 
@@ -37,7 +37,7 @@ _STATE_TRACKING_BULLET = (
 )
 
 # The proposer's code requirements, in the original's order. The induction solver gets the same
-# list without the state-tracking bullet (reference §2.4).
+# list without the state-tracking bullet (docs/algorithm.md §3.4).
 _CODE_REQUIREMENTS: tuple[str, ...] = (
     "- Name the entry function `f`; helper functions may be defined inside `f`.",
     "- `f` must return a value.",
@@ -80,7 +80,7 @@ def _difficulty_direction(task_type: TaskType, swap: bool) -> str:
 
     The original prompts name the other task's direction (deduction asks for a hard-to-guess
     input, abduction for a hard-to-guess output); `swap=True` keeps that for faithful
-    replication (reference §2.2, §11 item 17).
+    replication (docs/algorithm.md §3.2, §3.5).
     """
     if swap:
         other = TaskType.ABDUCTION if task_type is TaskType.DEDUCTION else TaskType.DEDUCTION
@@ -176,7 +176,7 @@ def induction_propose_prompt(program: str, num_inputs: int) -> str:
     """Ask for `num_inputs` inputs to a given program plus a message; no references, no ban list.
 
     The proposer writes no code: the program is shown with the call hint so the inputs are
-    argument lists for `f` (reference §2.3).
+    argument lists for `f` (docs/algorithm.md §3.3).
     """
     sections = [
         f"## Task: Give {num_inputs} Inputs for the Code Snippet Below That Produce Varied "
