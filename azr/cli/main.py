@@ -182,14 +182,17 @@ def prompts_build(
 def parse_response(
     response_file: Annotated[Path, typer.Argument(help="File with one model response ('-' for stdin).")],
     group: Annotated[str, typer.Option(help="Group the response belongs to, e.g. deduction_propose.")],
+    seeding: Annotated[bool, typer.Option("--seeding", help="Read a proposal as the seeding stage does "
+                                          "(with tasks.proposal_parsing: original, the whole response).")] = False,
     preset: PresetOption = None,
     set_: SetOption = None,
 ) -> None:
     """Show how a response is read: format score, answer, parsed fields or the failure reason."""
     import json
 
-    from azr.selfplay.parsing import ParseFailure, parse_generation, parse_induction_proposal, parse_program_proposal, parse_solution
-    from azr.selfplay.task_types import Group, Role, TaskType
+    from azr.selfplay.parsing import ParseFailure, parse_generation, parse_solution
+    from azr.selfplay.proposals import proposal_reading
+    from azr.selfplay.task_types import Group, Role
 
     run_config = resolve_config(preset, None, set_)
     try:
@@ -199,19 +202,15 @@ def parse_response(
         raise
     text = _read_input_text(response_file)
     generation = parse_generation(text)
-    tasks = run_config.tasks
     if parsed_group.role is Role.SOLVE:
-        parsed = parse_solution(parsed_group.task_type, generation.answer)
-    elif parsed_group.task_type is TaskType.INDUCTION:
-        parsed = parse_induction_proposal(generation.answer, tasks.induction_inputs)
+        if seeding:
+            fail("--seeding reads proposals; the seeding stage has no solve groups")
+        parsed = parse_solution(parsed_group.task_type, generation.answer, run_config.reward.solver_parsing == "original")
     else:
-        parsed = parse_program_proposal(
-            generation.answer,
-            reject_multiple_functions=tasks.reject_multiple_functions,
-            rename_function=tasks.rename_function,
-            code_location=tasks.code_location,
-        )
+        parsed = proposal_reading(parsed_group.task_type, text, generation.answer, run_config, seeding=seeding)
     result: dict[str, object] = {"group": parsed_group.name, "format_ok": generation.format_ok, "answer": generation.answer}
+    if seeding:
+        result["reads"] = "whole response" if run_config.tasks.proposal_parsing == "original" else "answer"
     if isinstance(parsed, ParseFailure):
         result.update(parsed=False, reason=parsed.reason.value, detail=parsed.detail)
     elif isinstance(parsed, str):

@@ -346,6 +346,14 @@ class TaskConfig(Section):
         description="`paper`: the original prompt texts (docs/algorithm.md §3); `small`: short prompts with "
         "one worked answer each, for small chat models (the cpu preset).",
     )
+    proposal_parsing: Literal["original", "lenient"] = Field(
+        "lenient",
+        title="Proposal parsing",
+        description="`original`: the original's expressions (the program is the first fence of any "
+        "tag, `python` optional; an empty input block is an input; a message may be empty), and "
+        "seeding reads the whole response, no <answer> needed; `lenient`: the program is the first "
+        "fence tagged python/py/python3 or untagged, seeding reads the <answer>. Paper presets: original.",
+    )
     swap_difficulty_criteria: bool = Field(
         True,
         title="Original difficulty bullet",
@@ -414,6 +422,31 @@ class SandboxConfig(Section):
         "the original ran each input as its own program (an induction proposal: 10 inputs, 10 s "
         "each); false: all inputs in one process and one time limit.",
     )
+    exception_rule: Literal["original", "any_exception"] = Field(
+        "any_exception",
+        title="Which exceptions make a run fail",
+        description="`original`: only one whose last traceback line contains 'error' (a bare "
+        "Exception, StopIteration or a custom exception leaves the proposal valid with output '', "
+        "and a solver check it interrupts is left out of the Monte-Carlo mean); `any_exception`: "
+        "every exception. Paper presets: original.",
+    )
+    determinism: Literal["two_processes", "one_process"] = Field(
+        "two_processes",
+        title="Determinism check",
+        description="With check_determinism: `two_processes` also reruns each program under another "
+        "PYTHONHASHSEED (set/dict-order outputs are invalid); `one_process`: only the second call in "
+        "the same process, all programs under `hash_seed`, as the original's workers. Paper presets: one_process.",
+    )
+    hash_seed: int = Field(
+        0, ge=0, le=4_294_967_295, title="Hash seed",
+        description="PYTHONHASHSEED of the processes that run programs, one for the whole run.",
+    )
+    numpy_repr: Literal["legacy", "native"] = Field(
+        "legacy",
+        title="numpy scalar reprs",
+        description="`legacy`: numpy prints scalars as numpy 1.x did (`5`, not `np.int64(5)`), as with "
+        "the original's pinned numpy 1.26; `native`: the installed numpy's reprs.",
+    )
     output_limit: Literal["truncate", "reject"] = Field(
         "truncate",
         title="Results over max_output_chars",
@@ -444,9 +477,19 @@ class RewardConfig(Section):
     )
     solver_parsing: Literal["original", "lenient"] = Field(
         "original", title="Solver answer parsing",
-        description="`original`: a solved program's fence has no tag or `python`, and a `# Input:`/"
-        "`# Output:` fallback takes the rest of its line; `lenient`: also `py`/`python3` fences, and "
-        "the next line after a bare heading.",
+        description="`original`: the original's expressions exactly (the last input/output fence, then "
+        "`# Input:` to the next fence, `input(...)`, `<input>`, 'the input is'; for induction the last "
+        "fence of any tag), and Monte-Carlo answers from the last <answer> of the whole response; "
+        "`lenient`: fences read by tag (`py`/`python3` programs), a heading's value on its line or the "
+        "next, and answers cut at a model-written `Assistant:`.",
+    )
+    answer_comparison: Literal["original", "namespace"] = Field(
+        "namespace",
+        title="Answer comparison",
+        description="`original`: a deduction answer and gold are evaluated alone (so `2+2` equals 4, and "
+        "Counter or inf outputs cannot be matched), a multi-line abduction answer fails as in the "
+        "original's line-split template; `namespace`: values are evaluated in the program's namespace "
+        "(Counter, deque, float('inf') outputs solvable), arithmetic is refused. Paper presets: original.",
     )
 
 

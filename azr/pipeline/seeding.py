@@ -147,13 +147,15 @@ def run_seeding(res: Resources) -> dict[str, Any]:
     res.emit("stage_started", step=0, stage="seeding")
     summary: dict[str, Any] = {"target": target}
     if config.buffer.seed_io_file is not None:
-        io_pool = load_io_seeds(config.buffer.seed_io_file, config.buffer.seed_limit)
+        io_pool = sources = load_io_seeds(config.buffer.seed_io_file, config.buffer.seed_limit)
     else:
-        io_pool, summary["io"] = _seed_io(res, target)
+        sources, summary["io"] = _seed_io(res, target)
+        io_pool = sources[:target]
         write_parquet_atomic(pa.Table.from_pylist([_triplet_row(t) for t in io_pool], schema=IO_SEED_SCHEMA),
                              directory / IO_SEED_FILE)
     if config.buffer.seed_induction_file is None:
-        induction_pool, summary["induction"] = _seed_induction(res, target, io_pool)
+        # Induction prompts draw from the whole I/O pool, before it is cut to the target (as the original).
+        induction_pool, summary["induction"] = _seed_induction(res, target, sources)
         write_parquet_atomic(pa.Table.from_pylist([_induction_row(t) for t in induction_pool],
                                                   schema=INDUCTION_SEED_SCHEMA), directory / INDUCTION_SEED_FILE)
     atomic_write_json(directory / DONE_FILE, summary)
@@ -174,7 +176,8 @@ def _start_buffers(run: RunDir, config: AZRConfig) -> Buffers:
 
 
 def _seed_io(res: Resources, target: int) -> tuple[list[Triplet], dict[str, Any]]:
-    """The deduction/abduction pool: propose batches until it holds `target` distinct tasks."""
+    """The deduction/abduction pool: propose batches until it holds `target` distinct tasks
+    (returned whole: the last batch may overshoot the target)."""
     pool: list[Triplet] = [zero_triplet()]
     seen = {_key(pool[0])}
     batch, proposed, valid = 0, 0, 0
@@ -194,7 +197,7 @@ def _seed_io(res: Resources, target: int) -> tuple[list[Triplet], dict[str, Any]
         valid += sum(bool(r["valid"]) for r in rows)
         _progress(res, "deduction/abduction", batch, len(pool), target, valid / max(proposed, 1))
         batch += 1
-    return pool[:target], {"batches": batch, "proposed": proposed, "valid": valid, "size": min(len(pool), target)}
+    return pool, {"batches": batch, "proposed": proposed, "valid": valid, "size": min(len(pool), target)}
 
 
 def _seed_induction(res: Resources, target: int, io_pool: list[Triplet]) -> tuple[list[InductionTask], dict[str, Any]]:

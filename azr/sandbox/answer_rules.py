@@ -22,6 +22,23 @@ ANSWER_DENIED_NAMES = frozenset({
 _MAX_DEPTH = 100
 
 
+def original_rule_passes(status: str, error: str) -> bool:
+    """Would the original have let this failure pass? It tested `'error' in status.lower()` on
+    the last traceback line, so an exception whose name and message lack "error" (a bare
+    Exception, StopIteration, SystemExit, a custom class, its own non-determinism exception)
+    did not count as a failure: a run stayed valid with output '', a solver check became
+    unscorable (None). Timeouts, memory, blocked access and sandbox failures never pass."""
+    import re
+
+    if status == "nondeterministic" and "same process" in error:
+        line = "Exception: Non-deterministic code"  # what the original's template raised
+    elif status == "error" and re.match(r"[A-Za-z_][\w.]*(?::|$)", error):
+        line = error.rstrip("\n").split("\n")[-1]
+    else:
+        return False
+    return "error" not in line.lower()
+
+
 def literal_value(text: str) -> tuple[bool, object]:
     """(True, value) when `text` is a Python literal, else (False, None)."""
     import ast

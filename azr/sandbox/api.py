@@ -78,6 +78,7 @@ class DeductionCheck:
     answer: str
     program: str = ""
     gold_input: str | None = None
+    comparison: str = "namespace"  # reward.answer_comparison; `original`: both texts evaluated alone
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,7 @@ class AbductionCheck:
     gold_output: str
     answer_input: str
     gold_input: str | None = None  # lets a gold output that is not a literal be rebuilt by f
+    comparison: str = "namespace"  # `original`: an answer over several lines fails, as in the original
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,7 @@ class InductionCheck:
     outputs: tuple[str, ...]
     imports: tuple[str, ...] = field(default=())  # the gold program's imports, prepended
     gold_program: str = ""  # evaluates hidden outputs that are not literals (never shown to the candidate)
+    comparison: str = "namespace"  # `original`: a hidden input over several lines fails, as in the original
 
 
 Check = Union[DeductionCheck, AbductionCheck, InductionCheck]

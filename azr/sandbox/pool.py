@@ -63,6 +63,7 @@ class Limits:
     max_output_chars: int
     max_stdout_chars: int
     output_overflow: str = "truncate"
+    numpy_repr: str = "legacy"
 
     @classmethod
     def from_config(cls, config: SandboxConfig) -> Limits:
@@ -76,6 +77,7 @@ class Limits:
             max_output_chars=config.max_output_chars,
             max_stdout_chars=config.max_stdout_chars,
             output_overflow=config.output_limit,
+            numpy_repr=config.numpy_repr,
         )
 
 
@@ -177,6 +179,8 @@ class SandboxExecutor:
     def _launch(self, determinism: bool) -> Launch:
         config = {
             "determinism": determinism,
+            "cross_process": self.config.determinism == "two_processes",
+            "hash_seed": self.config.hash_seed,
             "limits": {**self.limits.__dict__, "task_uid": task_uid_for(self.isolation),
                        "private_tmp": self.isolation != "none",
                        "packages": {"names": list(self.config.packages), "paths": self.packages}},
@@ -229,7 +233,8 @@ class SandboxExecutor:
         return [_run_result(result, len(run.inputs)) for run, result in zip(runs, self._execute(tasks))]
 
     def verify(self, checks: Sequence[Check]) -> list[Verdict]:
-        return [_verdict(result) for result in self._execute([_check_task(c) for c in checks])]
+        rule = self.config.exception_rule
+        return [_verdict(result) for result in self._execute([dict(_check_task(c), exception_rule=rule) for c in checks])]
 
     def close(self) -> None:
         self._closed = True
@@ -250,13 +255,14 @@ class SandboxExecutor:
 def _check_task(check: Check) -> dict:
     if isinstance(check, DeductionCheck):
         return {"kind": "deduction", "gold_output": check.gold_output, "answer": check.answer,
-                "program": check.program, "gold_input": check.gold_input}
+                "program": check.program, "gold_input": check.gold_input, "comparison": check.comparison}
     if isinstance(check, AbductionCheck):
         return {"kind": "abduction", "program": check.program, "gold_output": check.gold_output,
-                "answer_input": check.answer_input, "gold_input": check.gold_input}
+                "answer_input": check.answer_input, "gold_input": check.gold_input, "comparison": check.comparison}
     if isinstance(check, InductionCheck):
         return {"kind": "induction", "candidate_program": check.candidate_program, "inputs": list(check.inputs),
-                "outputs": list(check.outputs), "imports": list(check.imports), "gold_program": check.gold_program}
+                "outputs": list(check.outputs), "imports": list(check.imports), "gold_program": check.gold_program,
+                "comparison": check.comparison}
     raise TypeError(f"not a check: {type(check).__name__}")
 
 

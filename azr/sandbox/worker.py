@@ -6,8 +6,8 @@ sandbox needs nothing from the project or its virtual environment.
 Process tree inside one sandbox:
 
     worker            trusted: talks to the orchestrator (JSON), holds gold answers, compares
-      template A      a fork server with PYTHONHASHSEED=0; never sees gold answers
-      template B      the same with PYTHONHASHSEED=1, for the cross-process determinism check
+      template A      a fork server with PYTHONHASHSEED=hash_seed (0); never sees gold answers
+      template B      the same with another hash seed, for the cross-process determinism check
         task child    one per task: setsid, drop to the task uid, rlimits, run the program
 
 A template imports as little as possible: forking costs time in proportion to its memory.
@@ -202,9 +202,25 @@ def failure(exc: BaseException) -> dict:
     return {"status": "error", "error": message}
 
 
+_LEGACY_NUMPY = [False]  # set in a task child by execute_task (sandbox.numpy_repr: legacy)
+
+
+def _numpy_as_1x() -> None:
+    """Print numpy scalars as numpy 1.x did (`5`, not `np.int64(5)`): the original pinned numpy
+    1.26, so its outputs are plain literals. Only once numpy is loaded (by the program)."""
+    numpy = sys.modules.get("numpy")
+    if numpy is not None and _LEGACY_NUMPY[0]:
+        try:
+            numpy.set_printoptions(legacy="1.25")
+        except (ValueError, TypeError, AttributeError):  # numpy 1.x: already so
+            pass
+        _LEGACY_NUMPY[0] = False
+
+
 def safe_repr(value: object, limit: int, overflow: str = "reject") -> dict:
     """The repr of a result. One over `limit` characters is `output_limit`, or, with overflow
     `truncate` (the original kept such programs), its head and tail around `...`."""
+    _numpy_as_1x()
     try:
         text = repr(value)
         if type(text) is not str:
@@ -233,6 +249,7 @@ def execute_task(task: dict, limits: dict) -> dict:
     """
     output_limit = limits["max_output_chars"]
     overflow = limits.get("output_overflow", "reject")
+    _LEGACY_NUMPY[0] = limits.get("numpy_repr", "legacy") == "legacy"
     budget = 4 * output_limit
     stdout = CappedText(limits["max_stdout_chars"])
     sys.stdout = sys.stderr = stdout
@@ -606,7 +623,9 @@ class Template:
         env = {"PYTHONHASHSEED": str(hash_seed), "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
                "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         self.process = subprocess.Popen(
-            [sys.executable, "-I", "-S", "-B", "-c", own_source(), "template", marshal.dumps(limits).hex(),
+            # -I would ignore PYTHONHASHSEED (it implies -E): isolated by hand, with the
+            # environment above as the only one (-s no user site, -P no script directory).
+            [sys.executable, "-s", "-S", "-B", "-P", "-c", own_source(), "template", marshal.dumps(limits).hex(),
              RULES_SOURCE[0]],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True,
         )
@@ -652,7 +671,8 @@ class Worker:
                 current.stop()
             limits = dict(self.limits, scratch_root=self.scratch_roots[name],
                           scratch_roots=sorted(self.scratch_roots.values()))
-            self.templates[name] = Template(1 if name == "B" else 0, limits)
+            seed = int(self.config.get("hash_seed", 0))
+            self.templates[name] = Template((seed + 1) % 4294967296 if name == "B" else seed, limits)
         return self.templates[name]
 
     def _run_on(self, batches: dict[str, list[dict]]) -> dict[str, list[dict]]:
@@ -696,7 +716,9 @@ class Worker:
 
         golds = [item for item in to_run if item[1] == "gold"]
         to_run = [item for item in to_run if item[1] != "gold"]
-        twice = [p for p, (index, role, _) in enumerate(to_run) if role == "run" and tasks[index].get("determinism")]
+        cross = self.config.get("cross_process", True)
+        twice = [p for p, (index, role, _) in enumerate(to_run)
+                 if cross and role == "run" and tasks[index].get("determinism")]
         replies = self._run_on({"A": [child for _, _, child in to_run], "B": [to_run[p][2] for p in twice],
                                 "G": [child for _, _, child in golds]})
         first = replies.get("A", [])
@@ -716,7 +738,7 @@ class Worker:
     def serve(self) -> None:
         _prctl(4, 0)
         self.template("A")
-        if self.config.get("determinism", True):
+        if self.config.get("determinism", True) and self.config.get("cross_process", True):
             self.template("B")
         send_json(1, {"ready": True})
         while True:
@@ -742,6 +764,8 @@ def plan_check(task: dict, separate: bool) -> tuple[dict | None, list[tuple[str,
         gold, answer = task["gold_output"], task["answer"]
         if rules.values_equal(gold, answer):
             return _checked(1, 1), []
+        if task.get("comparison") == "original":
+            return _original_deduction(gold, answer)
         children = []
         if not rules.literal_value(answer)[0] and answer.strip() != gold.strip():  # the gold's own text: see deduction_matches
             if rules.value_violation(answer) is not None:
@@ -751,6 +775,8 @@ def plan_check(task: dict, separate: bool) -> tuple[dict | None, list[tuple[str,
             children.append(("gold", _gold_task(gold_program, [gold], [task.get("gold_input")])))
         return (None, children) if children else (_checked(0, 1), [])
     if kind == "abduction":
+        if task.get("comparison") == "original" and "\n" in task["answer_input"]:
+            return _checked(0, 1), []  # the original's line-split template breaks on it
         violation = rules.answer_violation(task["answer_input"])
         if violation:
             return {"matched": 0, "total": 1, "status": "blocked", "error": violation, "duration_ms": 0.0}, []
@@ -764,6 +790,18 @@ def plan_check(task: dict, separate: bool) -> tuple[dict | None, list[tuple[str,
     children = [("answer", answer)]
     if not all(rules.literal_value(gold)[0] for gold in golds):
         children.append(("gold", _gold_task(gold_program, golds, gold_inputs)))
+    return None, children
+
+
+def _original_deduction(gold: str, answer: str) -> tuple[dict | None, list[tuple[str, dict]]]:
+    """The original's comparison, `eval(gold) == eval(answer)` with no program: each text that
+    is not a literal is evaluated alone (arithmetic counts; a Counter or `inf` cannot be built),
+    the answer and the gold in processes of their own."""
+    children = []
+    for role, text in (("answer", answer), ("gold", gold)):
+        if not rules.literal_value(text)[0]:
+            children.append((role, {"program": "", "inputs": [], "expressions": [[text, None, True]],
+                                    "per_call_errors": True}))
     return None, children
 
 
@@ -800,10 +838,23 @@ def verdict(task: dict, parts: dict) -> dict:
     calls = result["calls"]
     if len(calls) != len(golds):  # the whole program failed: one failure stands for every call
         calls = [calls[0]] * len(golds)
-    matched = sum(1 for gold, tree, call in zip(golds, gold_trees, calls)
-                  if call.get("status") == "ok" and rules.call_matches(gold, tree, call.get("output", ""), call.get("value")))
+    original_rule = task.get("exception_rule") == "original"
+    inputs = task.get("inputs") or [task.get("answer_input", "")]
+    scores = []
+    for text, gold, tree, call in zip(inputs, golds, gold_trees, calls):
+        if task.get("comparison") == "original" and "\n" in text:
+            scores.append(0)  # a hidden input over several lines broke the original's check line
+        elif original_rule and rules.original_rule_passes(call.get("status", ""), call.get("error", "")):
+            scores.append(None)  # the original could not score it: left out of the mean
+        else:
+            scores.append(int(call.get("status") == "ok"
+                              and rules.call_matches(gold, tree, call.get("output", ""), call.get("value"))))
+    matched = sum(score for score in scores if score is not None)
+    total = sum(score is not None for score in scores)
+    if task["kind"] == "induction" and original_rule:
+        total = max(total, 1)  # with no pair scored, the original gave the candidate 0
     failed = next((c for c in calls if c.get("status") != "ok"), None)
-    return {"matched": matched, "total": len(golds), "status": failed["status"] if failed else "ok",
+    return {"matched": matched, "total": total, "status": failed["status"] if failed else "ok",
             "error": failed.get("error", "") if failed else "", "duration_ms": result.get("duration_ms", 0.0)}
 
 

@@ -20,7 +20,6 @@ _FORMAT = re.compile(r"^<think>.*?</think>\s*<answer>.*?</answer>", re.DOTALL)
 _FENCE = re.compile(r"```([^\n`]*)\n?(.*?)```", re.DOTALL)
 _TAG = re.compile(r"\s*([A-Za-z_][\w-]*)\s*")
 _CODE_TAGS = frozenset({"", "python", "py", "python3"})
-_ORIGINAL_CODE_TAGS = frozenset({"", "python"})  # the original solver parser: an optional `python` tag
 _DEF = re.compile(r"^[ \t]*def[ \t]+([A-Za-z_]\w*)[ \t]*\(", re.MULTILINE)
 _IMPORT_LINE = re.compile(r"^[ \t]*(?:import[ \t]+\S.*|from[ \t]+\S+[ \t]+import[ \t]+.+)$", re.M)
 
@@ -85,6 +84,15 @@ def parse_generation(response: str, prefix: str = THINK_PREFIX) -> Generation:
     )
 
 
+def answer_of_whole_response(response: str) -> str:
+    """The content of the last <answer> of the whole response, as the original read Monte-Carlo
+    answers (it decoded the response alone, so a model-written `Assistant:` does not cut it);
+    '' without an <answer> tag."""
+    if "<answer>" not in response:
+        return ""
+    return response.split("<answer>")[-1].split("</answer>")[0].strip()
+
+
 def fences(text: str) -> list[Fence]:
     """All fenced blocks in order. The info string counts as a tag only if it is one word."""
     blocks = []
@@ -146,26 +154,35 @@ def rename_entry_function(
     return re.sub(rf"\b{re.escape(target)}\s*\(", "f(", code)
 
 
-def clean_seed_program(code: str) -> str:
-    """The seeding parse options (docs/algorithm.md §4.2): comments and docstrings removed, and only
-    imports, functions and classes kept at the top level (`remove_after_return`).
+def _without_blank_lines(code: str) -> str:
+    return "\n".join(line.rstrip() for line in code.split("\n") if line.strip())
 
-    Parsed, never run; a program that does not parse is returned unchanged (validation then
-    rejects it).
+
+def clean_seed_program(code: str) -> str:
+    """The seeding parse options (docs/algorithm.md §4.2), as the original applies them in turn:
+    comments and every leading string statement of the module, each function and each class
+    removed, then only imports, functions and classes kept at the top level
+    (`remove_after_return`); blank lines dropped after each. A step whose input does not parse
+    leaves it unchanged. Parsed, never run.
     """
+    try:
+        tree = ast.parse(code)
+    except AST_ERRORS:
+        return code
+    scopes = (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+    for node in ast.walk(tree):
+        if isinstance(node, scopes):
+            while node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant) \
+                    and isinstance(node.body[0].value.value, str):
+                node.body.pop(0)
+    code = _without_blank_lines(ast.unparse(tree))
     try:
         tree = ast.parse(code)
     except AST_ERRORS:
         return code
     keep = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
     tree.body = [node for node in tree.body if isinstance(node, keep)]
-    for node in ast.walk(tree):
-        body = getattr(node, "body", None)
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and body:
-            first = body[0]
-            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
-                node.body = body[1:] or [ast.Pass()]
-    return ast.unparse(tree)
+    return _without_blank_lines(ast.unparse(tree))
 
 
 def parse_program_proposal(
@@ -202,9 +219,10 @@ def parse_program_proposal(
     if not input_text:
         return ParseFailure(Reason.NO_INPUT_BLOCK, "no ```input block and no '# Input:' line")
     program = rename_entry_function(code, names, rename_function)
+    imports = collect_imports(program)  # before cleaning, as the original
     if seeding:
         program = clean_seed_program(program)
-    return ProgramProposal(program=program, input=input_text, imports=collect_imports(program))
+    return ProgramProposal(program=program, input=input_text, imports=imports)
 
 
 def parse_induction_proposal(answer: str, num_inputs: int) -> InductionProposal | ParseFailure:
@@ -224,6 +242,88 @@ def parse_induction_proposal(answer: str, num_inputs: int) -> InductionProposal 
     if not message:
         return ParseFailure(Reason.NO_MESSAGE, "no ```message block, <message> tag or '# Message:'")
     return InductionProposal(inputs=tuple(inputs[-num_inputs:]), message=message)
+
+
+# ---------------------------------------------------------------- the original's expressions
+# The original read answers with these regular expressions (case-insensitive, `.` matching
+# newlines); `original` parsing uses them as they are, so that every odd answer is read the same.
+_ORIGINAL_FLAGS = re.DOTALL | re.IGNORECASE
+_ORIGINAL_CODE = re.compile(r"```(?:python\s*)?\n?(.*?)\n?```", _ORIGINAL_FLAGS)
+
+
+def _original_block(kind: str) -> re.Pattern[str]:
+    return re.compile(rf"```{kind}\s*\n?(.*?)\n?```", _ORIGINAL_FLAGS)
+
+
+def _original_heading(kind: str) -> re.Pattern[str]:
+    """`# Input:` and everything after it up to the next fence or the end of the text."""
+    return re.compile(rf"# {kind}:\s*(.*?)(?=\n```|$)", _ORIGINAL_FLAGS)
+
+
+def _original_solver_value(answer: str, kind: Literal["input", "output"]) -> str:
+    """The solver's input/output as the original read it: the last match of the first pattern
+    that matches at all, unstripped (quotes and spacing kept), else the whole answer."""
+    patterns = (
+        _original_block(kind),
+        _original_heading(kind.capitalize()),
+        re.compile(rf"{kind}\s*\((.*?)\)", _ORIGINAL_FLAGS),
+        re.compile(rf"<{kind}>\s*(.*?)(?:</{kind}>|\s*$)", _ORIGINAL_FLAGS),
+        re.compile(rf"the {kind} is\s*(.*?)\.?$", _ORIGINAL_FLAGS),
+    )
+    for pattern in patterns:
+        matches = list(pattern.finditer(answer))
+        if matches:
+            return matches[-1].group(1)
+    return answer
+
+
+def parse_program_proposal_original(
+    text: str,
+    *,
+    reject_multiple_functions: bool = True,
+    rename_function: Literal["not_first", "any_last"] = "not_first",
+    code_location: Literal["first", "last"] = "first",
+    seeding: bool = False,
+) -> ProgramProposal | ParseFailure:
+    """Program + one input read with the original's expressions (`tasks.proposal_parsing: original`).
+
+    The program is the first fence of any tag (the `python` tag optional, so a ```python3 block
+    keeps a stray `3` line and an ```input block written first becomes the "program"); the input
+    is the first input block, even an empty one, else the text after `# Input:`. At seeding
+    (`seeding`) the imports are collected before the cleanup (`clean_seed_program`).
+    """
+    blocks = list(_ORIGINAL_CODE.finditer(text))
+    if not blocks:
+        return ParseFailure(Reason.NO_CODE_BLOCK, "no fenced block")
+    code = (blocks[0] if code_location == "first" else blocks[-1]).group(1).strip()
+    found = _original_block("input").search(text) or _original_heading("Input").search(text)
+    if found is None:
+        return ParseFailure(Reason.NO_INPUT_BLOCK, "no ```input block and no '# Input:'")
+    names = _DEF.findall(code)
+    if not names:
+        return ParseFailure(Reason.NO_DEF, "the code block defines no function")
+    if len(names) > 1 and reject_multiple_functions:
+        return ParseFailure(Reason.MULTI_DEF, f"{len(names)} defs: {', '.join(names)}")
+    program = rename_entry_function(code, names, rename_function)
+    imports = collect_imports(program)
+    if seeding:
+        program = clean_seed_program(program)
+    return ProgramProposal(program=program, input=found.group(1).strip(), imports=imports)
+
+
+def parse_induction_proposal_original(text: str, num_inputs: int) -> InductionProposal | ParseFailure:
+    """The last `num_inputs` input blocks and a message, read with the original's expressions:
+    the message is the first message block, else `<message>...</message>`, else the text after
+    `# Message:`; an empty one counts."""
+    inputs = [m.group(1).strip() for m in _original_block("input").finditer(text)]
+    if len(inputs) < num_inputs:
+        return ParseFailure(Reason.TOO_FEW_INPUTS, f"{len(inputs)} input blocks, {num_inputs} needed")
+    message = (_original_block("message").search(text)
+               or re.search(r"<message>\s*(.*?)\s*</message>", text, _ORIGINAL_FLAGS)
+               or _original_heading("Message").search(text))
+    if message is None:
+        return ParseFailure(Reason.NO_MESSAGE, "no ```message block, <message> tag or '# Message:'")
+    return InductionProposal(inputs=tuple(inputs[-num_inputs:]), message=message.group(1).strip())
 
 
 def _fallback_value(answer: str, kind: Literal["input", "output"], strict: bool = True) -> str:
@@ -250,16 +350,22 @@ def parse_solution(task_type: TaskType, answer: str, strict: bool = True) -> str
     """The solver's answer: an input (abduction), an output (deduction) or a program (induction).
 
     Deduction and abduction never fail here (their format depends only on the think/answer
-    structure); induction fails without a code block, which forces format score 0. `strict`
-    reads answers as the original did (`reward.solver_parsing: original`): a program's fence
-    has no tag or `python`, and a `# Input:` heading counts only with its value on its line.
+    structure); induction fails without a fenced block, which forces format score 0. `strict`
+    reads answers exactly as the original did (`reward.solver_parsing: original`); otherwise
+    the lenient reading: fences by tag, a heading's value on its line or the next.
     """
+    if strict:
+        if task_type is TaskType.INDUCTION:
+            blocks = list(_ORIGINAL_CODE.finditer(answer))
+            if not blocks:
+                return ParseFailure(Reason.NO_CODE_BLOCK, "no fenced block in the answer")
+            return blocks[-1].group(1).strip()
+        return _original_solver_value(answer, "input" if task_type is TaskType.ABDUCTION else "output")
     if task_type is TaskType.ABDUCTION:
         return _fallback_value(answer, "input", strict)
     if task_type is TaskType.DEDUCTION:
         return _fallback_value(answer, "output", strict)
-    tags = _ORIGINAL_CODE_TAGS if strict else _CODE_TAGS
-    code = next((b.body for b in reversed(fences(answer)) if b.tag in tags), None)
+    code = next((b.body for b in reversed(fences(answer)) if b.tag in _CODE_TAGS), None)
     if code is None or not code.strip():
         return ParseFailure(Reason.NO_CODE_BLOCK, "no python block in the answer")
     return code

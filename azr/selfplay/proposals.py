@@ -12,7 +12,17 @@ from collections.abc import Sequence
 
 from azr.config.schema import AZRConfig
 from azr.sandbox.api import Executor
-from azr.selfplay.parsing import THINK_PREFIX, ParseFailure, parse_generation, parse_induction_proposal, parse_program_proposal
+from azr.selfplay.parsing import (
+    THINK_PREFIX,
+    InductionProposal,
+    ParseFailure,
+    ProgramProposal,
+    parse_generation,
+    parse_induction_proposal,
+    parse_induction_proposal_original,
+    parse_program_proposal,
+    parse_program_proposal_original,
+)
 from azr.selfplay.rejection import Reason
 from azr.selfplay.task_records import InductionTask, Triplet
 from azr.selfplay.rewards import proposer_reward
@@ -54,30 +64,21 @@ def check_proposals(
     `seeding` parses programs with the seeding options (docs/algorithm.md §4.2).
     """
     tasks = config.tasks
-    determinism = config.sandbox.check_determinism
+    determinism, rule = config.sandbox.check_determinism, config.sandbox.exception_rule
     generations = [parse_generation(r, prefix) for r in responses]
-    if task_type is TaskType.INDUCTION:
-        if sources is None or len(sources) != len(responses):
-            raise ValueError("induction proposals need the source program of each prompt")
-        parsed = [parse_induction_proposal(g.answer, tasks.induction_inputs) for g in generations]
-    else:
-        parsed = [
-            parse_program_proposal(
-                g.answer,
-                reject_multiple_functions=tasks.reject_multiple_functions,
-                rename_function=tasks.rename_function,
-                code_location=tasks.code_location,
-                seeding=seeding,
-            )
-            for g in generations
-        ]
+    if task_type is TaskType.INDUCTION and (sources is None or len(sources) != len(responses)):
+        raise ValueError("induction proposals need the source program of each prompt")
+    parsed = [proposal_reading(task_type, response, generation.answer, config, seeding)
+              for response, generation in zip(responses, generations)]
     ok = [i for i, p in enumerate(parsed) if not isinstance(p, ParseFailure)]
     if task_type is TaskType.INDUCTION:
         validated = validate_induction_proposals(
-            [parsed[i] for i in ok], [sources[i] for i in ok], executor, tasks, check_determinism=determinism
+            [parsed[i] for i in ok], [sources[i] for i in ok], executor, tasks, check_determinism=determinism,
+            exception_rule=rule,
         )
     else:
-        validated = validate_program_proposals([parsed[i] for i in ok], executor, tasks, check_determinism=determinism)
+        validated = validate_program_proposals([parsed[i] for i in ok], executor, tasks, check_determinism=determinism,
+                                               exception_rule=rule)
     by_index = dict(zip(ok, validated))
     outcomes = []
     for i, (generation, item) in enumerate(zip(generations, parsed)):
@@ -87,6 +88,26 @@ def check_proposals(
             validation = by_index[i]
         outcomes.append(ProposalOutcome(generation.format_ok, validation))
     return outcomes
+
+
+def proposal_reading(
+    task_type: TaskType, response: str, answer: str, config: AZRConfig, seeding: bool = False
+) -> ProgramProposal | InductionProposal | ParseFailure:
+    """One proposal parsed as `tasks.proposal_parsing` says. With `original`, a seeding response
+    is read whole, as the original parsed the decoded response (no <answer> needed, a draft
+    block inside <think> counts); at self-play only its <answer> content is read."""
+    tasks = config.tasks
+    original = tasks.proposal_parsing == "original"
+    text = response if original and seeding else answer
+    if task_type is TaskType.INDUCTION:
+        if original:
+            return parse_induction_proposal_original(text, tasks.induction_inputs)
+        return parse_induction_proposal(text, tasks.induction_inputs)
+    options = dict(reject_multiple_functions=tasks.reject_multiple_functions, rename_function=tasks.rename_function,
+                   code_location=tasks.code_location, seeding=seeding)
+    if original:
+        return parse_program_proposal_original(text, **options)
+    return parse_program_proposal(text, **options)
 
 
 def proposal_rewards(

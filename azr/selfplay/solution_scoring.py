@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from azr.config.schema import RewardConfig
 from azr.sandbox.api import AbductionCheck, Check, DeductionCheck, Executor, InductionCheck, Verdict
-from azr.selfplay.parsing import THINK_PREFIX, ParseFailure, parse_generation, parse_solution
+from azr.selfplay.parsing import THINK_PREFIX, ParseFailure, answer_of_whole_response, parse_generation, parse_solution
 from azr.selfplay.rejection import Reason
 from azr.selfplay.task_records import InductionTask, Triplet
 from azr.selfplay.rewards import mean_accuracy, solve_accuracy, solver_reward
@@ -33,8 +33,9 @@ class Learnability:
     scored: int  # rollouts that could be scored
 
 
-def build_check(task_type: TaskType, task: Triplet | InductionTask, answer: str) -> Check:
-    """The executor check that decides whether `answer` solves `task`."""
+def build_check(task_type: TaskType, task: Triplet | InductionTask, answer: str, comparison: str = "namespace") -> Check:
+    """The executor check that decides whether `answer` solves `task`; `comparison` is
+    `reward.answer_comparison`."""
     expected = InductionTask if task_type is TaskType.INDUCTION else Triplet
     if not isinstance(task, expected):
         raise TypeError(f"a {task_type.value} check needs a {expected.__name__}, got {type(task).__name__}")
@@ -46,10 +47,13 @@ def build_check(task_type: TaskType, task: Triplet | InductionTask, answer: str)
             outputs=tuple(o for _, o in hidden),
             imports=task.imports,
             gold_program=task.program,
+            comparison=comparison,
         )
     if task_type is TaskType.DEDUCTION:
-        return DeductionCheck(gold_output=task.output, answer=answer, program=task.program, gold_input=task.input)
-    return AbductionCheck(program=task.program, gold_output=task.output, answer_input=answer, gold_input=task.input)
+        return DeductionCheck(gold_output=task.output, answer=answer, program=task.program, gold_input=task.input,
+                              comparison=comparison)
+    return AbductionCheck(program=task.program, gold_output=task.output, answer_input=answer, gold_input=task.input,
+                          comparison=comparison)
 
 
 def verify_unique(executor: Executor, checks: Sequence[Check | None]) -> list[Verdict | None]:
@@ -61,15 +65,20 @@ def verify_unique(executor: Executor, checks: Sequence[Check | None]) -> list[Ve
 
 def _parse_answers(
     task_type: TaskType, tasks: Sequence[Triplet | InductionTask], responses: Sequence[str], prefix: str,
-    strict: bool = True,
+    config: RewardConfig, monte_carlo: bool = False,
 ) -> tuple[list[bool], list[str | ParseFailure], list[Check | None]]:
+    """Format, parsed answer and check of each response. With `solver_parsing: original`, a
+    Monte-Carlo answer is the last <answer> of the whole response, as the original read them."""
+    strict = config.solver_parsing == "original"
     formats, answers, checks = [], [], []
     for task, response in zip(tasks, responses, strict=True):
         generation = parse_generation(response, prefix)
-        answer = parse_solution(task_type, generation.answer, strict)
+        content = answer_of_whole_response(response) if monte_carlo and strict else generation.answer
+        answer = parse_solution(task_type, content, strict)
         formats.append(generation.format_ok)
         answers.append(answer)
-        checks.append(None if isinstance(answer, ParseFailure) else build_check(task_type, task, answer))
+        checks.append(None if isinstance(answer, ParseFailure)
+                      else build_check(task_type, task, answer, config.answer_comparison))
     return formats, answers, checks
 
 
@@ -82,7 +91,7 @@ def score_solutions(
     prefix: str = THINK_PREFIX,
 ) -> list[SolveOutcome]:
     """Solver rewards for one solve batch: response i answers task i."""
-    formats, answers, checks = _parse_answers(task_type, tasks, responses, prefix, config.solver_parsing == "original")
+    formats, answers, checks = _parse_answers(task_type, tasks, responses, prefix, config)
     verdicts = verify_unique(executor, checks)
     outcomes = []
     for format_ok, answer, verdict in zip(formats, answers, verdicts):
@@ -112,8 +121,7 @@ def estimate_learnability(
     """
     flat_tasks = [task for task, samples in zip(tasks, rollouts, strict=True) for _ in samples]
     flat_responses = [response for samples in rollouts for response in samples]
-    _, answers, checks = _parse_answers(task_type, flat_tasks, flat_responses, prefix,
-                                        config.solver_parsing == "original")
+    _, answers, checks = _parse_answers(task_type, flat_tasks, flat_responses, prefix, config, monte_carlo=True)
     verdicts = verify_unique(executor, checks)
     accuracies: list[float | None] = []
     for answer, verdict in zip(answers, verdicts):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from collections.abc import Sequence
 
 from azr.config.schema import TaskConfig
+from azr.sandbox.answer_rules import original_rule_passes
 from azr.sandbox.api import CallResult, ExecStatus, Executor, ProgramRun
 from azr.selfplay.parsing import InductionProposal, ProgramProposal
 from azr.selfplay.rejection import Reason
@@ -56,6 +57,16 @@ def truncate_output(text: str, max_chars: int) -> str:
     return text[:half] + "..." + text[-half:]
 
 
+def _output_or_failure(call: CallResult, exception_rule: str) -> CallResult | None:
+    """The call as validation reads it: a failure the original rule lets pass becomes an OK
+    call with output ''; None for a real failure."""
+    if call.status is ExecStatus.OK:
+        return call
+    if exception_rule == "original" and original_rule_passes(call.status.value, call.error):
+        return CallResult(ExecStatus.OK, "", call.error)
+    return None
+
+
 def _failure_of(call: CallResult) -> Validation:
     return Validation(None, _STATUS_REASONS[call.status], call.error)
 
@@ -91,8 +102,11 @@ def validate_program_proposals(
     tasks: TaskConfig,
     *,
     check_determinism: bool = True,
+    exception_rule: str = "any_exception",
 ) -> list[Validation]:
-    """Validate deduction/abduction proposals; valid ones become `Triplet`s (step 0)."""
+    """Validate deduction/abduction proposals; valid ones become `Triplet`s (step 0).
+
+    `exception_rule` is `sandbox.exception_rule` (`original_rule_passes`)."""
     results: list[Validation | None] = []
     runs: list[ProgramRun] = []
     for proposal in proposals:
@@ -107,11 +121,14 @@ def validate_program_proposals(
             final.append(static)
             continue
         run = next(executed)
-        failure = run.first_failure
-        if failure is not None or not run.calls:
-            final.append(_failure_of(failure) if failure else Validation(None, Reason.RUNTIME_ERROR, "no result"))
+        if not run.calls:
+            final.append(Validation(None, Reason.RUNTIME_ERROR, "no result"))
             continue
-        output = _apply_output_policy(run.calls[0].output, tasks)
+        call = _output_or_failure(run.calls[0], exception_rule)
+        if call is None:
+            final.append(_failure_of(run.calls[0]))
+            continue
+        output = _apply_output_policy(call.output, tasks)
         if isinstance(output, Validation):
             final.append(output)
             continue
@@ -128,6 +145,7 @@ def validate_induction_proposals(
     tasks: TaskConfig,
     *,
     check_determinism: bool = True,
+    exception_rule: str = "any_exception",
 ) -> list[Validation]:
     """Validate induction proposals against the program each was shown (`sources[i]`).
 
@@ -149,11 +167,15 @@ def validate_induction_proposals(
             final.append(static)
             continue
         run = next(executed)
-        failure = run.first_failure
-        if failure is not None or len(run.calls) != len(proposal.inputs):
-            final.append(_failure_of(failure) if failure else Validation(None, Reason.RUNTIME_ERROR, "missing results"))
+        if len(run.calls) != len(proposal.inputs):
+            final.append(Validation(None, Reason.RUNTIME_ERROR, "missing results"))
             continue
-        outputs = [_apply_output_policy(call.output, tasks) for call in run.calls]
+        calls = [_output_or_failure(call, exception_rule) for call in run.calls]
+        failed = next((raw for raw, call in zip(run.calls, calls) if call is None), None)
+        if failed is not None:
+            final.append(_failure_of(failed))
+            continue
+        outputs = [_apply_output_policy(call.output, tasks) for call in calls if call is not None]
         rejected = next((o for o in outputs if isinstance(o, Validation)), None)
         if rejected is not None:
             final.append(rejected)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from azr.selfplay.parsing import (
@@ -186,11 +188,12 @@ class TestSolutions:
             ("call input(3, 4) works", "3, 4"),
             ("<input>'x'</input>", "'x'"),
             ("So the input is 17.", "17"),
-            ("  5  ", "5"),
+            ("  5  ", "  5  "),  # the whole answer, unstripped (the answer extraction strips it first)
         ],
     )
     def test_abduction_fallback_chain(self, answer: str, expected: str) -> None:
         assert parse_solution(TaskType.ABDUCTION, answer) == expected
+        assert parse_solution(TaskType.ABDUCTION, answer, strict=False) == expected.strip()
 
     def test_deduction_uses_output_blocks(self) -> None:
         assert parse_solution(TaskType.DEDUCTION, "```input\n1\n```\n```output\n{'a': 1}\n```") == "{'a': 1}"
@@ -222,12 +225,13 @@ def test_solver_parsing_follows_the_original_by_default() -> None:
 
     assert RewardConfig().solver_parsing == "original"
     py_fence = "```py\ndef f(a):\n    return a\n```"
-    assert isinstance(parse_solution(TaskType.INDUCTION, py_fence), ParseFailure)
+    # The original's optional `python` tag: a `py` tag stays in the code (which then fails to run).
+    assert parse_solution(TaskType.INDUCTION, py_fence) == "py\ndef f(a):\n    return a"
     assert parse_solution(TaskType.INDUCTION, py_fence, strict=False) == "def f(a):\n    return a"
     assert parse_solution(TaskType.INDUCTION, "```Python\ndef f(a):\n    return a\n```") == "def f(a):\n    return a"
     bare_heading = "so the answer is below\n# Input:\n'abc'"
     assert parse_solution(TaskType.ABDUCTION, bare_heading, strict=False) == "'abc'"
-    assert parse_solution(TaskType.ABDUCTION, bare_heading) != "'abc'"  # the original finds no value on the line
+    assert parse_solution(TaskType.ABDUCTION, bare_heading) == "'abc'"  # the original reads on to the next fence
     assert parse_solution(TaskType.ABDUCTION, "# Input: 'abc'") == "'abc'"
 
 
@@ -237,3 +241,127 @@ def test_monte_carlo_prompts_are_filtered_at_the_prompt_limit_by_default() -> No
 
     assert mc_prompt_limit(RolloutConfig()) == 6144
     assert mc_prompt_limit(RolloutConfig(mc_prompt_limit="content_max_tokens")) == 5600
+
+
+# ------------------------------------------- `original` parsing against the original's expressions (issue 24)
+# The oracle below is the original's reading, written from its regular expressions (patterns as
+# they appear there, flags DOTALL | IGNORECASE); the corpus mixes the forms models write.
+
+_ORIGINAL = re.DOTALL | re.IGNORECASE
+_SOLVER_PATTERNS = {
+    "input": [r"```input\s*\n?(.*?)\n?```", r"# Input:\s*(.*?)(?=\n```|$)", r"input\s*\((.*?)\)",
+              r"<input>\s*(.*?)(?:</input>|\s*$)", r"the input is\s*(.*?)\.?$"],
+    "output": [r"```output\s*\n?(.*?)\n?```", r"# Output:\s*(.*?)(?=\n```|$)", r"output\s*\((.*?)\)",
+               r"<output>\s*(.*?)(?:</output>|\s*$)", r"the output is\s*(.*?)\.?$"],
+}
+
+
+def _oracle_solver(content: str, kind: str) -> str:
+    for pattern in _SOLVER_PATTERNS[kind]:
+        matches = list(re.finditer(pattern, content, _ORIGINAL))
+        if matches:
+            return matches[-1].group(1)
+    return content
+
+
+def _oracle_code(content: str) -> str | None:
+    matches = list(re.finditer(r"```(?:python\s*)?\n?(.*?)\n?```", content, _ORIGINAL))
+    return matches[-1].group(1).strip() if matches else None
+
+
+def _oracle_proposal(text: str) -> tuple[str, str] | None:
+    code = re.search(r"```(?:python\s*)?\n?(.*?)\n?```", text, _ORIGINAL)
+    found = re.search(r"```input\s*\n?(.*?)\n?```", text, _ORIGINAL) or re.search(
+        r"# Input:\s*(.*?)(?=\n```|$)", text, _ORIGINAL)
+    if not code or not found:
+        return None
+    snippet = code.group(1).strip()
+    names = re.findall(r"^\s*def\s+(\w+)\s*\(", snippet, re.MULTILINE)
+    if len(names) != 1:
+        return None
+    if names[0] != "f":
+        snippet = re.sub(rf"def\s+{re.escape(names[0])}\s*\(", "def f(", snippet)
+        snippet = re.sub(rf"\b{re.escape(names[0])}\s*\(", "f(", snippet)
+    return snippet, found.group(1).strip()
+
+
+def _oracle_induction(text: str, n: int) -> tuple[tuple[str, ...], str] | None:
+    inputs = [m.group(1).strip() for m in re.finditer(r"```input\s*\n?(.*?)\n?```", text, _ORIGINAL)]
+    if len(inputs) < n:
+        return None
+    message = (re.search(r"```message\s*\n?(.*?)\n?```", text, _ORIGINAL)
+               or re.search(r"<message>\s*(.*?)\s*</message>", text, _ORIGINAL)
+               or re.search(r"# Message:\s*(.*?)(?=\n```|$)", text, _ORIGINAL))
+    return (tuple(inputs[-n:]), message.group(1).strip()) if message else None
+
+
+_VALUE_FORMS = [
+    "```input\n'a', 2\n```", "```Input\n[1, 2]\n```", "```input\n```", "```input 5```", "```input\n5\n\n```",
+    "# Input: 7", "# Input:\n'abc'", "# Input:\n'abc'\nmore words\n```python\nx\n```", "# input: 3 # comment",
+    "f(input(3))", "parse_input(4, 5)", "input ( 'x' )", "<input>'t'</input>", "<input> 9", "<INPUT>1</input>",
+    "The input is 42.", "the input is [1, 2]", "so The Input Is 'q'.\nthanks", "plain 5", "",
+    "```output\n{'a': 1}\n```", "```OUTPUT\n(1, 2)\n```", "# Output: 3.5", "# Output:\nTrue\n```output\nFalse\n```",
+    "output(7)", "<output>'o'</output>", "<output>'unterminated", "The output is None.", "```\n12\n```",
+    "```python\ndef f(x):\n    return x\n```", "```py\ndef f(x):\n    return 1\n```", "```python3\ndef g(x):\n    return 2\n```",
+    "text ```input\n1\n``` middle ```output\n2\n``` end", "```input\n1\n```\n```input\n2\n```",
+]
+_CORPUS = _VALUE_FORMS + [a + "\n" + b for a in _VALUE_FORMS[::3] for b in _VALUE_FORMS[1::4]]
+
+
+@pytest.mark.parametrize("answer", _CORPUS)
+def test_original_solver_parsing_matches_the_original(answer: str) -> None:
+    assert len(_CORPUS) > 100
+    assert parse_solution(TaskType.ABDUCTION, answer) == _oracle_solver(answer, "input")
+    assert parse_solution(TaskType.DEDUCTION, answer) == _oracle_solver(answer, "output")
+    code = parse_solution(TaskType.INDUCTION, answer)
+    assert (None if isinstance(code, ParseFailure) else code) == _oracle_code(answer)
+
+
+@pytest.mark.parametrize("answer", _CORPUS)
+def test_original_proposal_parsing_matches_the_original(answer: str) -> None:
+    from azr.selfplay.parsing import parse_induction_proposal_original, parse_program_proposal_original
+
+    parsed = parse_program_proposal_original(answer)
+    expected = _oracle_proposal(answer)
+    assert (None if isinstance(parsed, ParseFailure) else (parsed.program, parsed.input)) == expected
+    induction = parse_induction_proposal_original(answer, 2)
+    expected_induction = _oracle_induction(answer, 2)
+    got = None if isinstance(induction, ParseFailure) else (induction.inputs, induction.message)
+    assert got == expected_induction
+
+
+def test_original_proposal_parsing_quirks() -> None:
+    """What the issue lists: python3 and py fences, an empty input block, an input block first."""
+    from azr.selfplay.parsing import parse_program_proposal_original
+
+    python3 = parse_program_proposal_original("```python3\ndef g(x):\n    return x\n```\n```input\n1\n```")
+    assert not isinstance(python3, ParseFailure) and python3.program == "3\ndef f(x):\n    return x"
+    py = parse_program_proposal_original("```py\ndef f(x):\n    return x\n```\n```input\n1\n```", seeding=True)
+    assert not isinstance(py, ParseFailure) and py.program == "def f(x):\n    return x"  # seeding cleanup drops `py`
+    empty = parse_program_proposal_original("```python\ndef f(x=1):\n    return x\n```\n```input\n```")
+    assert not isinstance(empty, ParseFailure) and empty.input == ""
+    first = parse_program_proposal_original("```input\n1\n```\n```python\ndef f(x):\n    return x\n```")
+    assert isinstance(first, ParseFailure) and first.reason is Reason.NO_DEF
+
+
+def test_seeding_cleanup_as_the_original() -> None:
+    """Blank lines dropped, every leading string removed, imports collected before cleaning."""
+    from azr.selfplay.parsing import parse_program_proposal_original
+
+    response = ('<think>draft\n```python\nimport math\n"""module doc"""\n"""second"""\n\ndef solve(x):\n'
+                '    """doc"""\n    "more"\n\n    return math.floor(x)\nprint(solve(2))\n```\n</think>\n'
+                "```input\n2.5\n```")
+    parsed = parse_program_proposal_original(response, seeding=True)
+    assert not isinstance(parsed, ParseFailure)
+    assert parsed.program == "import math\n\ndef f(x):\n    return math.floor(x)".replace("\n\n", "\n")
+    assert parsed.imports == ("import math",)
+    assert parsed.input == "2.5"
+
+
+def test_monte_carlo_reads_the_last_answer_of_the_whole_response() -> None:
+    from azr.selfplay.parsing import answer_of_whole_response, parse_generation
+
+    response = "x</think><answer>1</answer>\nAssistant: again <answer>2</answer>"
+    assert parse_generation(response).answer == "1"  # cut at the model-written Assistant:
+    assert answer_of_whole_response(response) == "2"
+    assert answer_of_whole_response("no tag") == ""
