@@ -4,7 +4,7 @@ Trains `--iterations` iterations of a preset into a fresh folder (or measures a 
 with `--run-dir`), then prints the bytes of: the stage files per iteration (mean, min, max),
 the checkpoints kept, the buffer, MLflow's run artifacts per iteration (samples, the Parquet
 files of logged iterations, config), each logged model, and the SQLite store. These are the
-figures README's "Disk use" quotes; sizes are file sizes (du --apparent-size), exact, not timed.
+figures docs/benchmarks.md ("Disk use of a run") quotes; sizes are file sizes (du --apparent-size), exact, not timed.
 
     python benchmarks/disk_use.py --preset tiny --iterations 6 -s tracking.log_checkpoint_every=2
     python benchmarks/disk_use.py --run-dir runs/cpu-20261201-1100

@@ -1,7 +1,7 @@
 """The two vLLM layouts on GPUs, on a small model: tokens/s, weight-sync seconds, peak memory per GPU.
 
 NOT RUN YET: written in a session without a GPU. It is one prepared script for the first
-session that has one; run it in one go and paste its figures into README.md / the issue.
+session that has one; run it in one go and paste its figures into docs/benchmarks.md / the issue.
 
 - hybrid: vLLM colocated with the trainer (`rollout.vllm.mode colocate`): sleep mode frees
   vLLM's memory during the update, the new weights are streamed into it tensor by tensor.

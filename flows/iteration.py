@@ -1,4 +1,4 @@
-"""One self-play iteration as a Prefect flow: the eight stages of DESIGN.md as tasks, in order.
+"""One self-play iteration as a Prefect flow: the stages of docs/architecture.md as tasks, in order.
 
 It runs inside a training flow run, whose process holds the engine client, the executor and the
 buffers (azr.pipeline.context); the tasks pass only the iteration number and file paths.

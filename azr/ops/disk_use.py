@@ -1,6 +1,6 @@
 """How much disk a run needs, and a check against the free space before it is spent.
 
-What a run writes (README, "Disk use"): per iteration its stage files and their MLflow samples
+What a run writes (docs/memory-and-disk.md; figures in docs/benchmarks.md): per iteration its stage files and their MLflow samples
 (growing with batch size and response length); at every checkpoint the checkpoint itself (the
 export in the compute dtype, plus the training state: three copies of the parameters in the
 master dtype); every `tracking.log_checkpoint_every` iterations a logged MLflow model (a copy
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from azr.config.schema import AZRConfig
 
-# Measured with benchmarks/disk_use.py (README, "Disk use"): the stage files of one iteration hold
+# Measured with benchmarks/disk_use.py (docs/benchmarks.md, "Disk use of a run"): the stage files of one iteration hold
 # about this much per sequence besides its response (the prompt text dominates: references and
 # the worked example), and each response token costs its text and its token id.
 PROMPT_BYTES_PER_SEQUENCE = 8_000

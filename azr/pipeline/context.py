@@ -1,5 +1,5 @@
 """What the stages of a run share in its process: config, run directory, policy, executor,
-buffers. Built once per run and reached through one accessor (DESIGN.md, process model), so
+buffers. Built once per run and reached through one accessor (docs/architecture.md, process model), so
 Prefect tasks receive only paths and small values."""
 
 from __future__ import annotations

@@ -99,7 +99,7 @@ def open_resources(run: RunDir, config: AZRConfig, *, on_event: ProgressHook | N
     plan = plan_resume(run, config)  # a run that cannot be resumed is refused before the model loads
     prepare_resume(run, plan)
     buffers = None if plan.rebuild_buffer_from is not None else load_buffers(run, config)  # an under-seeded run is refused here
-    policy = policy or EngineClient.start(config, run.root)  # the engine process group (DESIGN.md)
+    policy = policy or EngineClient.start(config, run.root)  # the engine process group (docs/architecture.md)
     try:
         executor = executor or SandboxExecutor.from_run_config(config)
         wrapper = make_wrapper(config.model.prompt_wrapper, policy.tokenizer, config.tasks.prompt_profile)

@@ -127,7 +127,7 @@ class RunDir:
 
 
 def default_tracking(run: RunDir) -> tuple[str, Path]:
-    """SQLite store and artifact folder beside the run directory (DESIGN.md)."""
+    """SQLite store and artifact folder beside the run directory (docs/prefect-and-mlflow.md)."""
     parent = run.root.resolve().parent
     return f"sqlite:///{parent / 'mlflow.db'}", parent / "mlartifacts"
 

@@ -62,3 +62,61 @@ def test_citations_name_the_document() -> None:
             if OLD_CITATION in line:
                 stale.append(f"{path.relative_to(ROOT)}:{lineno}")
     assert not stale, "citations of the old reference:\n" + "\n".join(stale)
+
+
+README = ROOT / "README.md"
+DOCS = ROOT / "docs"
+MAKEFILE = ROOT / "Makefile"
+README_MAX_LINES = 150
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+MAKE_COMMAND = re.compile(r"`?\bmake ([a-z][\w-]*)")
+
+
+def _markdown_pages() -> list[Path]:
+    return [README, *sorted(DOCS.glob("*.md"))]
+
+
+def _slug(heading: str) -> str:
+    """The anchor GitHub gives a heading: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def _anchors(page: Path) -> set[str]:
+    headings = re.findall(r"^#{1,6} (.+)$", page.read_text(encoding="utf-8"), re.MULTILINE)
+    return {_slug(heading) for heading in headings}
+
+
+def test_readme_is_short() -> None:
+    lines = README.read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= README_MAX_LINES, f"README.md has {len(lines)} lines; move details to docs/"
+
+
+def test_readme_commands_are_makefile_targets() -> None:
+    targets = set(re.findall(r"^([a-z][\w-]*):", MAKEFILE.read_text(encoding="utf-8"), re.MULTILINE))
+    commands = set(MAKE_COMMAND.findall(README.read_text(encoding="utf-8")))
+    assert {"run", "test"} <= commands, f"README.md must give `make run` and `make test`, found {sorted(commands)}"
+    assert commands <= targets, f"README.md names make targets the Makefile lacks: {sorted(commands - targets)}"
+
+
+def test_links_between_docs_resolve() -> None:
+    broken = []
+    for page in _markdown_pages():
+        for target in LINK.findall(page.read_text(encoding="utf-8")):
+            if re.match(r"^[a-z]+:", target):  # https:, mailto:
+                continue
+            path_part, _, anchor = target.partition("#")
+            resolved = (page.parent / path_part).resolve() if path_part else page
+            where = f"{page.relative_to(ROOT)} -> {target}"
+            if not resolved.exists():
+                broken.append(f"{where}: no such file")
+            elif anchor and resolved.suffix == ".md" and anchor not in _anchors(resolved):
+                broken.append(f"{where}: no heading with that anchor")
+    assert not broken, "broken links:\n" + "\n".join(broken)
+
+
+def test_index_lists_every_page() -> None:
+    index = (DOCS / "index.md").read_text(encoding="utf-8")
+    linked = {Path(target.partition("#")[0]).name for target in LINK.findall(index)}
+    missing = [page.name for page in DOCS.glob("*.md") if page.name != "index.md" and page.name not in linked]
+    assert not missing, f"docs/index.md does not list: {missing}"

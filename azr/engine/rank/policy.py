@@ -1,7 +1,7 @@
 """The resident policy: model, tokenizer, optimizer, accelerator and generation backend.
 
 Every rank of a run's engine builds one and keeps it across iterations (`azr.engine.rank.service`;
-DESIGN.md, process model); the controller reaches it through `azr.engine.controller.client.EngineClient`,
+docs/architecture.md, process model); the controller reaches it through `azr.engine.controller.client.EngineClient`,
 which has the same interface. Stages receive paths and small values, never models; they reach
 the policy (a client, or an in-process Policy in unit tests) through `get_policy()`, after the
 run has called `set_policy(...)`.

@@ -1,5 +1,5 @@
 """The engine: one SPMD program, started once per run by `accelerate launch`, resident until
-the run ends (DESIGN.md, process model).
+the run ends (docs/architecture.md, process model).
 
 Every rank builds the same `Policy` and executes every command collectively. Rank 0 alone
 talks to the controller (JSON over TCP, `azr.engine.protocol`); `broadcast_object_list`

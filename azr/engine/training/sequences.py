@@ -1,7 +1,7 @@
 """The TRR++ batch of an iteration, read from its scored file (`scored.parquet`).
 
 Both sides read it: the controller to see whether there is anything to train, every engine
-rank to train on it (the file is the command's payload; DESIGN.md, process model).
+rank to train on it (the file is the command's payload; docs/architecture.md, process model).
 """
 
 from __future__ import annotations
