@@ -805,27 +805,36 @@ class MonitorConfig(Section):
     window: int = Field(5, ge=2, le=100_000, title="Sliding window", description="Iterations in the window of the diversity and trend metrics.")
     min_distinct_programs: float = Field(
         0.3, ge=0.0, le=1.0, title="Diversity floor",
-        description="`diversity_collapse` fires when distinct / all valid programs over the window falls below this.",
+        description="`diversity_collapse` fires when, for one task type, distinct / all valid proposals over the window "
+        "falls below this (programs for deduction/abduction, input sets for induction).",
     )
     min_programs: int = Field(
-        8, ge=1, le=1_000_000, title="Programs for a diversity verdict",
-        description="Valid programs the window must hold before diversity is judged.",
+        8, ge=1, le=1_000_000, title="Proposals for a diversity verdict",
+        description="Valid proposals of a task type the window must hold before its diversity is judged.",
     )
     max_copy_share: float = Field(
         0.5, ge=0.0, le=1.0, title="Copying ceiling",
-        description="`reference_copying` fires when this share of an iteration's valid programs repeats a program of its prompt.",
+        description="`reference_copying` fires when this share of an iteration's valid programs repeats a program of its "
+        "prompt, up to variable names, comments and layout.",
     )
     max_step_time_growth: float = Field(
         2.0, gt=1.0, le=1000.0, title="Step-time growth",
-        description="`step_time_growth` fires when the window's mean iteration time exceeds this multiple of the first window's.",
+        description="`step_time_growth` fires when the window's mean iteration time exceeds this multiple of what the "
+        "run's own earlier trend predicts (steady growth is reported as monitor/step_time_trend, not as a finding).",
     )
     max_response_growth: float = Field(
         2.0, gt=1.0, le=1000.0, title="Response-length growth",
-        description="`response_length_growth` fires when the window's mean response length exceeds this multiple of the first window's.",
+        description="`response_length_growth` fires when the window's mean response length exceeds this multiple of what "
+        "the run's own earlier trend predicts.",
     )
     max_rss_growth_mb: float = Field(
-        2048.0, gt=0.0, le=1e7, title="Memory growth (MiB)",
-        description="`memory_growth` fires when RSS (this process and its children) rose over the whole window by more than this (MiB).",
+        2048.0, gt=0.0, le=1e7, title="Memory reserve (MiB)",
+        description="`memory_growth` fires when the RSS trend (this process and its children), continued to the run's "
+        "last iteration, would leave less than this much of the memory available now (MiB).",
+    )
+    memory_window: int = Field(
+        30, ge=5, le=100_000, title="Memory trend window",
+        description="Iterations over which `memory_growth` fits the RSS trend (a robust Theil-Sen slope).",
     )
     saturation_window: int = Field(
         50, ge=2, le=100_000, title="Saturation window",
@@ -833,7 +842,12 @@ class MonitorConfig(Section):
     )
     min_accuracy_gain: float = Field(
         0.01, ge=0.0, le=1.0, title="Saturation gain",
-        description="`saturation` fires when mean solver accuracy over the last window beats the window before by less than this.",
+        description="`saturation` fires when the mean in-training validation accuracy (eval/*/accuracy, probe/*/accuracy) "
+        "over the last window beats the window before by less than this.",
+    )
+    min_validation_points: int = Field(
+        3, ge=1, le=100_000, title="Evaluations for a saturation verdict",
+        description="Evaluations each saturation window must hold before `saturation` can fire (fewer: cannot tell).",
     )
 
 

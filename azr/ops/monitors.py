@@ -49,11 +49,62 @@ class Finding:
 # ------------------------------------------------------------------ per-iteration metrics
 
 
+class _CanonicalNames(ast.NodeTransformer):
+    """Renames every name the program binds (functions, classes, parameters, assigned and loop
+    variables) to v0, v1, ... in order of first binding; builtins, attributes and imported
+    modules keep their names, so `len(xs)` and `sum(xs)` stay different programs."""
+
+    def __init__(self, bound: list[str]) -> None:
+        self.names = {name: f"v{i}" for i, name in enumerate(dict.fromkeys(bound))}
+
+    def _rename(self, name: str) -> str:
+        return self.names.get(name, name)
+
+    def visit_Name(self, node: ast.Name) -> ast.Name:
+        node.id = self._rename(node.id)
+        return node
+
+    def visit_arg(self, node: ast.arg) -> ast.arg:
+        node.arg = self._rename(node.arg)
+        node.annotation = None
+        return node
+
+    def _visit_definition(self, node: ast.AST) -> ast.AST:
+        node.name = self._rename(node.name)  # type: ignore[attr-defined]
+        return self.generic_visit(node)
+
+    visit_FunctionDef = visit_AsyncFunctionDef = visit_ClassDef = _visit_definition
+
+
+def _bound_names(tree: ast.AST) -> list[str]:
+    """Names the program binds, in a fixed traversal order (parse only; nothing is run)."""
+    bound: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.append(node.name)
+        elif isinstance(node, ast.arg):
+            bound.append(node.arg)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
+            bound.append(node.id)
+    return bound
+
+
 def _normalised(program: str) -> str:
-    """A program's AST dump, so that whitespace or comment changes still count as a copy."""
+    """A program's AST dump with canonical names, so that whitespace, comments, docstrings and
+    renamed variables still count as a copy. Parsed with `ast`, never run."""
     try:
-        return ast.dump(ast.parse(program))
+        tree = ast.parse(program)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return program.strip()
+    for node in ast.walk(tree):  # docstrings are comments too
+        body = getattr(node, "body", None)
+        if isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and body \
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                and isinstance(body[0].value.value, str):
+            node.body = body[1:] or [ast.Pass()]
+    try:
+        return ast.dump(_CanonicalNames(_bound_names(tree)).visit(tree))
+    except RecursionError:
         return program.strip()
 
 
@@ -77,18 +128,37 @@ def _window_frames(run: RunDir, step: int, window: int) -> pd.DataFrame:
     for past in range(max(1, step - window + 1), step + 1):
         path = run.stage_path(past, "validated.parquet")
         if path.exists():
-            frames.append(pd.read_parquet(path, columns=["valid", "program", "input", "output", "inputs", "outputs"]))
+            frames.append(pd.read_parquet(path, columns=["group", "valid", "program", "input", "output", "inputs", "outputs"]))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+def _proposal_of(row: Any, induction: bool) -> str:
+    """What a proposer wrote: its program (deduction, abduction) or its set of inputs
+    (induction, whose program was drawn from the buffer and is not the proposer's)."""
+    if induction:
+        return "\x00".join(str(i) for i in (row.inputs if row.inputs is not None else ()))
+    return _normalised(row.program)
+
+
 def diversity_metrics(valid: pd.DataFrame) -> Metrics:
-    """Distinct programs, inputs and outputs among the valid proposals of the window."""
+    """Distinct proposals among the valid proposals of the window, per task type
+    (`monitor/<type>/distinct_proposals`), and distinct inputs and outputs overall."""
     if valid.empty:
         return {"monitor/window_programs": 0.0}
-    programs = [_normalised(p) for p in valid["program"].dropna()]
+    metrics: Metrics = {}
+    groups = valid["group"] if "group" in valid else pd.Series(["deduction_propose"] * len(valid), index=valid.index)
+    for group in sorted(set(groups.dropna())):
+        task_type = str(group).removesuffix("_propose")
+        rows = valid[groups == group]
+        proposals = [_proposal_of(row, task_type == "induction") for row in rows.itertuples()]
+        metrics[f"monitor/{task_type}/window_proposals"] = float(len(proposals))
+        metrics[f"monitor/{task_type}/distinct_proposals"] = distinct_ratio(proposals)
+    programs = [_normalised(p) for p, g in zip(valid["program"], groups) if p is not None and g != "induction_propose"]
+    metrics["monitor/window_programs"] = float(len(programs))
+    if programs:
+        metrics["monitor/distinct_programs"] = distinct_ratio(programs)
     inputs = valid["input"].dropna().tolist() + [i for row in valid["inputs"].dropna() for i in row]
     outputs = valid["output"].dropna().tolist() + [o for row in valid["outputs"].dropna() for o in row]
-    metrics = {"monitor/window_programs": float(len(programs)), "monitor/distinct_programs": distinct_ratio(programs)}
     if inputs:
         metrics["monitor/distinct_inputs"] = distinct_ratio(inputs)
     if outputs:
@@ -110,6 +180,7 @@ def memory_metrics() -> Metrics:
             continue
     metrics = {"monitor/rss_mb": me.memory_info().rss / 2**20, "monitor/rss_children_mb": children / 2**20}
     metrics["monitor/rss_total_mb"] = metrics["monitor/rss_mb"] + metrics["monitor/rss_children_mb"]
+    metrics["monitor/memory_available_mb"] = psutil.virtual_memory().available / 2**20
     import sys
 
     torch = sys.modules.get("torch")  # only if the run already loaded it: never import torch for this
@@ -118,6 +189,16 @@ def memory_metrics() -> Metrics:
         metrics["monitor/gpu_reserved_mb"] = torch.cuda.memory_reserved() / 2**20
         metrics["monitor/gpu_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return metrics
+
+
+def robust_slope(values: Sequence[float]) -> float:
+    """Theil-Sen slope per iteration: the median of the slopes between every two points, so a
+    one-off jump (a warm-up, a cache filling) does not read as steady growth. 0 for < 2 points."""
+    points = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
+    if len(points) < 2:
+        return 0.0
+    i, j = np.triu_indices(len(points), k=1)
+    return float(np.median((points[j] - points[i]) / (j - i)))
 
 
 def trend(values: Sequence[float]) -> float:
@@ -159,63 +240,111 @@ def _mean(history: Sequence[Metrics], key: str) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def _diversity(history: Sequence[Metrics], step: int, config: MonitorConfig) -> Finding | None:
-    last = history[-1]
-    ratio = last.get("monitor/distinct_programs")
-    if ratio is None or last.get("monitor/window_programs", 0.0) < config.min_programs or ratio >= config.min_distinct_programs:
+def _diversity(history: Sequence[Metrics], step: int, config: AZRConfig) -> Finding | None:
+    """Fires when the valid proposals of one task type over the window repeat themselves:
+    programs for deduction/abduction, input sets for induction (its programs come from the buffer)."""
+    monitor, last = config.monitor, history[-1]
+    worst: tuple[float, str, float] | None = None
+    for key, ratio in last.items():
+        if not (key.startswith("monitor/") and key.endswith("/distinct_proposals")):
+            continue
+        task_type = key.split("/")[1]
+        count = last.get(f"monitor/{task_type}/window_proposals", 0.0)
+        if count >= monitor.min_programs and ratio < monitor.min_distinct_programs and (worst is None or ratio < worst[0]):
+            worst = (ratio, task_type, count)
+    if worst is None:
         return None
-    return Finding("diversity_collapse", step, ratio, config.min_distinct_programs,
-                   f"only {ratio:.0%} of the {last['monitor/window_programs']:.0f} valid programs of the last "
-                   f"{config.window} iterations are distinct (floor {config.min_distinct_programs:.0%})")
+    ratio, task_type, count = worst
+    return Finding("diversity_collapse", step, ratio, monitor.min_distinct_programs,
+                   f"only {ratio:.0%} of the {count:.0f} valid {task_type} proposals of the last {monitor.window} "
+                   f"iterations are distinct (floor {monitor.min_distinct_programs:.0%})")
 
 
-def _copying(history: Sequence[Metrics], step: int, config: MonitorConfig) -> Finding | None:
+def _copying(history: Sequence[Metrics], step: int, config: AZRConfig) -> Finding | None:
+    limit = config.monitor.max_copy_share
     share = history[-1].get("monitor/copy_share")
-    if share is None or share <= config.max_copy_share:
+    if share is None or share <= limit:
         return None
-    return Finding("reference_copying", step, share, config.max_copy_share,
-                   f"{share:.0%} of the valid programs repeat a program their prompt showed (ceiling {config.max_copy_share:.0%})")
+    return Finding("reference_copying", step, share, limit,
+                   f"{share:.0%} of the valid programs repeat a program their prompt showed, up to variable names "
+                   f"(ceiling {limit:.0%})")
 
 
 def _growth(name: str, key: str, limit_of: Callable[[MonitorConfig], float], what: str) -> Callable:
-    def detector(history: Sequence[Metrics], step: int, config: MonitorConfig) -> Finding | None:
-        window, limit = config.window, limit_of(config)
-        if len(history) < 2 * window:
+    """Growth judged against the run's own history: the trend of the iterations before the last
+    window, extrapolated, predicts the last window; fires when the last window's mean exceeds
+    that prediction by the limit. Steady growth (the original's steps and responses lengthen
+    by design) is reported as the `*_trend` metrics, not as a finding."""
+
+    def detector(history: Sequence[Metrics], step: int, config: AZRConfig) -> Finding | None:
+        window, limit = config.monitor.window, limit_of(config.monitor)
+        series = [m.get(key) for m in history]
+        series = [v for v in series if v is not None and np.isfinite(v)]
+        if len(series) < 3 * window:
+            return None  # too little history to say what is normal for this run
+        past, recent = series[:-window], series[-window:]
+        slope = max(robust_slope(past), 0.0)
+        level = float(np.median(past[-window:]))
+        expected = level + slope * (window + (window - 1) / 2)
+        now = float(np.mean(recent))
+        if expected <= 0 or now / expected <= limit:
             return None
-        base, now = _mean(history[:window], key), _mean(history[-window:], key)
-        if not base or now is None or now / base <= limit:
-            return None
-        return Finding(name, step, now / base, limit,
-                       f"{what} over the last {window} iterations is {now / base:.1f}x that of the first {window} "
-                       f"({base:.1f} -> {now:.1f}; limit {limit:.1f}x)")
+        return Finding(name, step, now / expected, limit,
+                       f"{what} over the last {window} iterations ({now:.1f}) is {now / expected:.1f}x what the run's "
+                       f"own trend predicts ({expected:.1f}; limit {limit:.1f}x)")
 
     return detector
 
 
-def _memory(history: Sequence[Metrics], step: int, config: MonitorConfig) -> Finding | None:
-    series = [m.get("monitor/rss_total_mb") for m in history[-config.window:]]
-    if len(series) < config.window or any(v is None for v in series):
+def _memory(history: Sequence[Metrics], step: int, config: AZRConfig) -> Finding | None:
+    """A leak: the robust trend of RSS over `memory_window` iterations, continued to the last
+    iteration of the run, would use up the memory still available (less the reserve)."""
+    monitor = config.monitor
+    series = [m.get("monitor/rss_total_mb") for m in history[-monitor.memory_window:]]
+    series = [v for v in series if v is not None]
+    available = history[-1].get("monitor/memory_available_mb")
+    if len(series) < monitor.memory_window or available is None:
         return None
-    growth = series[-1] - series[0]
-    rising = all(b >= a for a, b in zip(series, series[1:]))
-    if not rising or growth <= config.max_rss_growth_mb:
+    slope = robust_slope(series)
+    left = max(config.trainer.iterations - step, 0)
+    projected = slope * left
+    room = available - monitor.max_rss_growth_mb
+    if slope <= 0 or projected <= room:
         return None
-    return Finding("memory_growth", step, growth, config.max_rss_growth_mb,
-                   f"RSS rose in every one of the last {config.window} iterations, by {growth:.0f} MiB in all "
-                   f"({series[0]:.0f} -> {series[-1]:.0f} MiB): a leak is likely")
+    exhausted_in = max(room, 0.0) / slope
+    return Finding("memory_growth", step, projected, room,
+                   f"RSS grows by {slope:.0f} MiB per iteration over the last {len(series)} iterations; at that rate "
+                   f"the {left} iterations left need {projected:.0f} MiB more, and {available:.0f} MiB are available "
+                   f"(reserve {monitor.max_rss_growth_mb:.0f} MiB): memory runs out in about {exhausted_in:.0f} iterations")
 
 
-def _saturation(history: Sequence[Metrics], step: int, config: MonitorConfig) -> Finding | None:
-    window = config.saturation_window
+def validation_scores(metrics: Metrics) -> list[float]:
+    """The in-training validation and probe accuracies an iteration logged (`eval/<key>/accuracy`,
+    `probe/<key>/accuracy`): what saturates in the paper, unlike self-play solve accuracy, which
+    the learnability reward keeps flat by design."""
+    return [v for k, v in metrics.items()
+            if (k.startswith("eval/") or k.startswith("probe/")) and k.endswith("/accuracy") and np.isfinite(v)]
+
+
+def _saturation(history: Sequence[Metrics], step: int, config: AZRConfig) -> Finding | None:
+    """Fires when the mean validation score of the last `saturation_window` iterations beats
+    that of the window before by less than `min_accuracy_gain`; silent (cannot tell) until each
+    window holds at least `min_validation_points` evaluations."""
+    monitor = config.monitor
+    window = monitor.saturation_window
     if len(history) < 2 * window:
         return None
-    before = _mean(history[-2 * window:-window], "overall/solve_accuracy")
-    now = _mean(history[-window:], "overall/solve_accuracy")
-    if before is None or now is None or now - before >= config.min_accuracy_gain:
+    before = [np.mean(s) for s in map(validation_scores, history[-2 * window:-window]) if s]
+    now = [np.mean(s) for s in map(validation_scores, history[-window:]) if s]
+    if min(len(before), len(now)) < monitor.min_validation_points:
         return None
-    return Finding("saturation", step, now - before, config.min_accuracy_gain,
-                   f"solver accuracy gained {now - before:+.3f} over the last {window} iterations "
-                   f"({before:.3f} -> {now:.3f}; at least {config.min_accuracy_gain:.3f} expected)")
+    gain = float(np.mean(now) - np.mean(before))
+    if gain >= monitor.min_accuracy_gain:
+        return None
+    return Finding("saturation", step, gain, monitor.min_accuracy_gain,
+                   f"validation accuracy gained {gain:+.3f} over the last {window} iterations "
+                   f"({np.mean(before):.3f} -> {np.mean(now):.3f} over {len(before)} and {len(now)} evaluations; "
+                   f"at least {monitor.min_accuracy_gain:.3f} expected)")
 
 
 def _safety(history: Sequence[Metrics], step: int, config: SafetyConfig) -> Finding | None:
@@ -228,7 +357,7 @@ def _safety(history: Sequence[Metrics], step: int, config: SafetyConfig) -> Find
                    "see safety.parquet")
 
 
-MONITOR_DETECTORS: dict[str, Callable[[Sequence[Metrics], int, MonitorConfig], Finding | None]] = {
+MONITOR_DETECTORS: dict[str, Callable[[Sequence[Metrics], int, AZRConfig], Finding | None]] = {
     "diversity_collapse": _diversity,
     "reference_copying": _copying,
     "step_time_growth": _growth("step_time_growth", "time/iteration_s", lambda c: c.max_step_time_growth, "iteration time"),
@@ -244,7 +373,7 @@ def _check(history: Sequence[Metrics], step: int, config: AZRConfig) -> dict[str
     found: dict[str, Finding] = {}
     if config.monitor.enabled:
         for name, detector in MONITOR_DETECTORS.items():
-            finding = detector(history, step, config.monitor)
+            finding = detector(history, step, config)
             if finding is not None:
                 found[name] = finding
     if config.safety.enabled:
@@ -266,8 +395,10 @@ def detect(history: Sequence[Metrics], config: AZRConfig) -> list[Finding]:
 
 
 def metrics_history(run: RunDir, upto: int) -> list[Metrics]:
-    """The metrics of iterations 1..upto, as written to their metrics.json (empty if missing)."""
-    return [run.read_json(step, "metrics.json").get("metrics", {}) for step in range(1, upto + 1)]
+    """The metrics of iterations 1..upto, as written to their metrics.json (empty if missing),
+    with the in-training evaluation of the iteration (eval.json) where there was one."""
+    return [{**run.read_json(step, "metrics.json").get("metrics", {}), **run.read_json(step, "eval.json").get("metrics", {})}
+            for step in range(1, upto + 1)]
 
 
 # ------------------------------------------------------------------ did the run learn?

@@ -12,6 +12,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -23,66 +24,157 @@ from tests.support.prefect_local import ROOT, LocalPrefect
 
 def _config(**monitor) -> AZRConfig:
     config = AZRConfig()
-    config.monitor = config.monitor.model_copy(update={"window": 3, "saturation_window": 3, **monitor})
+    config.monitor = config.monitor.model_copy(update=monitor)
     return config
 
 
-def _steady(n: int, **extra) -> list[dict[str, float]]:
-    return [{"time/iteration_s": 100.0, "monitor/response_tokens": 200.0, "monitor/rss_total_mb": 3000.0,
-             "overall/solve_accuracy": 0.1 * i, **extra} for i in range(n)]
+def _healthy(n: int = 120, seed: int = 0) -> list[dict[str, float]]:
+    """A healthy run as the original's logs look: steps and responses lengthen steadily, RSS
+    jumps once while caches fill and then stays flat, self-play solve accuracy stays flat (the
+    learnability reward keeps it there), validation accuracy rises, proposals stay diverse."""
+    rng = np.random.default_rng(seed)
+    history = []
+    for i in range(n):
+        metrics = {
+            "time/iteration_s": 100.0 + 1.0 * i + rng.normal(0, 5),
+            "monitor/response_tokens": 300.0 + 3.0 * i + rng.normal(0, 15),
+            "monitor/rss_total_mb": (3000.0 if i < 5 else 5000.0) + rng.normal(0, 80),
+            "monitor/memory_available_mb": 60000.0,
+            "overall/solve_accuracy": 0.4 + rng.normal(0, 0.03),
+            "monitor/deduction/distinct_proposals": 0.9, "monitor/deduction/window_proposals": 40.0,
+            "monitor/induction/distinct_proposals": 0.8, "monitor/induction/window_proposals": 40.0,
+            "monitor/copy_share": 0.1,
+            "safety/rate": 0.0, "safety/flagged": 0.0,
+        }
+        if i % 10 == 9:
+            metrics["eval/cruxeval-o/accuracy"] = 0.30 + 0.002 * i + rng.normal(0, 0.01)
+            metrics["eval/cruxeval-i/accuracy"] = 0.25 + 0.002 * i + rng.normal(0, 0.01)
+        history.append(metrics)
+    return history
 
 
-def test_quiet_history_fires_nothing() -> None:
-    assert detect(_steady(8), _config()) == []
+def _fired(history: list[dict[str, float]], config: AZRConfig | None = None) -> set[str]:
+    """Every detector that fired at any iteration of the history."""
+    config = config or _config()
+    return {f.name for n in range(1, len(history) + 1) for f in detect(history[:n], config)}
 
 
-def test_step_time_growth_fires_once_when_it_starts() -> None:
-    history = _steady(6) + [{**_steady(1)[0], "time/iteration_s": 400.0, "overall/solve_accuracy": 0.7 + 0.1 * i} for i in range(3)]
-    fired = [[f.name for f in detect(history[:n], _config())] for n in range(1, len(history) + 1)]
-    assert fired[:7] == [[]] * 7  # the window mean is 200 s: 2x, not above the 2.0 limit
-    assert fired[7] == ["step_time_growth"]  # (100 + 400 + 400) / 3 = 300 s > 2 x 100 s
-    assert fired[8] == []  # still holding: not fired again
-    finding = detect(history[:8], _config())[0]
-    assert finding.event == "azr.monitor.step_time_growth"
-    assert finding.value == pytest.approx(3.0) and finding.threshold == 2.0
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_healthy_history_stays_silent(seed: int) -> None:
+    assert _fired(_healthy(seed=seed)) == set()
 
 
-def test_each_detector_fires_on_its_failure_mode() -> None:
-    config = _config(min_programs=4, max_rss_growth_mb=500.0)
-    cases = {
-        "diversity_collapse": _steady(5) + [{**_steady(1)[0], "monitor/distinct_programs": 0.1, "monitor/window_programs": 20.0}],
-        "reference_copying": _steady(5) + [{**_steady(1)[0], "monitor/copy_share": 0.9}],
-        "response_length_growth": _steady(3) + [{**_steady(1)[0], "monitor/response_tokens": 900.0} for _ in range(3)],
-        "memory_growth": _steady(3) + [{**_steady(1)[0], "monitor/rss_total_mb": 3000.0 + 400 * i} for i in range(3)],
-        "saturation": [{**_steady(1)[0], "overall/solve_accuracy": 0.3} for _ in range(6)],
-        "safety": _steady(5) + [{**_steady(1)[0], "safety/rate": 0.2, "safety/flagged": 6.0}],
-    }
-    assert set(cases) | {"step_time_growth"} == set(DETECTOR_NAMES)
-    for name, history in cases.items():
-        # the rising accuracy of _steady keeps saturation quiet in the other cases
-        fired = {f.name for f in detect(history, config)}
-        assert name in fired, (name, fired)
+def _broken(name: str) -> list[dict[str, float]]:
+    history = _healthy()
+    if name == "saturation":  # validation stops improving
+        for i, m in enumerate(history):
+            for key in [k for k in m if k.startswith("eval/")]:
+                m[key] = 0.4 + (0.01 if (i // 10) % 2 else -0.01)
+    elif name == "memory_growth":  # 150 MiB per iteration: 73 GiB over 500 iterations
+        for i, m in enumerate(history):
+            m["monitor/rss_total_mb"] = 3000.0 + 150.0 * i
+    elif name == "diversity_collapse":
+        metrics = diversity_metrics(_one_program_forty_times())
+        for m in history[60:]:
+            m.update(metrics)
+    elif name == "reference_copying":
+        for m in history[60:]:
+            m["monitor/copy_share"] = copy_share(*_renamed_copies())
+    elif name == "step_time_growth":
+        for m in history[100:]:
+            m["time/iteration_s"] *= 3.0
+    elif name == "response_length_growth":
+        for m in history[100:]:
+            m["monitor/response_tokens"] *= 3.0
+    elif name == "safety":
+        history[80].update({"safety/rate": 0.2, "safety/flagged": 6.0})
+    return history
+
+
+@pytest.mark.parametrize("name", DETECTOR_NAMES)
+def test_each_broken_history_fires_its_detector(name: str) -> None:
+    assert _fired(_broken(name)) == {name}
+
+
+def test_detectors_fire_once_when_their_condition_starts() -> None:
+    history = _broken("step_time_growth")
+    steps = [n for n in range(1, len(history) + 1) if detect(history[:n], _config())]
+    assert len(steps) == 1 and steps[0] > 100
+    (finding,) = detect(history[:steps[0]], _config())
+    assert finding.event == "azr.monitor.step_time_growth" and finding.value > 2.0
+
+
+def test_memory_growth_says_when_memory_runs_out() -> None:
+    history = _broken("memory_growth")
+    first = next(n for n in range(1, len(history) + 1) if detect(history[:n], _config()))
+    (finding,) = detect(history[:first], _config())
+    assert first == 30  # the first full trend window
+    assert "150 MiB per iteration" in finding.message
+    # a short run ends before the same leak uses the memory up
+    config = _config()
+    config.trainer = config.trainer.model_copy(update={"iterations": 100})
+    assert "memory_growth" not in _fired(history[:100], config)
+
+
+def test_saturation_cannot_tell_without_enough_evaluations() -> None:
+    history = _broken("saturation")
+    for m in history:
+        for key in [k for k in m if k.startswith("eval/")]:
+            del m[key]
+    assert "saturation" not in _fired(history)  # flat self-play solve accuracy is not the signal
+
+
+def _one_program_forty_times() -> pd.DataFrame:
+    """One program proposed 40 times, plus 50 induction rows (their programs drawn from the buffer)."""
+    program = "def f(a):\n    return a * 2"
+    deduction = pd.DataFrame({"group": "deduction_propose", "program": [program] * 40, "input": [str(i) for i in range(40)],
+                              "output": [str(2 * i) for i in range(40)], "inputs": [None] * 40, "outputs": [None] * 40})
+    induction = pd.DataFrame({"group": "induction_propose", "program": [f"def f(x):\n    return x + {i}" for i in range(50)],
+                              "input": [None] * 50, "output": [None] * 50,
+                              "inputs": [[str(i), str(i + 1)] for i in range(50)], "outputs": [["0", "1"]] * 50})
+    return pd.concat([deduction, induction], ignore_index=True)
+
+
+def test_diversity_counts_proposals_per_task_type() -> None:
+    metrics = diversity_metrics(_one_program_forty_times())
+    assert metrics["monitor/deduction/distinct_proposals"] == pytest.approx(1 / 40)
+    assert metrics["monitor/induction/distinct_proposals"] == 1.0
+    assert metrics["monitor/window_programs"] == 40.0  # induction rows are not proposed programs
+
+
+def _renamed_copies() -> tuple[pd.DataFrame, pd.DataFrame]:
+    reference = "def f(numbers, k):\n    total = 0\n    for n in numbers:\n        total += n * k\n    return total"
+    copies = [
+        "def f(xs, m):\n    s = 0\n    for x in xs:\n        s += x * m\n    return s",
+        "def f(a, b):\n    '''sums'''\n    acc = 0  # running\n    for item in a:\n        acc += item * b\n    return acc",
+    ]
+    validated = pd.DataFrame({"group": "deduction_propose", "index": [0, 1], "valid": True, "program": copies,
+                              "input": ["[1], 2", "[3], 4"]})
+    prompts = pd.DataFrame({"group": ["deduction_propose"] * 2, "index": [0, 1],
+                            "references": [[{"program": reference, "input": "[1], 1", "output": "1"}]] * 2})
+    return validated, prompts
+
+
+def test_copy_detection_normalises_names() -> None:
+    validated, prompts = _renamed_copies()
+    assert copy_share(validated, prompts) == 1.0
+    different = validated.assign(program=["def f(xs, m):\n    s = 0\n    for x in xs:\n        s -= x * m\n    return s",
+                                          "def f(xs, m):\n    return len(xs) * m"])
+    assert copy_share(different, prompts) == 0.0
+    # builtins keep their names: len and sum are different programs
+    builtins = validated.assign(program=["def f(a, b):\n    return len(a)", "def f(a, b):\n    return sum(a)"])
+    same_refs = prompts.assign(references=[[{"program": "def f(x, y):\n    return len(x)"}]] * 2)
+    assert copy_share(builtins, same_refs) == 0.5
 
 
 def test_safety_detector_uses_its_setting() -> None:
-    history = _steady(2) + [{**_steady(1)[0], "safety/rate": 0.05, "safety/flagged": 2.0}]
+    history = _healthy(3)
+    history[-1].update({"safety/rate": 0.05, "safety/flagged": 2.0})
     config = _config()
+    config.safety = config.safety.model_copy(update={"alert_rate": 0.01})
     assert [f.name for f in detect(history, config)] == ["safety"]
     config.safety = config.safety.model_copy(update={"alert_rate": 0.1})
     assert detect(history, config) == []
-
-
-def test_diversity_and_copy_share() -> None:
-    valid = pd.DataFrame({"program": ["def f(a):\n    return a", "def f(a):  # same\n    return a", "def f(b):\n    return b + 1"],
-                          "input": ["1", "2", "3"], "output": ["1", "2", "4"], "inputs": [None] * 3, "outputs": [None] * 3})
-    metrics = diversity_metrics(valid)
-    assert metrics["monitor/distinct_programs"] == pytest.approx(2 / 3)
-    assert metrics["monitor/distinct_inputs"] == 1.0
-    validated = valid.assign(valid=True, group="deduction_propose", index=[0, 1, 2])
-    prompts = pd.DataFrame({"group": ["deduction_propose"] * 3, "index": [0, 1, 2],
-                            "references": [[{"program": "def f(a):\n    return a", "input": "1", "output": "1"}]] * 3})
-    assert copy_share(validated, prompts) == pytest.approx(2 / 3)
-    assert copy_share(validated, prompts, known=["def f(b): return b + 1"]) == 1.0
 
 
 def test_trend_and_verdict() -> None:
@@ -107,7 +199,7 @@ _EMITTER = textwrap.dedent("""
     def check() -> int:
         config = AZRConfig()
         config.monitor = config.monitor.model_copy(update={"window": 2})
-        history = [{"time/iteration_s": 100.0}] * 2 + [{"time/iteration_s": 500.0}] * 2
+        history = [{"time/iteration_s": 100.0}] * 6 + [{"time/iteration_s": 500.0}]
         return emit_findings(Path(sys.argv[1]), detect(history, config))
 
     print("emitted", check())
@@ -137,7 +229,7 @@ def test_a_finding_reaches_a_prefect_server_and_the_automations_load(tmp_path: P
         assert len(events) == 1, server.log_tail("server")
         event = events[0]
         assert event["resource"]["prefect.resource.id"] == "azr.run.cpu-test"
-        assert event["payload"]["step"] == 4 and event["payload"]["threshold"] == 2.0
+        assert event["payload"]["step"] == 7 and event["payload"]["threshold"] == 2.0
         assert any(r["prefect.resource.id"].startswith("prefect.flow-run.") for r in event["related"])
 
         # prefect.yaml's automations: all valid for this Prefect, all created disabled.
