@@ -131,6 +131,7 @@ def prompts_build(
     prints a table of the six groups.
     """
     from azr.pipeline.atomic_io import atomic_write_text, write_parquet_atomic
+    from azr.pipeline.registry import StageFile
     from azr.selfplay.iteration_prompts import PromptBuildError, build_iteration_prompts, prompts_table, tokenizer_counter
     from azr.selfplay.buffer import Buffers, BufferStoreError
     from azr.engine.models.sources import ModelSourceError
@@ -142,7 +143,7 @@ def prompts_build(
     run_config = resolve_config(preset, config, set_)
     if show is not None and show not in GROUP_NAMES:
         fail(f"--show {show!r} is not a group; groups are: {', '.join(GROUP_NAMES)}")
-    targets = [out / "propose_prompts.parquet", out / "solve_prompts.parquet", out / "config.yaml"]
+    targets = [out / StageFile.PROPOSE_PROMPTS, out / StageFile.SOLVE_PROMPTS, out / "config.yaml"]
     existing = [p for p in targets if p.exists()]
     if existing and not force:
         fail(f"{existing[0]} already exists; choose another --out or pass --force to replace it")

@@ -115,9 +115,10 @@ def runs_show(
                           f"{escape(problem)}: no metrics to show", highlight=False, soft_wrap=True)
     if metrics:
         console.print(_table(summary_rows(metrics), f"iteration {iteration}"))
-    validated_path = run.stage_path(iteration, "validated.parquet")
+    from azr.pipeline.registry import StageFile
     from azr.pipeline.stage_files import stage_file_problem
 
+    validated_path = run.stage_path(iteration, StageFile.VALIDATED)
     validated_problem = stage_file_problem(validated_path) if validated_path.exists() else None
     if validated_problem:
         err_console.print(f"[yellow]warning:[/] {escape(str(validated_path))} is {escape(validated_problem)}: "

@@ -22,6 +22,7 @@ import pandas as pd
 
 from azr.config.schema import AZRConfig, MonitorConfig, SafetyConfig
 from azr.selfplay.curriculum import ast_size, distinct_ratio
+from azr.pipeline.registry import StageFile
 from azr.pipeline.run_dir import RunDir
 
 Metrics = dict[str, float]
@@ -126,7 +127,7 @@ def copy_share(validated: pd.DataFrame, prompts: pd.DataFrame, known: Sequence[s
 def _window_frames(run: RunDir, step: int, window: int) -> pd.DataFrame:
     frames = []
     for past in range(max(1, step - window + 1), step + 1):
-        path = run.stage_path(past, "validated.parquet")
+        path = run.stage_path(past, StageFile.VALIDATED)
         if path.exists():
             frames.append(pd.read_parquet(path, columns=["group", "valid", "program", "input", "output", "inputs", "outputs"]))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
@@ -215,8 +216,8 @@ def monitor_metrics(run: RunDir, step: int, metrics: Metrics, history: Sequence[
     window = config.window
     frame = _window_frames(run, step, window)
     result = diversity_metrics(frame[frame["valid"]] if not frame.empty else frame)
-    validated = pd.read_parquet(run.stage_path(step, "validated.parquet"))
-    prompts = pd.read_parquet(run.stage_path(step, "propose_prompts.parquet"), columns=["group", "index", "references"])
+    validated = pd.read_parquet(run.stage_path(step, StageFile.VALIDATED))
+    prompts = pd.read_parquet(run.stage_path(step, StageFile.PROPOSE_PROMPTS), columns=["group", "index", "references"])
     share = copy_share(validated, prompts, known_programs)
     if share is not None:
         result["monitor/copy_share"] = share

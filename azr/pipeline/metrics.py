@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from azr.selfplay.curriculum import distinct_ratio, program_metrics, type_metrics
+from azr.pipeline.registry import StageFile
 from azr.pipeline.run_dir import RunDir
 from azr.selfplay.task_types import GROUP_NAMES
 
@@ -89,8 +90,8 @@ def solve_metrics(solutions: pd.DataFrame) -> dict[str, float]:
 def iteration_metrics(run: RunDir, step: int) -> dict[str, float]:
     """Every metric of a finished iteration."""
     read = lambda name: pd.read_parquet(run.stage_path(step, name))  # noqa: E731
-    proposals, validated, rollouts = read("proposals.parquet"), read("validated.parquet"), read("mc_rollouts.parquet")
-    solutions, scored = read("solutions.parquet"), read("scored.parquet")
+    proposals, validated, rollouts = read(StageFile.PROPOSALS), read(StageFile.VALIDATED), read(StageFile.MC_ROLLOUTS)
+    solutions, scored = read(StageFile.SOLUTIONS), read(StageFile.SCORED)
     metrics: dict[str, float] = {}
     for group in GROUP_NAMES:
         if group.endswith("_propose"):
@@ -110,11 +111,11 @@ def iteration_metrics(run: RunDir, step: int) -> dict[str, float]:
     metrics["overall/solve_accuracy"] = float(solutions["accuracy"].fillna(0.0).mean()) if len(solutions) else 0.0
     formats = pd.concat([validated["format_ok"], solutions["format_ok"]], ignore_index=True)
     metrics["overall/format_rate"] = float(formats.mean()) if len(formats) else 0.0
-    metrics.update(safety_metrics(run.read_json(step, "safety.json")))
-    metrics.update({f"buffer/{name}_size": float(size) for name, size in run.read_json(step, "committed.json").get("buffer_sizes", {}).items()})
+    metrics.update(safety_metrics(run.read_json(step, StageFile.SAFETY_COUNTS)))
+    metrics.update({f"buffer/{name}_size": float(size) for name, size in run.read_json(step, StageFile.COMMITTED).get("buffer_sizes", {}).items()})
     metrics.update({f"time/{stage}_s": float(seconds) for stage, seconds in run.read_json(step, "timings.json").items()})
     metrics["time/iteration_s"] = float(sum(run.read_json(step, "timings.json").values()))
-    metrics.update(_update_metrics(run.read_json(step, "update.json")))
+    metrics.update(_update_metrics(run.read_json(step, StageFile.UPDATE)))
     return {key: value for key, value in metrics.items() if np.isfinite(value)}
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from azr.config.schema import AZRConfig
+from azr.pipeline.registry import StageFile
 from azr.pipeline.run_dir import RunDir, default_tracking
 
 _MAX_PARAM_CHARS = 6000
@@ -152,7 +153,7 @@ class Tracker:
         from mlflow.entities import DatasetInput, InputTag
         from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
-        path = self.run.stage_path(step, "validated.parquet")
+        path = self.run.stage_path(step, StageFile.VALIDATED)
         if not path.exists():
             return None
         frame = pd.read_parquet(path)
@@ -206,7 +207,7 @@ class Tracker:
                 self.client.log_text(self.run_id, text, f"{target}/samples/{path.stem}.jsonl")
             if with_parquet:
                 self.client.log_artifact(self.run_id, str(path), target)
-        for name in ("update.json", "metrics.json", "timings.json"):
+        for name in (StageFile.UPDATE, "metrics.json", "timings.json"):
             if (directory / name).exists():
                 self.client.log_artifact(self.run_id, str(directory / name), target)
 

@@ -37,17 +37,18 @@ from azr.pipeline.atomic_io import atomic_write_json, json_problem
 from azr.selfplay.buffer import Buffers, committed_steps, discard_steps_after, step_problems, step_state_path
 from azr.config.schema import AZRConfig
 from azr.engine.training.checkpoints import CheckpointInfo, checkpoint_name, checkpoint_problems, list_checkpoints
-from azr.pipeline.run_dir import STAGES, RunDir, RunDirError
+from azr.pipeline.registry import FILE_STAGES, STAGE_SCHEMAS, UPDATE, ResumeCheck, StageFile
+from azr.pipeline.run_dir import RunDir, RunDirError
 from azr.pipeline.stages import buffer_entries, checkpoint_due
-from azr.pipeline.stage_files import DAMAGED_SUFFIX, STAGE_SCHEMAS, set_aside, stage_file_problem, stage_paths
+from azr.pipeline.stage_files import DAMAGED_SUFFIX, set_aside, stage_file_problem, stage_paths
 
 logger = logging.getLogger(__name__)
 
-REPORT_RECORDS = ("metrics.json", "timings.json", "safety.json", "eval.json")
+REPORT_RECORDS = ("metrics.json", "timings.json", StageFile.SAFETY_COUNTS, "eval.json")
 """JSON records of a committed iteration that only feed metrics and reports."""
-BUFFER_REPLAY_FILES = ("propose_prompts.parquet", "solve_prompts.parquet", "validated.parquet", "mc_rollouts.parquet")
+BUFFER_REPLAY_FILES = (StageFile.PROPOSE_PROMPTS, StageFile.SOLVE_PROMPTS, StageFile.VALIDATED, StageFile.MC_ROLLOUTS)
 """What rebuilding one step of the buffer log reads."""
-_BEFORE_UPDATE = STAGES[: STAGES.index("update")]
+_BEFORE_UPDATE = FILE_STAGES[: FILE_STAGES.index(UPDATE)]
 
 
 class RunStateError(RunDirError):
@@ -93,7 +94,7 @@ def committed_iterations(run: RunDir) -> list[int]:
     """Iterations whose commit happened: a buffer-log step, or a committed.json (the log may
     have lost the step; the record says the iteration got that far)."""
     logged = {s for s in committed_steps(run.buffer_dir) if s > 0}
-    marked = {s for s in run.steps() if run.stage_path(s, "committed.json").exists()}
+    marked = {s for s in run.steps() if run.stage_path(s, StageFile.COMMITTED).exists()}
     return sorted(logged | marked)
 
 
@@ -128,7 +129,7 @@ def _check_committed_iteration(run: RunDir, config: AZRConfig, step: int, plan: 
         problem = stage_file_problem(path) if path.exists() else None
         if problem:
             fatal.append(_committed_file_error(run, config, step, path, problem))
-    committed = run.stage_path(step, "committed.json")
+    committed = run.stage_path(step, StageFile.COMMITTED)
     if json_problem(committed) is not None:  # missing (killed after the buffer commit) or garbled
         plan.rewrite_committed.append(step)
         if committed.exists():
@@ -194,12 +195,14 @@ def _check_iteration_in_progress(run: RunDir, plan: ResumePlan) -> None:
     step = plan.start
     if step not in run.steps():
         return
-    for stage in STAGES:
+    for stage in FILE_STAGES:
+        if stage.resume_check is ResumeCheck.EXISTS:  # a garbled update.json: the update was done
+            continue
         for path in stage_paths(run, step, stage):
             problem = stage_file_problem(path) if path.exists() else None
-            if problem and path.name != "update.json":  # a garbled update.json: the update was done
+            if problem:
                 plan.set_aside.append((path, problem))
-                plan.warnings.append(f"{path} is damaged ({problem}): its stage ({stage}) runs again")
+                plan.warnings.append(f"{path} is damaged ({problem}): its stage ({stage.name}) runs again")
                 plan.undo_update = plan.undo_update or (stage in _BEFORE_UPDATE)
     timings = run.stage_path(step, "timings.json")
     if timings.exists() and json_problem(timings):
@@ -212,7 +215,7 @@ def _plan_policy(run: RunDir, config: AZRConfig, plan: ResumePlan) -> list[str]:
     found = sorted((int(p.name.removeprefix("step-")), p) for p in _checkpoint_dirs(run))
     damaged = {s: problems for s, path in found if (problems := checkpoint_problems(path))}
     intact = {info.step: info for info in list_checkpoints(run.checkpoint_dir) if info.step not in damaged}
-    update_path = run.stage_path(step, "update.json")
+    update_path = run.stage_path(step, StageFile.UPDATE)
     update_done = update_path.exists() or step in intact
     if update_done and plan.undo_update:
         plan.warnings.append(f"iteration {step} had done its update, but a file it was computed from is damaged: "
@@ -236,7 +239,7 @@ def _plan_policy(run: RunDir, config: AZRConfig, plan: ResumePlan) -> list[str]:
         plan.warnings.append(f"checkpoint {intact[s].path} is of step {s}, beyond the run's files (iteration {step} "
                              "is the next to run): it is not used")
     for s in range(1, min(done, step - 1) + 1):  # updates inside the loaded checkpoint
-        record = run.stage_path(s, "update.json")
+        record = run.stage_path(s, StageFile.UPDATE)
         problem = json_problem(record)
         if problem and not (s == done and "update" in plan.checkpoint.metadata):
             plan.warnings.append(f"{record} is {problem}: the weights are intact (in {plan.checkpoint.path}), "
@@ -245,16 +248,16 @@ def _plan_policy(run: RunDir, config: AZRConfig, plan: ResumePlan) -> list[str]:
                 plan.set_aside.append((record, problem))
     fatal = []
     for s in plan.replay:
-        scored = run.stage_path(s, "scored.parquet")
+        scored = run.stage_path(s, StageFile.SCORED)
         problem = stage_file_problem(scored)
         if problem == "missing":
             fatal.append(f"{scored} is missing, and iteration {s}'s update must be replayed from it (no intact "
                          f"checkpoint of step {s} or later). Restore the file, or an intact checkpoint of step {s} "
                          "or later (checkpoints/step-NNNNNNNN/), then resume again.")
-        if json_problem(run.stage_path(s, "update.json")) is not None:
+        if json_problem(run.stage_path(s, StageFile.UPDATE)) is not None:
             plan.write_update.append(s)
             if s < step:  # a committed iteration lost its update record (and no checkpoint holds it)
-                plan.warnings.append(f"{run.stage_path(s, 'update.json')} is missing or garbled: iteration {s}'s "
+                plan.warnings.append(f"{run.stage_path(s, StageFile.UPDATE)} is missing or garbled: iteration {s}'s "
                                      "update is replayed from its scored.parquet and the file written again")
     return fatal
 
@@ -275,7 +278,7 @@ def prepare_resume(run: RunDir, plan: ResumePlan) -> None:
     for message in plan.warnings:
         logger.warning(message)
     if plan.undo_update:
-        run.stage_path(plan.start, "update.json").unlink(missing_ok=True)
+        run.stage_path(plan.start, StageFile.UPDATE).unlink(missing_ok=True)
         _drop_checkpoint(run, plan.start)
     if plan.discard_buffer_after is not None:  # removes the later steps' state files, then their rows
         discard_steps_after(run.buffer_dir, plan.discard_buffer_after)
@@ -312,7 +315,7 @@ def rebuild_buffers(run: RunDir, config: AZRConfig, plan: ResumePlan, wrapper: A
         buffers = Buffers.load(run.buffer_dir, config.buffer, up_to_step=first - 1)
     for step in range(max(first, 1), plan.start):
         prompts = build_iteration_prompts(buffers, step, config, wrapper, count_tokens)
-        for name, records in (("propose_prompts.parquet", prompts.propose), ("solve_prompts.parquet", prompts.solve)):
+        for name, records in ((StageFile.PROPOSE_PROMPTS, prompts.propose), (StageFile.SOLVE_PROMPTS, prompts.solve)):
             stored = pq.read_table(run.stage_path(step, name))
             if not prompts_table(step, records).equals(stored):
                 raise RunStateError(
@@ -329,5 +332,5 @@ def write_committed_records(run: RunDir, plan: ResumePlan) -> None:
     """committed.json of the iterations that lost it, from the buffer log's state files."""
     for step in plan.rewrite_committed:
         state = json.loads(step_state_path(run.buffer_dir, step).read_text(encoding="utf-8"))
-        atomic_write_json(run.stage_path(step, "committed.json"), {"step": step, "buffer_sizes": state["sizes"]})
+        atomic_write_json(run.stage_path(step, StageFile.COMMITTED), {"step": step, "buffer_sizes": state["sizes"]})
 

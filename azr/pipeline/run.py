@@ -20,6 +20,7 @@ from azr.config.schema import AZRConfig
 from azr.ops.monitors import Finding, detect, known_programs, learning_verdict, metrics_history, monitor_metrics
 from azr.pipeline.metrics import iteration_metrics
 from azr.pipeline.context import ProgressHook, Resources
+from azr.pipeline.registry import StageFile
 from azr.pipeline.run_dir import RunDir
 from azr.pipeline.seeding import initial_buffers, seeding_needed
 from azr.pipeline.resume import (
@@ -68,18 +69,18 @@ def restore_policy(policy: Any, run: RunDir, plan: ResumePlan) -> list[int]:
                 f"checkpoint {plan.checkpoint.path} passed its checks but does not load ({exc}). Move it out of "
                 f"{run.checkpoint_dir} and resume again: the updates after the previous checkpoint are replayed."
             ) from exc
-        record = run.stage_path(info.step, "update.json")
+        record = run.stage_path(info.step, StageFile.UPDATE)
         if json_problem(record) is not None and "update" in info.metadata:
             # Killed between the checkpoint and update.json: the checkpoint holds the metrics.
             atomic_write_json(record, info.metadata["update"])
     for step in plan.replay:
-        scored = run.stage_path(step, "scored.parquet")
+        scored = run.stage_path(step, StageFile.SCORED)
         if has_trained_rows(pd.read_parquet(scored, columns=["trained"])):
             metrics = policy.update_scored(scored)
         else:
             metrics = {"skipped": True, "sequences": 0, "tokens": 0, **engine_layout(policy)}
         if step in plan.write_update:
-            atomic_write_json(run.stage_path(step, "update.json"), metrics)
+            atomic_write_json(run.stage_path(step, StageFile.UPDATE), metrics)
         if step in plan.resave:
             policy.save_checkpoint(run.checkpoint_dir, step, metadata={"update": metrics})
             logger.warning("wrote checkpoint %d again, from the replayed updates", step)

@@ -3,8 +3,7 @@ checkpoints, and how a killed run is found again.
 
     RUN_DIR/config.yaml                 the run's configuration (resume compares against it)
     RUN_DIR/run.json                    MLflow run id, tracking URI, experiment
-    RUN_DIR/iterations/NNNNNN/*.parquet one file per stage; a stage is complete when its file is
-    RUN_DIR/iterations/NNNNNN/update.json, metrics.json, timings.json
+    RUN_DIR/iterations/NNNNNN/          the stages' files (registry.StageFile), metrics.json, timings.json
     RUN_DIR/buffer/                     the append-only task buffer log
     RUN_DIR/checkpoints/                policy checkpoints (complete when marked)
 
@@ -25,19 +24,7 @@ from pydantic import ValidationError
 from azr.pipeline.atomic_io import atomic_write_json, atomic_write_text
 from azr.config.schema import AZRConfig
 from azr.config.loading import ConfigError, config_to_yaml, undecodable
-
-STAGE_FILES = {
-    "build_prompts": ("propose_prompts.parquet", "solve_prompts.parquet"),
-    "propose": ("proposals.parquet",),
-    "validate": ("validated.parquet",),
-    "mc_rollouts": ("mc_rollouts.parquet",),
-    "solve": ("solutions.parquet",),
-    "safety": ("safety.parquet",),
-    "rewards": ("scored.parquet",),
-    "update": ("update.json",),
-    "commit": ("committed.json",),
-}
-STAGES = tuple(STAGE_FILES)
+from azr.pipeline.registry import LAST_STAGE, Stage
 
 
 class RunDirError(ValueError):
@@ -70,11 +57,11 @@ class RunDir:
     def stage_path(self, step: int, name: str) -> Path:
         return self.iteration_dir(step) / name
 
-    def stage_done(self, step: int, stage: str) -> bool:
-        return all(self.stage_path(step, name).exists() for name in STAGE_FILES[stage])
+    def stage_done(self, step: int, stage: Stage) -> bool:
+        return all(self.stage_path(step, name).exists() for name in stage.files)
 
     def iteration_done(self, step: int) -> bool:
-        return self.stage_done(step, "commit")
+        return self.stage_done(step, LAST_STAGE)
 
     def steps(self) -> list[int]:
         """Iterations that have a directory, ascending."""

@@ -13,34 +13,12 @@ import logging
 import os
 from pathlib import Path
 
-import pyarrow as pa
-
 from azr.pipeline.atomic_io import json_problem, parquet_problem
-from azr.pipeline.run_dir import STAGE_FILES, RunDir
-from azr.pipeline.schemas import (
-    MC_ROLLOUTS_SCHEMA,
-    PROMPT_SCHEMA,
-    PROPOSALS_SCHEMA,
-    SAFETY_SCHEMA,
-    SCORED_SCHEMA,
-    SOLUTIONS_SCHEMA,
-    VALIDATED_SCHEMA,
-)
+from azr.pipeline.registry import STAGE_SCHEMAS, ResumeCheck, Stage
+from azr.pipeline.run_dir import RunDir
 
 logger = logging.getLogger(__name__)
 
-STAGE_SCHEMAS: dict[str, pa.Schema] = {
-    "propose_prompts.parquet": PROMPT_SCHEMA,
-    "solve_prompts.parquet": PROMPT_SCHEMA,
-    "proposals.parquet": PROPOSALS_SCHEMA,
-    "validated.parquet": VALIDATED_SCHEMA,
-    "mc_rollouts.parquet": MC_ROLLOUTS_SCHEMA,
-    "solutions.parquet": SOLUTIONS_SCHEMA,
-    "safety.parquet": SAFETY_SCHEMA,
-    "scored.parquet": SCORED_SCHEMA,
-}
-COMPANIONS: dict[str, tuple[str, ...]] = {"safety": ("safety.json",)}
-"""Files a stage writes beside its marker file, checked with it."""
 DAMAGED_SUFFIX = ".damaged"
 
 
@@ -51,8 +29,8 @@ def stage_file_problem(path: Path) -> str | None:
     return json_problem(path)
 
 
-def stage_paths(run: RunDir, step: int, stage: str) -> list[Path]:
-    return [run.stage_path(step, name) for name in (*STAGE_FILES[stage], *COMPANIONS.get(stage, ()))]
+def stage_paths(run: RunDir, step: int, stage: Stage) -> list[Path]:
+    return [run.stage_path(step, name) for name in stage.files]
 
 
 def set_aside(path: Path, problem: str, *, warn: bool = True) -> Path:
@@ -64,12 +42,11 @@ def set_aside(path: Path, problem: str, *, warn: bool = True) -> Path:
     return target
 
 
-def stage_complete(run: RunDir, step: int, stage: str) -> bool:
-    """All of the stage's files exist and can be read; damaged ones are set aside, so the stage
-    runs again. The update's update.json only has to exist: it marks an optimizer step taken,
-    which is never taken twice (resume repairs a damaged one, see run_state.py)."""
+def stage_complete(run: RunDir, step: int, stage: Stage) -> bool:
+    """The stage's files pass its resume check (`registry.ResumeCheck`): with READABLE, damaged
+    ones are set aside, so the stage runs again."""
     paths = stage_paths(run, step, stage)
-    if stage == "update":
+    if stage.resume_check is ResumeCheck.EXISTS:
         return all(path.exists() for path in paths)
     damaged = [(path, problem) for path in paths if path.exists() and (problem := stage_file_problem(path))]
     for path, problem in damaged:

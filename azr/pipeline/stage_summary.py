@@ -10,6 +10,20 @@ from collections.abc import Callable
 
 import pandas as pd
 
+from azr.pipeline.registry import (
+    BUILD_PROMPTS,
+    COMMIT,
+    MC_ROLLOUTS,
+    PROPOSE,
+    REWARDS,
+    SAFETY,
+    SOLVE,
+    UPDATE,
+    VALIDATE,
+    Stage,
+    StageFile,
+    parts_of,
+)
 from azr.pipeline.run_dir import RunDir
 
 
@@ -25,18 +39,18 @@ def _tokens(frame: pd.DataFrame) -> str:
 
 
 def _build_prompts(run: RunDir, step: int) -> str:
-    propose = pd.read_parquet(run.stage_path(step, "propose_prompts.parquet"), columns=["group"])
-    solve = pd.read_parquet(run.stage_path(step, "solve_prompts.parquet"), columns=["group"])
+    propose = pd.read_parquet(run.stage_path(step, StageFile.PROPOSE_PROMPTS), columns=["group"])
+    solve = pd.read_parquet(run.stage_path(step, StageFile.SOLVE_PROMPTS), columns=["group"])
     return f"{len(propose)} propose and {len(solve)} solve prompts"
 
 
 def _propose(run: RunDir, step: int) -> str:
-    frame = pd.read_parquet(run.stage_path(step, "proposals.parquet"), columns=["response_tokens", "finish_reason"])
+    frame = pd.read_parquet(run.stage_path(step, StageFile.PROPOSALS), columns=["response_tokens", "finish_reason"])
     return f"{len(frame)} proposals, {_tokens(frame)}"
 
 
 def _validate(run: RunDir, step: int) -> str:
-    frame = pd.read_parquet(run.stage_path(step, "validated.parquet"), columns=["valid", "format_ok", "reason"])
+    frame = pd.read_parquet(run.stage_path(step, StageFile.VALIDATED), columns=["valid", "format_ok", "reason"])
     reasons = frame.loc[frame["reason"] != "", "reason"].str.split(":").str[0].value_counts().head(3)
     top = ", ".join(f"{name} {count}" for name, count in reasons.items())
     return (f"valid {_rate(int(frame['valid'].sum()), len(frame))}, well formatted "
@@ -44,7 +58,7 @@ def _validate(run: RunDir, step: int) -> str:
 
 
 def _mc_rollouts(run: RunDir, step: int) -> str:
-    frame = pd.read_parquet(run.stage_path(step, "mc_rollouts.parquet"), columns=["group", "index", "solve_rate"])
+    frame = pd.read_parquet(run.stage_path(step, StageFile.MC_ROLLOUTS), columns=["group", "index", "solve_rate"])
     rates = frame.groupby(["group", "index"])["solve_rate"].first()
     if rates.empty:
         return "no valid proposal to estimate"
@@ -54,7 +68,7 @@ def _mc_rollouts(run: RunDir, step: int) -> str:
 
 
 def _solve(run: RunDir, step: int) -> str:
-    frame = pd.read_parquet(run.stage_path(step, "solutions.parquet"),
+    frame = pd.read_parquet(run.stage_path(step, StageFile.SOLUTIONS),
                             columns=["accuracy", "format_ok", "response_tokens", "finish_reason"])
     if frame.empty:
         return "no solve prompts"
@@ -62,37 +76,42 @@ def _solve(run: RunDir, step: int) -> str:
 
 
 def _rewards(run: RunDir, step: int) -> str:
-    frame = pd.read_parquet(run.stage_path(step, "scored.parquet"), columns=["role", "reward", "trained"])
+    frame = pd.read_parquet(run.stage_path(step, StageFile.SCORED), columns=["role", "reward", "trained"])
     by_role = frame.groupby("role")["reward"].mean()
     roles = ", ".join(f"{role} {value:.3f}" for role, value in by_role.items())
     return f"mean reward {frame['reward'].mean():.3f} ({roles}); {int(frame['trained'].sum())} sequences to train"
 
 
 def _update(run: RunDir, step: int) -> str:
-    update = run.read_json(step, "update.json")
+    update = run.read_json(step, StageFile.UPDATE)
     shown = [f"{name} {update[name]:.4g}" for name in ("loss", "entropy", "grad_norm", "tokens_per_second")
              if isinstance(update.get(name), (int, float))]
     return ", ".join(shown) or "no sequences to train on"
 
 
 def _commit(run: RunDir, step: int) -> str:
-    sizes = run.read_json(step, "committed.json").get("buffer_sizes", {})
+    sizes = run.read_json(step, StageFile.COMMITTED).get("buffer_sizes", {})
     return "buffers " + (", ".join(f"{name} {size}" for name, size in sizes.items()) or "unchanged")
 
 
+def _safety(run: RunDir, step: int) -> str:
+    counts = run.read_json(step, StageFile.SAFETY_COUNTS)
+    return f"{counts['flagged']} of {counts['scanned']} responses flagged (judge: {counts['judge']})"
+
+
 _SUMMARIES: dict[str, Callable[[RunDir, int], str]] = {
-    "build_prompts": _build_prompts, "propose": _propose, "validate": _validate, "mc_rollouts": _mc_rollouts,
-    "solve": _solve, "rewards": _rewards, "update": _update, "commit": _commit,
-    "generate_propose_solve": lambda run, step: f"{_propose(run, step)}; {_solve(run, step)}",
+    BUILD_PROMPTS.name: _build_prompts, PROPOSE.name: _propose, VALIDATE.name: _validate, MC_ROLLOUTS.name: _mc_rollouts,
+    SOLVE.name: _solve, SAFETY.name: _safety, REWARDS.name: _rewards, UPDATE.name: _update, COMMIT.name: _commit,
 }
+"""What each file-owning stage says; a stage that merges others says theirs, joined."""
 
 
-def stage_summary(run: RunDir, step: int, stage: str) -> str:
+def stage_summary(run: RunDir, step: int, stage: Stage) -> str:
     """`iteration 3 propose: 24 proposals, ... (41.2 s)`; `(done before)` when resumed past it."""
-    seconds = run.read_json(step, "timings.json").get(stage)
+    seconds = run.read_json(step, "timings.json").get(stage.name)
     took = f"{seconds:.1f} s" if isinstance(seconds, (int, float)) else "done before"
     try:
-        what = _SUMMARIES[stage](run, step)
+        what = "; ".join(_SUMMARIES[part.name](run, step) for part in parts_of(stage))
     except (OSError, KeyError, ValueError) as exc:  # a summary must never fail the stage
         what = f"(no summary: {exc})"
-    return f"iteration {step} {stage.replace('_', ' ')}: {what} ({took})"
+    return f"iteration {step} {stage.name.replace('_', ' ')}: {what} ({took})"

@@ -1,8 +1,10 @@
 """The stages of one self-play iteration, as plain functions: Parquet in, Parquet out.
 
 Each stage reads the files of the stages before it, calls the algorithm, and writes its own
-file atomically; a stage whose file exists is skipped, so a killed iteration resumes from its
-last complete stage. Nothing here knows about Prefect (flows/ and tasks/ wrap these).
+files atomically. Which stages there are, and which files each reads and writes, is the table
+in registry.py; `run_stage` skips a stage whose files are complete (`stage_done`), so a killed
+iteration resumes from its last complete stage. Nothing here knows about Prefect (flows/ and
+tasks/ wrap these).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import os
 import time
 import zlib
 from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +27,23 @@ from azr.selfplay.buffer import committed_steps
 from azr.ops.disk_use import warn_before_checkpoint
 from azr.selfplay.parsing import collect_imports
 from azr.pipeline.context import Resources
-from azr.pipeline.run_dir import STAGE_FILES, RunDir
+from azr.pipeline.registry import (
+    GENERATE_PROPOSE_SOLVE,
+    MC_ROLLOUTS,
+    PROPOSE,
+    SOLVE,
+    Stage,
+    StageFile,
+    parts_of,
+    stages_for,
+)
+from azr.pipeline.run_dir import RunDir
 from azr.pipeline.stage_files import stage_complete
 from azr.selfplay.proposals import ProposalOutcome, check_proposals
 from azr.selfplay.prompts.paper import solve_prompt_for
 from azr.selfplay.task_records import InductionTask, Triplet
 from azr.selfplay.rewards import proposer_reward
-from azr.pipeline.schemas import MC_ROLLOUTS_SCHEMA, PROPOSALS_SCHEMA, SAFETY_SCHEMA, SCORED_SCHEMA, SOLUTIONS_SCHEMA, VALIDATED_SCHEMA
+from azr.pipeline.schemas import MC_ROLLOUTS_SCHEMA, SAFETY_SCHEMA, SCORED_SCHEMA, VALIDATED_SCHEMA
 from azr.selfplay.solution_scoring import estimate_learnability, score_solutions
 from azr.selfplay.task_types import Group, Role, TaskType
 from azr.selfplay.advantages import trrpp_advantages
@@ -49,31 +62,6 @@ def _write(res: Resources, step: int, name: str, rows: list[dict], schema: pa.Sc
     path = res.run.stage_path(step, name)
     write_parquet_atomic(pa.Table.from_pylist(rows, schema=schema), path)
     return path
-
-
-def _timed(stage: str, writes: tuple[str, ...] | None = None) -> Callable:
-    """Skip a stage whose files (those of the run_dir stages `writes`, default the stage
-    itself) are complete; otherwise run it and record how long it took."""
-    parts = writes or (stage,)
-
-    def decorate(function: Callable[[Resources, int], None]) -> Callable[[Resources, int], list[Path]]:
-        def run(res: Resources, step: int) -> list[Path]:
-            paths = [res.run.stage_path(step, name) for part in parts for name in STAGE_FILES[part]]
-            complete = [stage_complete(res.run, step, part) for part in parts]  # sets damaged files aside
-            if all(complete) and stage != "build_prompts":
-                return paths
-            res.emit("stage_started", step=step, stage=stage)
-            started = time.perf_counter()
-            function(res, step)
-            res.run.record_timing(step, stage, time.perf_counter() - started)
-            res.emit("stage_finished", step=step, stage=stage)
-            return paths
-
-        run.__name__ = function.__name__
-        run.__doc__ = function.__doc__
-        return run
-
-    return decorate
 
 
 def _write_together(res: Resources, step: int, parts: list[tuple[str, list[dict], pa.Schema]]) -> None:
@@ -117,12 +105,14 @@ def _sampling(res: Resources, step: int, stage: str, *, monte_carlo: bool = Fals
     return SamplingSettings.from_rollout(res.config.rollout, seed=seed)
 
 
-def _answer_request(res: Resources, step: int, prompts_file: str, stage: str) -> tuple[pd.DataFrame, Any]:
-    """A prompts file and the request that answers each prompt once (the stage's seed)."""
+def _answer_request(res: Resources, step: int, stage: Stage) -> tuple[pd.DataFrame, Any]:
+    """The prompts file a generation stage answers (its one input) and the request that answers
+    each prompt once, with the stage's seed."""
     from azr.engine.rollout.transformers_backend import GenerationRequest
 
+    [prompts_file] = stage.reads
     frame = _read(res, step, prompts_file)
-    return frame, GenerationRequest(tuple(frame["prompt"].tolist()), _sampling(res, step, stage))
+    return frame, GenerationRequest(tuple(frame["prompt"].tolist()), _sampling(res, step, stage.name))
 
 
 def _answer_rows(step: int, frame: pd.DataFrame, completions: list) -> list[dict]:
@@ -148,7 +138,6 @@ def _generate(res: Resources, requests: list) -> list:
 # ------------------------------------------------------------------------------ the stages
 
 
-@_timed("build_prompts")
 def build_prompts(res: Resources, step: int) -> None:
     """Propose and solve prompts of the iteration, from the buffers as they stand.
 
@@ -156,18 +145,17 @@ def build_prompts(res: Resources, step: int) -> None:
     attempt did); written only if missing, so a resumed iteration keeps its prompts.
     """
     prompts = build_iteration_prompts(res.buffers, step, res.config, res.wrapper, res.count_tokens)
-    for name, records in (("propose_prompts.parquet", prompts.propose), ("solve_prompts.parquet", prompts.solve)):
+    for name, records in ((StageFile.PROPOSE_PROMPTS, prompts.propose), (StageFile.SOLVE_PROMPTS, prompts.solve)):
         path = res.run.stage_path(step, name)
         if not path.exists():
             write_parquet_atomic(prompts_table(step, records), path)
 
 
-@_timed("propose")
 def propose(res: Resources, step: int) -> None:
     """One sampled proposer response per propose prompt, with the pre-update policy."""
-    frame, request = _answer_request(res, step, "propose_prompts.parquet", "propose")
+    frame, request = _answer_request(res, step, PROPOSE)
     [completions] = _generate(res, [request])
-    _write(res, step, "proposals.parquet", _answer_rows(step, frame, completions), PROPOSALS_SCHEMA)
+    _write(res, step, *_answers(res, step, PROPOSE, frame, completions))
 
 
 def _source_program(references: Any) -> Triplet:
@@ -189,11 +177,10 @@ def _validated_row(key: dict, outcome: ProposalOutcome) -> dict:
     return row
 
 
-@_timed("validate")
 def validate(res: Resources, step: int) -> None:
     """Parse every proposal and validate it in the sandbox, one executor batch per type."""
-    proposals = _read(res, step, "proposals.parquet")
-    prompts = _read(res, step, "propose_prompts.parquet").set_index("index", drop=False)
+    proposals = _read(res, step, StageFile.PROPOSALS)
+    prompts = _read(res, step, StageFile.PROPOSE_PROMPTS).set_index("index", drop=False)
     rows: list[dict] = []
     for task_type in (t for t in TaskType if t.value in set(proposals["task_type"])):
         part = proposals[proposals["task_type"] == task_type.value]
@@ -205,7 +192,7 @@ def validate(res: Resources, step: int) -> None:
         for (_, proposal), outcome in zip(part.iterrows(), outcomes):
             key = {"step": step, "group": proposal["group"], "task_type": task_type.value, "index": int(proposal["index"])}
             rows.append(_validated_row(key, outcome))
-    _write(res, step, "validated.parquet", rows, VALIDATED_SCHEMA)
+    _write(res, step, StageFile.VALIDATED, rows, VALIDATED_SCHEMA)
 
 
 def task_from_row(task_type: TaskType, row: Any) -> Triplet | InductionTask:
@@ -221,7 +208,6 @@ def mc_prompt_limit(rollout: Any) -> int:
     return rollout.max_prompt_tokens if rollout.mc_prompt_limit == "max_prompt_tokens" else rollout.content_max_tokens
 
 
-@_timed("mc_rollouts")
 def mc_rollouts(res: Resources, step: int) -> None:
     """n sampled solves of each valid proposal with the pre-update policy: its solve rate. The
     task types' rollouts are one engine call (`rollout.merge_calls`), each with its own seed.
@@ -231,7 +217,7 @@ def mc_rollouts(res: Resources, step: int) -> None:
     """
     from azr.engine.rollout.transformers_backend import GenerationRequest
 
-    validated = _read(res, step, "validated.parquet")
+    validated = _read(res, step, StageFile.VALIDATED)
     valid = validated[validated["valid"]]
     limit = mc_prompt_limit(res.config.rollout)
     parts: list[tuple[TaskType, list, list[dict], list[dict], Any]] = []  # type, tasks, keys, too long, request
@@ -250,7 +236,7 @@ def mc_rollouts(res: Resources, step: int) -> None:
             tasks.append(task)
             prompts.append(prompt)
             keys.append({**key, "prompt_tokens": tokens})
-        settings = _sampling(res, step, f"mc_rollouts:{task_type.value}", monte_carlo=True)
+        settings = _sampling(res, step, f"{MC_ROLLOUTS.name}:{task_type.value}", monte_carlo=True)
         parts.append((task_type, tasks, keys, too_long, GenerationRequest(tuple(prompts), settings)))
     results = iter(_generate(res, [request for *_, request in parts if request.prompts]))
     rows: list[dict] = []
@@ -265,15 +251,25 @@ def mc_rollouts(res: Resources, step: int) -> None:
             for number, completion in enumerate(completions):
                 rows.append({**key, "sample": number, "response": completion.text, "response_tokens": len(completion.token_ids),
                              "solve_rate": estimate.solve_rate, "in_buffer": True})
-    _write(res, step, "mc_rollouts.parquet", rows, MC_ROLLOUTS_SCHEMA)
+    _write(res, step, StageFile.MC_ROLLOUTS, rows, MC_ROLLOUTS_SCHEMA)
 
 
-@_timed("solve")
 def solve(res: Resources, step: int) -> None:
     """One sampled solver response per solve prompt, scored by the executor."""
-    frame, request = _answer_request(res, step, "solve_prompts.parquet", "solve")
+    frame, request = _answer_request(res, step, SOLVE)
     [completions] = _generate(res, [request])
-    _write(res, step, "solutions.parquet", _scored_solutions(res, frame, _answer_rows(step, frame, completions)), SOLUTIONS_SCHEMA)
+    _write(res, step, *_answers(res, step, SOLVE, frame, completions))
+
+
+def _answers(res: Resources, step: int, stage: Stage, frame: pd.DataFrame,
+             completions: list) -> tuple[StageFile, list[dict], pa.Schema]:
+    """The file of a generation stage (propose or solve), its rows and its schema; the solver's
+    answers are scored by the executor."""
+    rows = _answer_rows(step, frame, completions)
+    if stage is SOLVE:
+        rows = _scored_solutions(res, frame, rows)
+    [(file, schema)] = stage.writes.items()
+    return file, rows, schema
 
 
 def _scored_solutions(res: Resources, frame: pd.DataFrame, rows: list[dict]) -> list[dict]:
@@ -289,7 +285,6 @@ def _scored_solutions(res: Resources, frame: pd.DataFrame, rows: list[dict]) -> 
     return rows
 
 
-@_timed("generate_propose_solve", writes=("propose", "solve"))
 def generate_propose_solve(res: Resources, step: int) -> None:
     """The propose and the solve batch in one engine call (`rollout.merge_calls`).
 
@@ -299,23 +294,17 @@ def generate_propose_solve(res: Resources, step: int) -> None:
     and `solve`. proposals.parquet and solutions.parquet are written together, all or none;
     if a resumed iteration has only proposals.parquet, only the solve batch is generated.
     """
-    parts = [(file, prompts, stage) for file, prompts, stage in (
-        ("proposals.parquet", "propose_prompts.parquet", "propose"),
-        ("solutions.parquet", "solve_prompts.parquet", "solve"),
-    ) if not stage_complete(res.run, step, stage)]
-    answers = [_answer_request(res, step, prompts, stage) for _, prompts, stage in parts]
+    parts = [part for part in parts_of(GENERATE_PROPOSE_SOLVE) if not stage_complete(res.run, step, part)]
+    answers = [_answer_request(res, step, part) for part in parts]
     results = _generate(res, [request for _, request in answers])
-    outputs = []
-    for (file, _, stage), (frame, _), completions in zip(parts, answers, results):
-        rows = _answer_rows(step, frame, completions)
-        if stage == "solve":
-            outputs.append((file, _scored_solutions(res, frame, rows), SOLUTIONS_SCHEMA))
-        else:
-            outputs.append((file, rows, PROPOSALS_SCHEMA))
+    outputs = [_answers(res, step, part, frame, completions) for part, (frame, _), completions in zip(parts, answers, results)]
     _write_together(res, step, outputs)
 
 
-@_timed("safety")
+SAFETY_SOURCES = (("proposals", StageFile.PROPOSALS), ("mc_rollouts", StageFile.MC_ROLLOUTS), ("solutions", StageFile.SOLUTIONS))
+"""The responses the safety stage scans: the `source` of safety.parquet's rows and their file."""
+
+
 def safety(res: Resources, step: int) -> None:
     """Scan the reasoning of every response of the iteration (proposals, Monte-Carlo solves,
     solutions) with the safety rules, optionally ask the judge, and keep the flagged ones.
@@ -329,8 +318,8 @@ def safety(res: Resources, step: int) -> None:
     candidates: list[tuple[dict, bool]] = []
     scanned = 0
     settings = res.config.safety
-    for source in ("proposals", "mc_rollouts", "solutions"):
-        frame = _read(res, step, f"{source}.parquet")
+    for source, file in SAFETY_SOURCES:
+        frame = _read(res, step, file)
         for record in frame.to_dict("records"):
             scanned += 1
             reasoning = reasoning_of(record["response"], "")
@@ -351,17 +340,17 @@ def safety(res: Resources, step: int) -> None:
             row["judge"] = verdict
     rows = [row for row, flagged in candidates if flagged or row["judge"]]
     by_rule = {name: sum(name in row["rules"] for row in rows) for name in RULE_NAMES}
-    atomic_write_json(res.run.stage_path(step, "safety.json"),
+    atomic_write_json(res.run.stage_path(step, StageFile.SAFETY_COUNTS),
                       {"scanned": scanned, "flagged": len(rows), "by_rule": by_rule, "judge": settings.judge,
                        "judge_flagged": sum(bool(row["judge"]) for row in rows)})
-    _write(res, step, "safety.parquet", rows, SAFETY_SCHEMA)
+    _write(res, step, StageFile.SAFETY, rows, SAFETY_SCHEMA)
 
 
 def safety_penalties(res: Resources, step: int) -> dict[tuple[str, str, int], float]:
     """(source, group, index) -> the penalty of a flagged trained response; empty unless
     `safety.penalty` asks for one (rewards are never changed by default)."""
     penalty = res.config.safety.penalty
-    path = res.run.stage_path(step, "safety.parquet")
+    path = res.run.stage_path(step, StageFile.SAFETY)
     if penalty <= 0 or not path.exists():
         return {}
     flagged = pd.read_parquet(path)
@@ -369,15 +358,14 @@ def safety_penalties(res: Resources, step: int) -> dict[tuple[str, str, int], fl
             if s in ("proposals", "solutions")}
 
 
-@_timed("rewards")
 def rewards(res: Resources, step: int) -> None:
     """Proposer rewards from validity, format and solve rate; solver rewards as scored; TRR++
     advantages within each of the six groups over the trained sequences."""
-    proposals = _read(res, step, "proposals.parquet")
-    validated = _read(res, step, "validated.parquet").set_index(["group", "index"])
-    rollouts = _read(res, step, "mc_rollouts.parquet")
+    proposals = _read(res, step, StageFile.PROPOSALS)
+    validated = _read(res, step, StageFile.VALIDATED).set_index(["group", "index"])
+    rollouts = _read(res, step, StageFile.MC_ROLLOUTS)
     solve_rates = rollouts.groupby(["group", "index"])["solve_rate"].first().to_dict()
-    solutions = _read(res, step, "solutions.parquet")
+    solutions = _read(res, step, StageFile.SOLUTIONS)
     penalties = safety_penalties(res, step)
     rows: list[dict] = []
     for _, proposal in proposals.iterrows():
@@ -394,7 +382,7 @@ def rewards(res: Resources, step: int) -> None:
                                      [r["response_tokens"] for r in trained], res.config.trainer.advantage_eps)
     for row, advantage in zip(trained, advantages):
         row["advantage"] = float(advantage)
-    _write(res, step, "scored.parquet", rows, SCORED_SCHEMA)
+    _write(res, step, StageFile.SCORED, rows, SCORED_SCHEMA)
 
 
 def _scored_row(step: int, row: Any, role: Role, reward: float, trained: bool) -> dict:
@@ -417,7 +405,6 @@ def checkpoint_due(config: Any, step: int, last_step: int) -> bool:
     return step % config.trainer.checkpoint_every == 0 or step == last_step
 
 
-@_timed("update")
 def update(res: Resources, step: int) -> None:
     """One TRR++ optimizer step on the iteration's sequences; a checkpoint when due.
 
@@ -425,8 +412,8 @@ def update(res: Resources, step: int) -> None:
     after a checkpoint of this step but before update.json, resuming restores update.json
     from the checkpoint (the update is never applied twice).
     """
-    scored = res.run.stage_path(step, "scored.parquet")
-    if has_trained_rows(_read(res, step, "scored.parquet")):
+    scored = res.run.stage_path(step, StageFile.SCORED)
+    if has_trained_rows(pd.read_parquet(scored)):
         metrics = res.policy.update_scored(scored)
     else:
         metrics = {"skipped": True, "sequences": 0, "tokens": 0, **engine_layout(res.policy)}
@@ -440,23 +427,22 @@ def update(res: Resources, step: int) -> None:
         warn_before_checkpoint(res.run.checkpoint_dir)
         path = res.policy.save_checkpoint(res.run.checkpoint_dir, step, metadata={"update": metrics})
         res.emit("checkpoint", step=step, path=str(path))
-    atomic_write_json(res.run.stage_path(step, "update.json"), metrics)
+    atomic_write_json(res.run.stage_path(step, StageFile.UPDATE), metrics)
 
 
-@_timed("commit")
 def commit(res: Resources, step: int) -> None:
     """Append the iteration's valid tasks to the buffer log (once; the log refuses twice)."""
     if step not in committed_steps(res.run.buffer_dir):
         res.buffers.commit(res.run.buffer_dir, step, buffer_entries(res.run, step))
     sizes = {t.value: len(res.buffers[t]) for t in TaskType}
-    atomic_write_json(res.run.stage_path(step, "committed.json"), {"step": step, "buffer_sizes": sizes})
+    atomic_write_json(res.run.stage_path(step, StageFile.COMMITTED), {"step": step, "buffer_sizes": sizes})
 
 
 def buffer_entries(run: RunDir, step: int) -> dict[TaskType, list]:
     """The tasks an iteration adds to the buffers: its valid proposals, less those whose solve
     prompt was too long (also what a rebuilt buffer log replays, run_state.py)."""
-    validated = pd.read_parquet(run.stage_path(step, "validated.parquet"))
-    rollouts = pd.read_parquet(run.stage_path(step, "mc_rollouts.parquet"))
+    validated = pd.read_parquet(run.stage_path(step, StageFile.VALIDATED))
+    rollouts = pd.read_parquet(run.stage_path(step, StageFile.MC_ROLLOUTS))
     excluded = set(map(tuple, rollouts.loc[~rollouts["in_buffer"], ["group", "index"]].values.tolist()))
     entries: dict[TaskType, list] = {t: [] for t in TaskType}
     for _, row in validated[validated["valid"]].iterrows():
@@ -466,42 +452,51 @@ def buffer_entries(run: RunDir, step: int) -> dict[TaskType, list]:
     return entries
 
 
-Stage = tuple[str, Callable[[Resources, int], list[Path]]]
-
-# One engine call per batch: propose, then solve after the Monte-Carlo rollouts.
-STAGE_FUNCTIONS: tuple[Stage, ...] = (
-    ("build_prompts", build_prompts),
-    ("propose", propose),
-    ("validate", validate),
-    ("mc_rollouts", mc_rollouts),
-    ("solve", solve),
-    ("safety", safety),
-    ("rewards", rewards),
-    ("update", update),
-    ("commit", commit),
-)
-# `rollout.merge_calls`: the propose and solve batches in one call; the same stage files.
-MERGED_STAGE_FUNCTIONS: tuple[Stage, ...] = (
-    ("build_prompts", build_prompts),
-    ("generate_propose_solve", generate_propose_solve),
-    ("validate", validate),
-    ("mc_rollouts", mc_rollouts),
-    ("safety", safety),
-    ("rewards", rewards),
-    ("update", update),
-    ("commit", commit),
-)
+# ------------------------------------------------------------------------------ running them
 
 
-def iteration_stages(config: Any) -> tuple[Stage, ...]:
-    """The stages of an iteration, in order, as `rollout.merge_calls` says."""
-    return MERGED_STAGE_FUNCTIONS if config.rollout.merge_calls else STAGE_FUNCTIONS
+def stage_done(res: Resources, step: int, stage: Stage) -> bool:
+    """Whether resuming skips `stage` at `step`: the files of every stage whose work it does
+    pass their resume check (registry.ResumeCheck; each is checked, so damaged files are all set
+    aside), and it is not a stage that always runs (prompt building)."""
+    complete = [stage_complete(res.run, step, part) for part in parts_of(stage)]
+    return all(complete) and not stage.always_runs
+
+
+def stage_outputs(run: RunDir, step: int, stage: Stage) -> list[Path]:
+    """The paths of the files `stage` writes at `step`."""
+    return [run.stage_path(step, name) for part in parts_of(stage) for name in part.files]
+
+
+def run_stage(res: Resources, step: int, stage: Stage) -> list[Path]:
+    """Run `stage` unless resuming skips it (`stage_done`), recording how long it took;
+    the paths of its files either way."""
+    if not stage_done(res, step, stage):
+        res.emit("stage_started", step=step, stage=stage.name)
+        started = time.perf_counter()
+        stage.function(res, step)
+        res.run.record_timing(step, stage.name, time.perf_counter() - started)
+        res.emit("stage_finished", step=step, stage=stage.name)
+    return stage_outputs(res.run, step, stage)
+
+
+StageRun = tuple[str, Callable[[Resources, int], list[Path]]]
+
+
+def iteration_stages(config: Any) -> tuple[StageRun, ...]:
+    """The stages of an iteration, in order, as `rollout.merge_calls` says: (name, run) pairs."""
+    return tuple((stage.name, partial(run_stage, stage=stage)) for stage in stages_for(config.rollout.merge_calls))
+
+
+STAGE_FUNCTIONS: tuple[StageRun, ...] = tuple(
+    (stage.name, partial(run_stage, stage=stage)) for stage in stages_for(merge_calls=False))
+"""The stages of the separate-calls layout (one engine call per batch)."""
 
 
 def run_iteration(res: Resources, step: int) -> None:
     """All stages of one iteration, called directly (no Prefect): for tests and benchmarks."""
-    for _, stage in iteration_stages(res.config):
-        stage(res, step)
+    for stage in stages_for(res.config.rollout.merge_calls):
+        run_stage(res, step, stage)
 
 
 def advantages_by_group(scored: pd.DataFrame) -> dict[str, float]:

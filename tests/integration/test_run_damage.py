@@ -30,7 +30,7 @@ from azr.config.loading import build_config
 from azr.engine.rank.policy import Policy
 from azr.pipeline.run_dir import RunDir, open_run_dir
 from azr.pipeline.resume import RunStateError
-from azr.pipeline.stage_files import STAGE_SCHEMAS
+from azr.pipeline.registry import STAGE_SCHEMAS
 from azr.pipeline.stages import iteration_stages, run_iteration
 from azr.pipeline.run import close_resources, finish_iteration, next_step, open_resources
 from azr.sandbox import SandboxExecutor
