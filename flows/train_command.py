@@ -47,8 +47,15 @@ class _ProgressView:
     def __init__(self, progress: Progress) -> None:
         self.progress = progress
         self.task = progress.add_task("starting", total=None)
+        self.started = False
+
+    def hide_unstarted(self) -> None:
+        """After an early error the bar says nothing: it is not left on the screen below the error."""
+        if not self.started:
+            self.progress.update(self.task, visible=False)
 
     def __call__(self, event: str, data: dict[str, Any]) -> None:
+        self.started = True
         if event == "iteration_started":
             self.progress.update(self.task, total=data["last"], completed=data["step"] - 1,
                                  description=f"iteration {data['step']}/{data['last']}")
@@ -116,28 +123,27 @@ def train(
     _check_disk(wanted, resume, run_dir)
 
     _quiet_output()
-    from azr.engine.models.sources import ModelSourceError
-    from azr.engine.protocol import EngineError
-    from azr.engine.rollout.vllm.server import VLLMError
     from azr.pipeline.context import set_event_hook
-    from azr.sandbox import IsolationUnavailable, SandboxError
     from flows.server_lifetime import bind_temporary_server
     from flows.training import default_run_dir, train_flow
 
     target = Path(resume) if resume is not None else (run_dir or default_run_dir(wanted))
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     with Progress(*columns, console=console, transient=False) as progress:
-        set_event_hook(_ProgressView(progress))
+        view = _ProgressView(progress)
+        set_event_hook(view)
         try:
             bind_temporary_server()  # a kill -9 of this process must not leave Prefect's server behind
             summary = train_flow(preset=None, config=wanted, iterations=iterations, run_dir=str(target),
                                  resume=resume is not None, force=force)
         except (ConfigError, RunDirError) as exc:
+            view.hide_unstarted()
             _fail(str(exc))
-        except (ModelSourceError, IsolationUnavailable, SandboxError, VLLMError, EngineError, OSError) as exc:
-            from azr.ops.failure_advice import failure_advice
+        except Exception as exc:  # noqa: BLE001 - every failure of the run: its own reason, then what to do
+            from azr.ops.failure_advice import failure_advice, is_model_problem, user_message
 
-            _fail(f"{exc} ({failure_advice(exc, target, model_problem=isinstance(exc, ModelSourceError))})", code=1)
+            view.hide_unstarted()
+            _fail(f"{user_message(exc)} ({failure_advice(exc, target, model_problem=is_model_problem(exc))})", code=1)
         finally:
             set_event_hook(None)
     run = Path(summary["run_dir"])

@@ -195,7 +195,7 @@ def eval_run(
     `--suite paper` prints the paper's table (per benchmark, code avg, math avg, total).
     """
     from azr.engine.training.checkpoints import CheckpointError
-    from azr.engine.models.sources import ModelSourceError
+    from azr.ops.failure_advice import model_load_error_types, own_reason
     from azr.eval import runner
 
     chosen = [name for name, value in (("--benchmark", benchmark), ("--suite", suite or benchmarks)) if value]
@@ -233,8 +233,8 @@ def eval_run(
 
         try:
             runner.generate(out_dir, on_loaded=loaded, on_progress=lambda n: progress.advance(state["generate"], n))
-        except (ModelSourceError, OSError, ValueError) as exc:
-            fail(f"cannot generate with {plan.resolved_model}: {exc}", 1)
+        except (ValueError, *model_load_error_types()) as exc:
+            fail(f"cannot generate with {plan.resolved_model}: {own_reason(exc)}", 1)
         progress.update(loading, total=1, completed=1)
         scoring = progress.add_task("scoring in the sandbox", total=plan.problems * plan.samples)
         with _open_executor(_sandbox_for(out_dir, plan), runner.read_problems(out_dir)) as executor:
@@ -293,7 +293,7 @@ def print_table(table: dict[str, Any], title: str) -> None:
 def _run_suite(request: Any, suite: str | None, benchmarks: str | None, data: list[str], data_dir: Path | None,
                force: bool) -> None:
     from azr.engine.training.checkpoints import CheckpointError
-    from azr.engine.models.sources import ModelSourceError
+    from azr.ops.failure_advice import model_load_error_types, own_reason
     from azr.eval import runner
     from azr.eval import suite as suite_module
 
@@ -319,8 +319,8 @@ def _run_suite(request: Any, suite: str | None, benchmarks: str | None, data: li
         try:
             suite_module.generate_suite(directories, on_start=starting,
                                         on_progress=lambda n: progress.advance(state["task"], n))
-        except (ModelSourceError, OSError, ValueError) as exc:
-            fail(f"cannot generate with {plans[0].resolved_model}: {exc}", 1)
+        except (ValueError, *model_load_error_types()) as exc:
+            fail(f"cannot generate with {plans[0].resolved_model}: {own_reason(exc)}", 1)
         summaries = []
         for directory, plan in zip(directories, plans):
             task = progress.add_task(f"scoring {plan.benchmark}", total=plan.problems * plan.samples)
@@ -394,8 +394,12 @@ def eval_score(
     import math
 
     from azr.config.loading import build_config, chosen_preset
+    from dataclasses import asdict
+
+    from azr.eval.benchmarks.problems import skipped_notes
     from azr.eval.benchmarks.registry import get_benchmark
     from azr.eval.evaluate import score_report
+    from azr.eval.runner import skipped_rows
     from azr.eval.predictions import read_predictions
     from azr.eval.results import metrics_from_summary, summarise, write_results, write_summary
 
@@ -413,9 +417,13 @@ def eval_score(
     if timeout is not None:
         sandbox = sandbox.model_copy(update={"timeout_s": timeout, "cpu_time_s": max(1, math.ceil(timeout))})
     _print_report(report)
+    for note in skipped_notes(problems):
+        err_console.print(f"[bold yellow]warning:[/] {escape(note)}", highlight=False, soft_wrap=True)
     with _progress() as progress, _open_executor(sandbox, problems) as executor:
         scoring = progress.add_task("scoring in the sandbox", total=len(problems))
         rows = score_report(chosen.name, problems, report, executor, on_progress=lambda n: progress.advance(scoring, n))
+    skipped = [asdict(row) for row in getattr(problems, "skipped", ())]
+    rows = [*rows, *skipped_rows(chosen.name, skipped, 1, rows)]
     out_dir.mkdir(parents=True, exist_ok=True)
     write_results(rows, out_dir)
     summary = {

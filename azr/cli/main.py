@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.table import Table
-from azr.cli.output import console, err_console, fail
+from azr.cli.output import ReportingGroup, console, err_console, fail
 
 from azr.config.schema import AZRConfig
 
@@ -25,6 +25,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=ReportingGroup,
 )
 config_app = typer.Typer(help="Inspect run configurations and presets.", no_args_is_help=True)
 prompts_app = typer.Typer(help="Build and inspect the prompts of an iteration.", no_args_is_help=True)

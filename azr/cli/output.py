@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any, NoReturn
 
+import click
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -19,6 +20,22 @@ def fail(message: str, code: int = 2) -> NoReturn:
     """Print a user-facing error and exit; `code` 2 for bad input, 1 for failures."""
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+class ReportingGroup(typer.core.TyperGroup):
+    """The `azr` command group: whatever a subcommand raises reaches the user as one paragraph
+    with its own reason and exit code 1 (2 for bad input), never as a traceback
+    (azr/ops/failure_advice.py names the kinds and keeps an unexpected error's traceback in a file)."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, click.exceptions.Exit, click.ClickException, click.exceptions.Abort, KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the one place every command's failure is reported
+            from azr.ops.failure_advice import exit_code, user_message
+
+            fail(user_message(exc), exit_code(exc))
 
 
 ROW_NAME_CHARS = 24  # the longest group or failure-reason name, with room to spare

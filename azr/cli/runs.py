@@ -82,7 +82,12 @@ def runs_show(
         config = run.read_config()
     except RunDirError as exc:
         _fail(str(exc))
-    info = run.read_info()
+    try:
+        info = run.read_info()
+    except RunDirError as exc:  # the run's files can still be shown; only its MLflow link is lost
+        err_console.print(f"[yellow]warning:[/] {escape(str(exc))}; the MLflow run it names cannot be shown "
+                          "(the stage files and checkpoints are read without it)", highlight=False, soft_wrap=True)
+        info = {}
     console.print(f"[bold]{escape(str(run_dir))}[/]: preset {escape(config.name)}, model {escape(config.model.name_or_path)}, "
                   f"{len(run.completed_steps())}/{config.trainer.iterations} iterations; MLflow run {info.get('mlflow_run_id', '-')}")
     if iteration is None:

@@ -31,7 +31,7 @@ from azr.config.loading import build_config, chosen_preset
 from azr.eval.benchmarks.registry import get_benchmark
 from azr.eval.benchmarks.livecodebench import parse_date
 from azr.eval.benchmarks.problems import (
-    CodeProblem, EvalDataError, LiveCodeProblem, MathProblem, PlusProblem, Problem, ReasoningProblem,
+    CodeProblem, EvalDataError, LiveCodeProblem, MathProblem, PlusProblem, Problem, ReasoningProblem, skipped_notes,
 )
 from azr.eval.prompting.azr_prompts import PROMPT_STYLES, PromptStyle
 from azr.eval.results import (
@@ -106,6 +106,7 @@ class Plan:
     until: str | None = None
     backend: str = "auto"
     parent_run_id: str | None = None
+    skipped: list[dict[str, Any]] = field(default_factory=list)  # unusable rows (SkippedRow), scored as failures
 
     def same_evaluation(self, other: Plan) -> bool:
         """Equal in everything but where the model files are read from."""
@@ -216,9 +217,9 @@ def prepare(request: EvalRequest, *, force: bool = False) -> tuple[Path, list[st
         tracking_uri=request.tracking_uri, mlflow=request.mlflow, problems=len(problems),
         config=config.model_dump(mode="json"), load_from=target.model, samples=request.samples,
         temperature=request.temperature, since=request.since, until=request.until, backend=request.backend,
-        parent_run_id=request.parent_run_id,
+        parent_run_id=request.parent_run_id, skipped=[asdict(row) for row in getattr(problems, "skipped", ())],
     )
-    notes = [n for n in (target.note, config_note) if n]
+    notes = [n for n in (target.note, config_note) if n] + skipped_notes(problems)
     if target.run_dir is not None and target.run_info is None and request.mlflow:
         notes.append(f"{target.run_dir} has no run.json: the evaluation is logged as a standalone run")
     if out_dir.is_file():
@@ -376,10 +377,21 @@ def score(out_dir: Path, *, executor: Any = None, on_progress: Progress | None =
     finally:
         if own_executor:
             executor.close()
+    rows = [*rows, *skipped_rows(plan.benchmark, plan.skipped, plan.samples, rows)]
     write_results(rows, out_dir)
     summary = describe(plan, rows)
     write_summary(summary, out_dir)
     return summary
+
+
+def skipped_rows(benchmark: str, skipped: Sequence[dict[str, Any]], samples: int,
+                 rows: Sequence[ResultRow]) -> list[ResultRow]:
+    """A failed result for every sample of every row the benchmark file could not give (the
+    denominator is the file's size; the reason is kept in the row's `error`)."""
+    base = False if any(row.base_correct is not None for row in rows) else None
+    return [ResultRow(benchmark, str(row["id"]), None, None, None, "", False, "unusable_row",
+                      f"{row['where']}: {row['reason']}", sample=sample, base_correct=base)
+            for row in skipped for sample in range(samples)]
 
 
 def decoding_label(plan: Plan) -> str:

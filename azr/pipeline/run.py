@@ -21,7 +21,7 @@ from azr.ops.monitors import Finding, detect, known_programs, learning_verdict, 
 from azr.pipeline.metrics import iteration_metrics
 from azr.pipeline.context import ProgressHook, Resources
 from azr.pipeline.registry import StageFile
-from azr.pipeline.run_dir import RunDir
+from azr.pipeline.run_dir import RunDir, RunDirError
 from azr.pipeline.seeding import initial_buffers, seeding_needed
 from azr.pipeline.resume import (
     ResumePlan,
@@ -65,6 +65,12 @@ def restore_policy(policy: Any, run: RunDir, plan: ResumePlan) -> list[int]:
         try:
             info = policy.load_checkpoint(plan.checkpoint.path)
         except Exception as exc:  # noqa: BLE001 - whatever the loader hit, the message names the checkpoint
+            if "size mismatch" in str(exc).lower():  # another model's weights: the config, not the file, is wrong
+                raise RunStateError(
+                    f"checkpoint {plan.checkpoint.path} holds another model than the run's settings name "
+                    f"(model.name_or_path {config_model(run)}): {exc}. Resume with the settings the run was "
+                    f"trained with (its config.yaml was changed?), e.g. --set model.name_or_path=... --force"
+                ) from exc
             raise RunStateError(
                 f"checkpoint {plan.checkpoint.path} passed its checks but does not load ({exc}). Move it out of "
                 f"{run.checkpoint_dir} and resume again: the updates after the previous checkpoint are replayed."
@@ -85,6 +91,13 @@ def restore_policy(policy: Any, run: RunDir, plan: ResumePlan) -> list[int]:
             policy.save_checkpoint(run.checkpoint_dir, step, metadata={"update": metrics})
             logger.warning("wrote checkpoint %d again, from the replayed updates", step)
     return list(plan.replay)
+
+
+def config_model(run: RunDir) -> str:
+    try:
+        return run.read_config().model.name_or_path
+    except RunDirError:
+        return "?"
 
 
 def open_resources(run: RunDir, config: AZRConfig, *, on_event: ProgressHook | None = None,

@@ -1,6 +1,7 @@
 """How a sandbox worker is started: bubblewrap, Linux namespaces, or (explicitly) nothing.
 
-Inside, the file system is read-only but for a private /tmp, there is no network (a new
+Inside, the file system is read-only but for a private /tmp (the interpreter and the package
+directories of `sandbox.packages` are bound again on top of it when they live under /tmp), there is no network (a new
 network namespace has only a loopback), the process ids are private (programs cannot see or
 signal the orchestrator), the environment is empty, and task children run as an unprivileged
 uid when the orchestrator is root (RLIMIT_NPROC is not enforced for root).
@@ -89,20 +90,34 @@ def _bubblewrap_flags(as_root: bool) -> list[str]:
     return flags
 
 
+def under_private_tmp(paths: list[str]) -> list[str]:
+    """The directories among `paths` that the sandbox's fresh /tmp would hide (a virtual
+    environment or a checkout under /tmp): they are bound again, read-only, on top of it."""
+    return [path for path in paths if Path("/tmp") in Path(path).parents]
+
+
+def _bind_again(path: str, below: str) -> list[str]:
+    """bwrap flags that show `path` (read-only) inside a fresh tmpfs mounted at `below`."""
+    flags: list[str] = []
+    for parent in reversed(Path(path).parents):  # traversable directories down to it
+        if len(parent.parts) > len(Path(below).parts):
+            flags += ["--perms", "0755", "--dir", str(parent)]
+    return flags + ["--ro-bind", path, path]
+
+
 def bubblewrap_launch(bwrap: str, worker_argv: list[str], keep: list[str] | None = None) -> Launch:
     as_root = os.geteuid() == 0
     flags = _bubblewrap_flags(as_root)
+    prefix = os.path.realpath(sys.base_prefix)
+    for path in under_private_tmp([prefix, *(keep or [])]):  # after `--tmpfs /tmp`, so on top of it
+        flags += _bind_again(path, "/tmp")
     if as_root:
-        prefix = os.path.realpath(sys.base_prefix)
         blocked = _blocked_ancestor(prefix)
         if blocked:  # e.g. a pyenv Python under /root: hide /root, show only the interpreter
             flags += ["--perms", "0755", "--tmpfs", blocked]
             # ... and the package directories programs may import from (sandbox.packages)
             for path in [prefix, *[p for p in keep or [] if Path(blocked) in Path(p).parents]]:
-                for parent in reversed(Path(path).parents):  # traversable directories down to it
-                    if len(parent.parts) > len(Path(blocked).parts):
-                        flags += ["--perms", "0755", "--dir", str(parent)]
-                flags += ["--ro-bind", path, path]
+                flags += _bind_again(path, blocked)
     return Launch([bwrap, *flags, "--", *worker_argv], {}, "bubblewrap")
 
 

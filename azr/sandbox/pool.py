@@ -102,7 +102,7 @@ class _Worker:
         except TimeoutError:
             ready = None
         if not isinstance(ready, dict) or not ready.get("ready"):
-            detail = self._stderr_tail()
+            detail = ready.get("error") if isinstance(ready, dict) and ready.get("error") else self._stderr_tail()
             self.stop()
             raise SandboxError(f"the sandbox worker did not start ({launch.isolation}): {detail or 'no output'}")
 

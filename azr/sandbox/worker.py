@@ -540,6 +540,27 @@ class PackageFinder:
         return PathFinder.find_spec(fullname, self.paths)
 
 
+def packages_not_shown(packages: dict) -> str | None:
+    """What keeps a listed package from being imported here (its directory is not visible in
+    the sandbox, or the package is not in it), or None when every one can be found."""
+    finder = PackageFinder(packages.get("names") or [], packages.get("paths") or [])
+    problems = []
+    for name in packages.get("names") or []:
+        try:
+            spec = finder.find_spec(name)
+        except (ImportError, OSError, ValueError):
+            spec = None
+        if spec is None:
+            shown = [path for path in finder.paths if os.path.isdir(path)]
+            hidden = [path for path in finder.paths if path not in shown]
+            problems.append(f"{name!r} (looked in {', '.join(finder.paths) or 'no directory'}"
+                            + (f"; not visible inside the sandbox: {', '.join(hidden)}" if hidden else "") + ")")
+    if not problems:
+        return None
+    return ("sandbox.packages lists " + "; ".join(problems) + ", which programs in the sandbox cannot import: "
+            "install it in a directory the sandbox can show, or remove it from sandbox.packages")
+
+
 def split_inputs(task: dict) -> list[dict]:
     """With `separate`, each input runs in a process of its own: a fresh program state and its
     own time limit, as the original ran each input as a program of its own (docs/algorithm.md §5.2)."""
@@ -737,6 +758,10 @@ class Worker:
 
     def serve(self) -> None:
         _prctl(4, 0)
+        missing = packages_not_shown(self.limits.get("packages") or {})
+        if missing:  # refused before any program runs: the pool names it
+            send_json(1, {"ready": False, "error": missing})
+            return
         self.template("A")
         if self.config.get("determinism", True) and self.config.get("cross_process", True):
             self.template("B")
@@ -915,7 +940,15 @@ def isolate_filesystem(hide: str | None, prefix: str, keep: list | None = None) 
     """In a fresh mount namespace: a private /tmp, every mount read-only, and (as root) the
     directory that hides the interpreter from the task uid replaced by an empty one."""
     _mount(None, "/", None, _MS_REC | _MS_PRIVATE)
+    # The interpreter and package directories under /tmp (a checkout or venv there) are held
+    # open across the fresh /tmp and bound again on top of it (read-only, with every mount below).
+    held = [(path, os.open(path, os.O_PATH | os.O_DIRECTORY)) for path in [prefix, *(keep or [])]
+            if path.startswith("/tmp/")]
     _mount("tmpfs", "/tmp", "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=0755")
+    for path, descriptor in held:
+        os.makedirs(path, mode=0o755, exist_ok=True)
+        _mount(f"/proc/self/fd/{descriptor}", path, None, _MS_BIND | _MS_REC)
+        os.close(descriptor)
     if hide:
         # Park the interpreter (and the package directories under `hide`) on temporary
         # mounts, cover `hide`, bring them back, and remove the parking mounts again: nothing

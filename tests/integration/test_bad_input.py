@@ -269,3 +269,113 @@ def test_train_into_a_file_is_refused_without_resume_advice(tmp_path: Path) -> N
     a_file.write_text("x", encoding="utf-8")
     message = _refused(["train", "--preset", "tiny", "--run-dir", str(a_file)], "is a file, not a directory")
     assert "--resume" not in message
+
+
+# ------------------------------------------------------------------------------- failures: their own reason, once
+
+
+def _save_model(directory: Path, tokenizer: typing.Any, hidden: int = 64) -> Path:
+    """A tiny random Llama (hidden width `hidden`) with the bundled tokenizer, as a model directory."""
+    from transformers import LlamaForCausalLM
+
+    from azr.engine.models.loading import tiny_config
+
+    config = tiny_config(len(tokenizer), tokenizer.eos_token_id, tokenizer.eos_token_id, tokenizer.eos_token_id)
+    config.hidden_size, config.intermediate_size = hidden, 2 * hidden
+    LlamaForCausalLM(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def _header_too_large(path: Path) -> None:
+    """A safetensors file whose header length is absurd (what a truncated download or a foreign file looks like)."""
+    import struct
+
+    path.write_bytes(struct.pack("<Q", 2**40) + b"x" * 64)
+
+
+def test_a_garbage_safetensors_file_is_named_not_a_traceback(tmp_path: Path, tokenizer: typing.Any) -> None:
+    model = _save_model(tmp_path / "model", tokenizer)
+    _header_too_large(model / "model.safetensors")
+    data = Path(__file__).parents[1] / "fixtures" / "eval" / "cruxeval_mini.jsonl"
+    message = _refused(["eval", "run", "-b", "cruxeval-o", "--data", str(data), "-m", str(model), "--limit", "1",
+                        "--out", str(tmp_path / "out"), "--no-mlflow", "--preset", "tiny"],
+                       "cannot generate with", "SafetensorError", "header too large", code=1)
+    assert "unexpected" not in message
+
+
+def test_a_garbled_run_json_still_shows_the_run(tmp_path: Path) -> None:
+    from azr.pipeline.run_dir import open_run_dir
+
+    run, config = open_run_dir(tmp_path / "run", build_config("tiny"), resume=False)
+    run.write_config(config)
+    run.info_path.write_text("{garbled", encoding="utf-8")
+    result = runner.invoke(app, ["runs", "show", str(run.root)], env={"COLUMNS": "400"})
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+    warning = " ".join(result.stderr.split())
+    assert "run.json is unreadable" in warning and "MLflow run it names cannot be shown" in warning
+    assert "preset tiny" in " ".join(result.stdout.split())
+
+
+def test_an_unexpected_error_is_one_paragraph_and_its_traceback_a_file(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rule holds for errors nobody foresaw: the reason on the terminal, the traceback kept."""
+    import azr.pipeline.run_dir as run_dir_module
+    from azr.pipeline.run_dir import open_run_dir
+
+    run, config = open_run_dir(tmp_path / "run", build_config("tiny"), resume=False)
+    run.write_config(config)
+
+    def broken(self: typing.Any) -> list[int]:
+        raise ZeroDivisionError("a bug far from the command")
+
+    monkeypatch.setattr(run_dir_module.RunDir, "completed_steps", broken)
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    message = _refused(["runs", "show", str(run.root)], "ZeroDivisionError: a bug far from the command",
+                       "an unexpected error", "please report it", code=1)
+    saved = list((tmp_path / "tmp" / "azr-errors").glob("traceback-*.txt"))
+    assert len(saved) == 1 and str(saved[0]) in message
+    assert "Traceback (most recent call last)" in saved[0].read_text(encoding="utf-8")
+
+
+def test_a_launchers_wrapper_error_gives_way_to_the_childs_own_reason(tmp_path: Path) -> None:
+    """What accelerate's launcher logs when a rank fails: the rank's traceback, then the
+    launcher's CalledProcessError. The reason is the rank's line, from a real process chain."""
+    import subprocess
+    import sys
+
+    from azr.ops.failure_advice import log_reason_or_tail, reason_in_log
+
+    child = "raise ValueError('Size mismatch between saved torch.Size([4]) and current: torch.Size([8])')"
+    launcher = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {child!r}], check=True)"
+    log = tmp_path / "engine.log"
+    with log.open("wb") as out:
+        subprocess.run([sys.executable, "-c", launcher], stdout=out, stderr=subprocess.STDOUT, check=False)
+    assert "CalledProcessError" in log.read_text(encoding="utf-8")
+    assert reason_in_log(log) == "ValueError: Size mismatch between saved torch.Size([4]) and current: torch.Size([8])"
+    assert "Traceback" not in log_reason_or_tail(log) and str(log) in log_reason_or_tail(log)
+    killed = tmp_path / "killed.log"
+    killed.write_text("loading weights 50%\nsome progress\n", encoding="utf-8")
+    assert reason_in_log(killed) is None and "some progress" in log_reason_or_tail(killed)
+
+
+def test_a_failed_checkpoint_load_is_the_ranks_reason(tmp_path: Path) -> None:
+    """torch's CheckpointException derives from BaseException and prints every rank's traceback:
+    the reason is the wrapped error's own line (the engine answers it instead of dying)."""
+    import torch
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    from azr.engine.rank.service import _failure_types
+    from azr.ops.failure_advice import own_reason
+
+    dcp.save({"w": torch.zeros(4)}, checkpoint_id=str(tmp_path / "ckpt"), no_dist=True)
+    with pytest.raises(_failure_types()) as caught:
+        dcp.load({"w": torch.zeros(8)}, checkpoint_id=str(tmp_path / "ckpt"), no_dist=True)
+    assert isinstance(caught.value, CheckpointException)
+    reason = own_reason(caught.value)
+    assert "Size mismatch" in reason and "Traceback" not in reason and "\n" not in reason

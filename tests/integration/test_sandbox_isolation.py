@@ -112,3 +112,65 @@ print('ok')
         (prefix / "keep.txt").unlink(missing_ok=True)
         prefix.rmdir()
         hidden.rmdir()
+
+
+PACKAGE_PROBE = "import azr_probe_pkg\ndef f(x):\n    return azr_probe_pkg.VALUE + x"
+
+
+def _package_under(root: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A package directory as a virtual environment under `root` holds it, importable here."""
+    import sys
+    import tempfile
+
+    site = tempfile.mkdtemp(prefix="azr-venv-", dir=root)
+    package = os.path.join(site, "lib", "site-packages")
+    os.makedirs(os.path.join(package, "azr_probe_pkg"))
+    with open(os.path.join(package, "azr_probe_pkg", "__init__.py"), "w", encoding="utf-8") as handle:
+        handle.write("VALUE = 40\n")
+    monkeypatch.syspath_prepend(package)
+    return site
+
+
+@pytest.mark.parametrize("mode", ["bubblewrap", "namespaces"])
+def test_packages_of_an_environment_under_tmp_are_importable(mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sandbox's fresh /tmp used to hide a venv under /tmp (a checkout there): numpy was
+    "not found". The package directories are bound again on top of it, read-only."""
+    import shutil
+
+    if mode == "bubblewrap" and not (isolation.bubblewrap_path()
+                                     and isolation.bubblewrap_works(isolation.bubblewrap_path(), os.geteuid() == 0)):
+        pytest.skip("bubblewrap is not usable here")
+    if mode == "namespaces" and not isolation.namespaces_work(os.geteuid() == 0):
+        pytest.skip("this machine cannot create Linux namespaces")
+    site = _package_under("/tmp", monkeypatch)
+    try:
+        config = SandboxConfig(isolation=mode, timeout_s=3, packages=["azr_probe_pkg"])
+        with SandboxExecutor(config, workers=1) as executor:
+            (result,) = executor.run([ProgramRun(PACKAGE_PROBE, ("2",), False)])
+            (write,) = executor.run([ProgramRun(
+                f"def f(x):\n    try:\n        open({site!r} + '/lib/site-packages/azr_probe_pkg/w', 'w')\n"
+                "        return 'wrote'\n    except OSError:\n        return 'refused'", ("0",), False)])
+    finally:
+        shutil.rmtree(site, ignore_errors=True)
+    assert result.ok and result.outputs == ("42",), result
+    assert write.outputs == ("'refused'",)  # shown read-only
+
+
+def test_a_package_the_sandbox_cannot_show_is_refused_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bubblewrap gives the sandbox a fresh /dev: a package under /dev/shm cannot be shown.
+    The executor refuses to start, naming the package and the directory, before any program runs."""
+    import shutil
+
+    from azr.sandbox import SandboxError
+
+    bwrap = isolation.bubblewrap_path()
+    if not (bwrap and isolation.bubblewrap_works(bwrap, os.geteuid() == 0)) or not os.path.isdir("/dev/shm"):
+        pytest.skip("bubblewrap or /dev/shm is not usable here")
+    site = _package_under("/dev/shm", monkeypatch)
+    try:
+        with pytest.raises(SandboxError) as refused:
+            SandboxExecutor(SandboxConfig(isolation="bubblewrap", timeout_s=3, packages=["azr_probe_pkg"]), workers=1)
+    finally:
+        shutil.rmtree(site, ignore_errors=True)
+    message = str(refused.value)
+    assert "'azr_probe_pkg'" in message and "/dev/shm/" in message and "remove it from sandbox.packages" in message

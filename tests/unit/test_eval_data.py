@@ -36,13 +36,20 @@ def test_cruxeval_from_a_local_file_keeps_file_order_and_limits() -> None:
 
 
 def test_bad_benchmark_rows_are_all_reported(tmp_path: Path) -> None:
+    """Each unusable row is skipped and named (it is scored as a failure later); a file with no
+    usable row is refused with every reason."""
     row = {"code": "def f(x):\n    return x", "input": "1", "output": "1", "id": "a"}
     path = write_lines(tmp_path / "bad.jsonl", [row, {**row, "id": "b", "output": 1}, row, {"id": "c"}])
+    problems = load_cruxeval(str(path), TaskType.DEDUCTION)
+    assert [p.id for p in problems] == ["a"]
+    skipped = {s.where: (s.id, s.reason) for s in problems.skipped}
+    assert skipped["bad.jsonl line 2"] == ("b", "missing or non-string output")
+    assert skipped["bad.jsonl line 3"] == ("a@2", "duplicate id") and skipped["bad.jsonl line 4"][0] == "c"
+    write_lines(path, [{**row, "output": 1}, {"id": "c"}])
     with pytest.raises(EvalDataError) as error:
         load_cruxeval(str(path), TaskType.DEDUCTION)
-    message = str(error.value)
-    assert "line 2: missing or non-string output" in message
-    assert "line 3: duplicate id 'a'" in message and "line 4" in message
+    assert "no usable row" in str(error.value) and "line 1: missing or non-string output" in str(error.value)
+    assert "line 2" in str(error.value)
     write_lines(path, [row, "{not json"])
     with pytest.raises(EvalDataError, match="line 2: not JSON"):
         load_cruxeval(str(path), TaskType.DEDUCTION)

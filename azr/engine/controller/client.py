@@ -43,7 +43,8 @@ from azr.engine.controller.launch import (
 )
 from azr.engine.protocol import EngineError
 from azr.engine.rank.service import CONFIG_FILE
-from azr.engine.rollout.vllm.server import free_port, log_tail
+from azr.engine.rollout.vllm.server import free_port
+from azr.ops.failure_advice import log_reason_or_tail
 
 LOG_FILE = "engine.log"
 RANKS_FILE = "ranks.json"
@@ -270,7 +271,7 @@ class EngineClient:
         _kill(self.process, self.ranks)
         self._failed = message
         _live.discard(self)
-        raise EngineError(f"{message}.\nlast lines of {self.log_path}:\n{log_tail(self.log_path)}")
+        raise EngineError(f"{message}; {log_reason_or_tail(self.log_path)}")
 
 
 class _Died(Exception):
@@ -346,7 +347,7 @@ class _Starting:
 
     def _raise(self, message: str) -> None:
         self.kill()
-        raise EngineError(f"{message}.\nlast lines of {self.log_path}:\n{log_tail(self.log_path)}")
+        raise EngineError(f"{message}; {log_reason_or_tail(self.log_path)}")
 
     def kill(self) -> None:
         _kill(self.process, self.ranks)

@@ -33,8 +33,17 @@ from typing import Any
 from azr.config.schema import AZRConfig
 from azr.engine import protocol
 from azr.engine.controller.launch import engine_dir
+from azr.ops.failure_advice import own_reason
 
 logger = logging.getLogger("azr.engine")
+
+
+def _failure_types() -> tuple[type[BaseException], ...]:
+    """What a command may raise that is answered as its failure. torch's CheckpointException (a
+    failed checkpoint load or save) derives from BaseException; it must not kill the rank."""
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    return (Exception, CheckpointException)
 CONFIG_FILE = "config.json"
 KEEPALIVE_S = 30.0  # at most; a third of the collective timeout when that is shorter
 
@@ -200,8 +209,8 @@ def serve(run_root: Path) -> int:
 
         policy = Policy.create(config, rollout_dir=run_root / "rollout")
         failure = None
-    except Exception as exc:  # noqa: BLE001 - reported to the controller, then this rank exits
-        policy, failure = None, str(exc) or type(exc).__name__
+    except _failure_types() as exc:  # reported to the controller, then this rank exits
+        policy, failure = None, own_reason(exc)
         logger.error("rank %d could not build the policy:\n%s", ranks.rank, traceback.format_exc())
     failures = ranks.gather(failure)
     if any(failures):
@@ -237,8 +246,8 @@ def _loop(engine: Engine, ranks: Ranks, sock: socket.socket | None, keepalive_s:
         start = time.perf_counter()
         try:
             reply, error = engine.execute(command), None
-        except Exception as exc:  # noqa: BLE001 - every rank's outcome is gathered and reported
-            reply, error = {}, f"{type(exc).__name__}: {exc}"
+        except _failure_types() as exc:  # every rank's outcome is gathered and reported
+            reply, error = {}, own_reason(exc)
             logger.error("rank %d failed in %s:\n%s", ranks.rank, name, traceback.format_exc())
         errors = ranks.gather(error) if ranks.size > 1 else [error]
         if sock is None:

@@ -2,7 +2,9 @@
 solution the way EvalPlus does.
 
 Layout: one JSON object a line with `task_id`, `prompt`, `entry_point`, `canonical_solution`,
-`base_input` and `plus_input` (lists of argument lists) and `atol`; HumanEval+ v0.1.10 and MBPP+
+`base_input` and `plus_input` (lists of argument lists; an empty object `{}`, as MBPP+ v0.2.0's
+`Mbpp/793` has for `plus_input`, is read as EvalPlus reads it: it iterates the value, so an empty
+one means no extra tests) and `atol`; HumanEval+ v0.1.10 and MBPP+
 v0.2.0 are the versions the paper's harness pinned. By default they are downloaded from EvalPlus'
 GitHub releases (azr/eval/benchmarks/downloads.py).
 
@@ -62,10 +64,12 @@ def plus_problem(dataset: str) -> Callable[[str, dict[str, Any], int], PlusProbl
     """A row-to-problem function for `azr.eval.benchmarks.loaders._build`."""
 
     def make(origin: str, row: dict[str, Any], index: int) -> PlusProblem | str:
+        row = {**row, **{name: [] for name in ("base_input", "plus_input") if row.get(name) == {}}}
         missing = [name for name in ("prompt", "entry_point", "canonical_solution") if not isinstance(row.get(name), str)]
         missing += [name for name in ("base_input", "plus_input") if not isinstance(row.get(name), list)]
         if missing:
-            return f"{origin}: missing or mistyped {', '.join(missing)} (EvalPlus rows have lists of argument lists)"
+            inputs = " (EvalPlus rows have lists of argument lists)" if {"base_input", "plus_input"} & set(missing) else ""
+            return f"{origin}: missing or mistyped {', '.join(missing)}{inputs}"
         atol = row.get("atol", 0) or 0
         if isinstance(atol, bool) or not isinstance(atol, (int, float)):
             return f"{origin}: atol must be a number, got {atol!r}"

