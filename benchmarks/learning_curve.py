@@ -74,7 +74,7 @@ def build_probe(executor, types: list[TaskType]) -> Probe:  # noqa: ANN001 - any
     return Probe(tasks)
 
 
-def evaluate_probe(res, probe: Probe) -> dict[str, float]:  # noqa: ANN001 - the run's Resources
+def evaluate_probe(res, probe: Probe) -> dict[str, float]:  # noqa: ANN001 - the run's RunContext
     """Greedy answers to every probe task with the run's solve prompts; format and accuracy."""
     from azr.engine.rollout.transformers_backend import SamplingSettings
     from azr.selfplay.prompts.paper import solve_prompt_for

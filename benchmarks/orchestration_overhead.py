@@ -29,8 +29,7 @@ import pandas as pd  # noqa: E402
 
 import azr.pipeline.stages as stages  # noqa: E402
 from azr.config.loading import build_config  # noqa: E402
-from azr.engine.rank.policy import Policy, set_policy  # noqa: E402
-from azr.pipeline.context import set_resources  # noqa: E402
+from azr.engine.rank.policy import Policy  # noqa: E402
 from azr.pipeline.run_dir import open_run_dir  # noqa: E402
 from azr.pipeline.run import finish_iteration, open_resources  # noqa: E402
 from azr.sandbox import SandboxExecutor  # noqa: E402
@@ -105,11 +104,9 @@ def main() -> None:
                     if path_kind == "direct":
                         stages.run_iteration(res, 1)
                     else:
-                        set_resources(res)
-                        set_policy(policy)
                         tracker = Tracker(run, run_config)
                         tracker.start()
-                        iteration_flow(1)
+                        iteration_flow(res, 1)
                         finish_iteration(res, 1, tracker)
                         tracker.finish("FINISHED")
                     results[path_kind].append(time.perf_counter() - started)

@@ -22,8 +22,7 @@ from pydantic import Field
 
 from azr.config.schema import AZRConfig
 from azr.config.loading import ConfigError, build_config
-from azr.engine.rank.policy import set_policy
-from azr.pipeline.context import get_event_hook, get_resources, set_resources
+from azr.pipeline.context import RunContext, get_event_hook
 from azr.pipeline.run_dir import RunDir, config_differences, open_run_dir
 from azr.pipeline.stages import checkpoint_due
 from azr.pipeline.run import (
@@ -86,10 +85,9 @@ def default_run_dir(config: AZRConfig) -> Path:
 
 
 @task(name="evaluate", cache_policy=NO_CACHE, persist_result=False)
-def evaluate_task(step: int) -> dict[str, float]:
+def evaluate_task(res: RunContext, step: int) -> dict[str, float]:
     """The configured benchmarks on the current policy, when `trainer.eval_every` is due."""
-    res = get_resources()
-    return evaluate_if_due(res, step, res.extra.get("tracker"))
+    return evaluate_if_due(res, step, res.tracker)
 
 
 def _gpu_hold(count: int):  # noqa: ANN202 - a context manager
@@ -195,10 +193,8 @@ def _train(root: Path, wanted: AZRConfig | None, resume: bool, force: bool, iter
                 logger.info("%s continues with changed settings: %s", run.root.name,
                             "; ".join(config_differences(stored, run_config)) or
                             f"trainer.iterations: {stored.trainer.iterations} -> {run_config.trainer.iterations}")
-            res.extra["tracker"] = tracker
-            set_resources(res)
-            set_policy(res.policy)
-            seed_buffers()  # the seeding stage before iteration 1 (a no-op when seeded or given seed files)
+            res.tracker = tracker
+            seed_buffers(res)  # the seeding stage before iteration 1 (a no-op when seeded or given seed files)
             first, last = next_step(run), run_config.trainer.iterations
             logger.info("%s: preset %s, model %s, iterations %d-%d of %d, run directory %s", run.root.name,
                         run_config.name, run_config.model.name_or_path, first, last, last, run.root.resolve())
@@ -212,7 +208,7 @@ def _train(root: Path, wanted: AZRConfig | None, resume: bool, force: bool, iter
                 res.emit("iteration_started", step=step, last=last)
                 started = time.perf_counter()
                 state = iteration_flow.with_options(flow_run_name=f"iteration-{step} of {run.root.name}")(
-                    step, return_state=True)
+                    res, step, return_state=True)
                 state.result()  # a failed iteration fails the run
                 _after_commit(res, tracker, step, last, state.state_details.flow_run_id, started=started)
                 update_progress_artifact(progress, 100.0 * step / last)
@@ -224,15 +220,13 @@ def _train(root: Path, wanted: AZRConfig | None, resume: bool, force: bool, iter
         tracker.finish(status)
         if res is not None:
             close_resources(res)
-        set_resources(None)
-        set_policy(None)
     verdict = run_verdict(run, run_config.trainer.iterations)
     logger.info(verdict)
     return {"run_dir": str(run.root.resolve()), "iterations": run_config.trainer.iterations, "verdict": verdict,
             "trained": max(0, run_config.trainer.iterations - done), **tracker.describe()}
 
 
-def _after_commit(res: Any, tracker: Tracker, step: int, last: int, iteration_run: Any, *, started: float,
+def _after_commit(res: RunContext, tracker: Tracker, step: int, last: int, iteration_run: Any, *, started: float,
                   evaluate: bool = True) -> None:
     """Everything after an iteration's buffer commit: metrics.json and MLflow (each part once),
     the monitors' events, a due evaluation, the Prefect tables, the checkpoint events. A resume
@@ -244,7 +238,7 @@ def _after_commit(res: Any, tracker: Tracker, step: int, last: int, iteration_ru
     emit_findings(run.root, findings)
     if evaluation_due(run_config, step):
         if evaluate or run.stage_path(step, "eval.json").exists():  # done before: only its logging is left
-            metrics.update(evaluate_task(step))
+            metrics.update(evaluate_task(res, step))
         else:
             logger.warning("iteration %d: its evaluation was never done and cannot be now (the policy has moved on)", step)
     rows = publish_iteration(run, step, last, metrics, iteration_run)

@@ -1,25 +1,30 @@
 """What the stages of a run share in its process: config, run directory, policy, executor,
-buffers. Built once per run and reached through one accessor (docs/architecture.md, process model), so
-Prefect tasks receive only paths and small values."""
+buffers, the MLflow tracker. Built once per run (`azr.pipeline.run.open_resources`) and passed
+to every stage and Prefect task as an argument (DESIGN.md, process model); it holds live
+objects, so the tasks that take it neither cache nor persist their results."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from azr.selfplay.buffer import Buffers
 from azr.config.schema import AZRConfig
-from azr.sandbox.api import Executor
 from azr.pipeline.run_dir import RunDir
+from azr.sandbox.api import Executor
+from azr.selfplay.buffer import Buffers
 from azr.selfplay.prompts.chat_format import PromptWrapper
+
+if TYPE_CHECKING:
+    from azr.pipeline.mlflow_run import Tracker
 
 ProgressHook = Callable[[str, dict[str, Any]], None]
 
 
 @dataclass(eq=False)
-class Resources:
+class RunContext:
+    """One run's live objects, typed; `res` in the stages' signatures."""
+
     config: AZRConfig
     run: RunDir
     policy: Any  # azr.engine.controller.client.EngineClient (an in-process Policy in unit tests); untyped: no torch import
@@ -28,29 +33,24 @@ class Resources:
     wrapper: PromptWrapper
     count_tokens: Callable[[str], int]
     on_event: ProgressHook | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    tracker: Tracker | None = None
+    """The run's MLflow tracker, once the training flow has started it (None: no logging)."""
+    replayed: list[int] = field(default_factory=list)
+    """Iterations whose updates opening the run replayed from their scored.parquet."""
+    owns_policy: bool = False
+    """The run started the engine, so closing the run stops it (not a policy it was handed)."""
+    owns_executor: bool = False
+    """The run started the sandbox workers, so closing the run stops them."""
+
+    @property
+    def last_step(self) -> int:
+        """The run's last iteration (`trainer.iterations`)."""
+        return self.config.trainer.iterations
 
     def emit(self, event: str, **data: Any) -> None:
         """Tell whoever watches (the CLI's progress bar) that something happened."""
         if self.on_event is not None:
             self.on_event(event, data)
-
-
-_lock = threading.Lock()
-_current: Resources | None = None
-
-
-def set_resources(resources: Resources | None) -> None:
-    global _current
-    with _lock:
-        _current = resources
-
-
-def get_resources() -> Resources:
-    with _lock:
-        if _current is None:
-            raise RuntimeError("no run is active in this process: the training flow sets its resources first")
-        return _current
 
 
 _event_hook: ProgressHook | None = None

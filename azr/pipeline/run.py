@@ -19,7 +19,7 @@ from azr.selfplay.buffer import Buffers, committed_steps
 from azr.config.schema import AZRConfig
 from azr.ops.monitors import Finding, detect, known_programs, learning_verdict, metrics_history, monitor_metrics
 from azr.pipeline.metrics import iteration_metrics
-from azr.pipeline.context import ProgressHook, Resources
+from azr.pipeline.context import ProgressHook, RunContext
 from azr.pipeline.registry import StageFile
 from azr.pipeline.run_dir import RunDir, RunDirError
 from azr.pipeline.seeding import initial_buffers, seeding_needed
@@ -101,7 +101,7 @@ def config_model(run: RunDir) -> str:
 
 
 def open_resources(run: RunDir, config: AZRConfig, *, on_event: ProgressHook | None = None,
-                   policy: Any = None, executor: Any = None) -> Resources:
+                   policy: Any = None, executor: Any = None) -> RunContext:
     """Check the run directory (run_state.py), start the engine (or take a policy: an in-process
     one in unit tests) and the executor, load or rebuild the buffers, restore the policy."""
     from azr.selfplay.iteration_prompts import tokenizer_counter
@@ -128,7 +128,7 @@ def open_resources(run: RunDir, config: AZRConfig, *, on_event: ProgressHook | N
         raise
     if replayed:
         logger.info("replayed the updates of iterations %s from their scored.parquet", replayed)
-    return Resources(
+    return RunContext(
         config=config,
         run=run,
         policy=policy,
@@ -137,8 +137,9 @@ def open_resources(run: RunDir, config: AZRConfig, *, on_event: ProgressHook | N
         wrapper=wrapper,
         count_tokens=count_tokens,
         on_event=on_event,
-        extra={"last_step": config.trainer.iterations, "replayed": replayed, "owns_executor": owns_executor,
-               "owns_policy": owns_policy},
+        replayed=replayed,
+        owns_policy=owns_policy,
+        owns_executor=owns_executor,
     )
 
 
@@ -148,7 +149,7 @@ def open_resources(run: RunDir, config: AZRConfig, *, on_event: ProgressHook | N
 LOGGED_PARTS = ("metrics", "findings", "tasks", "files", "checkpoint")
 
 
-def finish_iteration(res: Resources, step: int, tracker: Any = None) -> dict[str, float]:
+def finish_iteration(res: RunContext, step: int, tracker: Any = None) -> dict[str, float]:
     """Metrics of a committed iteration, written once and logged to MLflow once.
 
     Also the post-commit step of a resume: a run killed after the commit (before metrics.json,
@@ -174,7 +175,7 @@ def finish_iteration(res: Resources, step: int, tracker: Any = None) -> dict[str
     return record["metrics"]
 
 
-def _read_metrics_record(res: Resources, step: int) -> dict[str, Any]:
+def _read_metrics_record(res: RunContext, step: int) -> dict[str, Any]:
     """metrics.json of `step`; empty when missing or unreadable (a damaged one is computed
     again from the stage files, and the logging that follows skips what MLflow already has)."""
     try:
@@ -189,7 +190,7 @@ def _read_metrics_record(res: Resources, step: int) -> dict[str, Any]:
     return record
 
 
-def _log_part(res: Resources, step: int, tracker: Any, record: dict[str, Any], part: str) -> None:
+def _log_part(res: RunContext, step: int, tracker: Any, record: dict[str, Any], part: str) -> None:
     """One part of an iteration's MLflow logging; each is idempotent (artifacts are overwritten,
     dataset inputs deduplicated by MLflow, metrics and models looked up first)."""
     config = res.config
@@ -203,7 +204,7 @@ def _log_part(res: Resources, step: int, tracker: Any, record: dict[str, Any], p
         every = config.tracking.log_parquet_every
         tracker.log_iteration_files(step, config.tracking.sample_rows, with_parquet=step % every == 0 or step == 1)
     elif part == "checkpoint":
-        last_step = int(res.extra.get("last_step", step))
+        last_step = res.last_step
         if step % config.tracking.log_checkpoint_every == 0 or step == last_step:
             from azr.engine.training.checkpoints import checkpoint_name, is_complete
 
@@ -259,7 +260,7 @@ def mark_published(run: RunDir, step: int) -> None:
         atomic_write_json(run.stage_path(step, "metrics.json"), record)
 
 
-def _metrics_and_findings(res: Resources, step: int) -> tuple[dict[str, float], list[Finding]]:
+def _metrics_and_findings(res: RunContext, step: int) -> tuple[dict[str, float], list[Finding]]:
     """The iteration's metrics with the monitors' figures, and the detectors that fired."""
     config = res.config
     metrics = iteration_metrics(res.run, step)
@@ -271,7 +272,7 @@ def _metrics_and_findings(res: Resources, step: int) -> tuple[dict[str, float], 
     return metrics, findings
 
 
-def iteration_findings(res: Resources, step: int) -> list[Finding]:
+def iteration_findings(res: RunContext, step: int) -> list[Finding]:
     """What the detectors found at a finished iteration (read back from its metrics.json)."""
     return [Finding(**item) for item in res.run.read_json(step, "metrics.json").get("findings", [])]
 
@@ -286,7 +287,7 @@ def evaluation_due(config: AZRConfig, step: int) -> bool:
     return bool(config.eval.benchmarks) and step % config.trainer.eval_every == 0
 
 
-def evaluate_if_due(res: Resources, step: int, tracker: Any = None) -> dict[str, float]:
+def evaluate_if_due(res: RunContext, step: int, tracker: Any = None) -> dict[str, float]:
     """Evaluate the policy on the configured benchmarks when `eval_every` says so (once per
     iteration: eval.json marks it done), and log the metrics at the iteration's step."""
     config = res.config
@@ -311,12 +312,12 @@ def evaluate_if_due(res: Resources, step: int, tracker: Any = None) -> dict[str,
     return record["metrics"]
 
 
-def close_resources(res: Resources) -> None:
+def close_resources(res: RunContext) -> None:
     """Stop the sandbox workers and the rollout engine this run started (not those it was handed)."""
     try:
         close = getattr(res.executor, "close", None)
-        if close is not None and res.extra.get("owns_executor"):
+        if close is not None and res.owns_executor:
             close()
     finally:
-        if res.extra.get("owns_policy"):
+        if res.owns_policy:
             res.policy.close()

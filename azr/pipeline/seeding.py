@@ -30,7 +30,7 @@ from azr.pipeline.atomic_io import atomic_write_json, write_parquet_atomic
 from azr.selfplay.buffer import Buffers, committed_steps
 from azr.config.schema import AZRConfig
 from azr.config.loading import ConfigError
-from azr.pipeline.context import Resources
+from azr.pipeline.context import RunContext
 from azr.pipeline.run_dir import RunDir
 from azr.pipeline.stages import stage_seed
 from azr.selfplay.prompts.paper import propose_prompt_for
@@ -128,7 +128,7 @@ def initial_buffers(run: RunDir, config: AZRConfig) -> Buffers:
 # ------------------------------------------------------------------------------- the stage
 
 
-def run_seeding(res: Resources) -> dict[str, Any]:
+def run_seeding(res: RunContext) -> dict[str, Any]:
     """Fill the pools to the target, write the seed files, and set the run's buffers.
 
     Returns a summary (pool sizes, batches, valid rates). Does nothing when the run has no
@@ -159,7 +159,7 @@ def run_seeding(res: Resources) -> dict[str, Any]:
         write_parquet_atomic(pa.Table.from_pylist([_induction_row(t) for t in induction_pool],
                                                   schema=INDUCTION_SEED_SCHEMA), directory / INDUCTION_SEED_FILE)
     atomic_write_json(directory / DONE_FILE, summary)
-    tracker = res.extra.get("tracker")
+    tracker = res.tracker
     if tracker is not None:
         for name in (IO_SEED_FILE, INDUCTION_SEED_FILE, DONE_FILE):
             if (directory / name).exists():
@@ -175,7 +175,7 @@ def _start_buffers(run: RunDir, config: AZRConfig) -> Buffers:
     return buffers
 
 
-def _seed_io(res: Resources, target: int) -> tuple[list[Triplet], dict[str, Any]]:
+def _seed_io(res: RunContext, target: int) -> tuple[list[Triplet], dict[str, Any]]:
     """The deduction/abduction pool: propose batches until it holds `target` distinct tasks
     (returned whole: the last batch may overshoot the target)."""
     pool: list[Triplet] = [zero_triplet()]
@@ -200,7 +200,7 @@ def _seed_io(res: Resources, target: int) -> tuple[list[Triplet], dict[str, Any]
     return pool, {"batches": batch, "proposed": proposed, "valid": valid, "size": min(len(pool), target)}
 
 
-def _seed_induction(res: Resources, target: int, io_pool: list[Triplet]) -> tuple[list[InductionTask], dict[str, Any]]:
+def _seed_induction(res: RunContext, target: int, io_pool: list[Triplet]) -> tuple[list[InductionTask], dict[str, Any]]:
     """The induction pool: from the identity problem, induction proposals over I/O-pool programs."""
     pool: list[InductionTask] = [zero_induction_task()]
     batch, proposed, valid = 0, 0, 0
@@ -230,9 +230,9 @@ def _check_limit(config: AZRConfig, batch: int, pool: str, size: int, target: in
         )
 
 
-def _progress(res: Resources, pool: str, batch: int, size: int, target: int, valid_rate: float) -> None:
+def _progress(res: RunContext, pool: str, batch: int, size: int, target: int, valid_rate: float) -> None:
     res.emit("seeding_progress", pool=pool, batch=batch, size=min(size, target), target=target)
-    tracker = res.extra.get("tracker")
+    tracker = res.tracker
     if tracker is not None:
         name = "io" if pool != "induction" else "induction"
         tracker.log_metrics(batch, {f"seeding/{name}_pool": float(min(size, target)),
@@ -244,18 +244,18 @@ def _key(task: Triplet) -> str:
     return json.dumps([task.program, task.input, task.output, list(task.imports)])
 
 
-def _io_prompt(res: Resources, task_type: TaskType, pool: list[Triplet], rng: np.random.Generator) -> tuple[str, list[Triplet]]:
+def _io_prompt(res: RunContext, task_type: TaskType, pool: list[Triplet], rng: np.random.Generator) -> tuple[str, list[Triplet]]:
     count = min(res.config.tasks.references, len(pool))
     references = [pool[i] for i in rng.choice(len(pool), size=count, replace=False)] if count else []
     return res.wrapper.wrap(propose_prompt_for(task_type, references, res.config.tasks)), references
 
 
-def _induction_prompt(res: Resources, io_pool: list[Triplet], rng: np.random.Generator) -> tuple[str, list[Triplet]]:
+def _induction_prompt(res: RunContext, io_pool: list[Triplet], rng: np.random.Generator) -> tuple[str, list[Triplet]]:
     source = io_pool[int(rng.integers(len(io_pool)))]
     return res.wrapper.wrap(propose_prompt_for(TaskType.INDUCTION, source.program, res.config.tasks)), [source]
 
 
-def _prompts(res: Resources, prefix: str, make: Any, task_type: TaskType) -> pd.DataFrame:
+def _prompts(res: RunContext, prefix: str, make: Any, task_type: TaskType) -> pd.DataFrame:
     """The batch's prompts (drawn with the batch's own seed; over-long ones redrawn)."""
     path = seeding_dir(res.run) / f"{prefix}_prompts.parquet"
     if path.exists():
@@ -279,7 +279,7 @@ def _prompts(res: Resources, prefix: str, make: Any, task_type: TaskType) -> pd.
     return pd.read_parquet(path)
 
 
-def _validated(res: Resources, prefix: str, task_type: TaskType, prompts: pd.DataFrame) -> list[dict]:
+def _validated(res: RunContext, prefix: str, task_type: TaskType, prompts: pd.DataFrame) -> list[dict]:
     """The batch's responses (generated once, by the base model) and their validation."""
     from azr.engine.rollout.transformers_backend import SamplingSettings
 

@@ -26,7 +26,7 @@ from azr.selfplay.iteration_prompts import build_iteration_prompts, prompts_tabl
 from azr.selfplay.buffer import committed_steps
 from azr.ops.disk_use import warn_before_checkpoint
 from azr.selfplay.parsing import collect_imports
-from azr.pipeline.context import Resources
+from azr.pipeline.context import RunContext
 from azr.pipeline.registry import (
     GENERATE_PROPOSE_SOLVE,
     MC_ROLLOUTS,
@@ -54,17 +54,17 @@ def stage_seed(seed: int, step: int, stage: str) -> int:
     return zlib.crc32(f"{seed}:{step}:{stage}".encode()) & 0x7FFFFFFF
 
 
-def _read(res: Resources, step: int, name: str) -> pd.DataFrame:
+def _read(res: RunContext, step: int, name: str) -> pd.DataFrame:
     return pd.read_parquet(res.run.stage_path(step, name))
 
 
-def _write(res: Resources, step: int, name: str, rows: list[dict], schema: pa.Schema) -> Path:
+def _write(res: RunContext, step: int, name: str, rows: list[dict], schema: pa.Schema) -> Path:
     path = res.run.stage_path(step, name)
     write_parquet_atomic(pa.Table.from_pylist(rows, schema=schema), path)
     return path
 
 
-def _write_together(res: Resources, step: int, parts: list[tuple[str, list[dict], pa.Schema]]) -> None:
+def _write_together(res: RunContext, step: int, parts: list[tuple[str, list[dict], pa.Schema]]) -> None:
     """Several stage files from one piece of work, all or none: every table is built and
     written (fsynced) under a hidden name first, then renamed in the stages' order. A kill
     before the first rename leaves none; between the renames (microseconds) it leaves the
@@ -96,7 +96,7 @@ def _generation_rows(keys: list[dict], prompts: list[str], completions: Iterable
     return rows
 
 
-def _sampling(res: Resources, step: int, stage: str, *, monte_carlo: bool = False) -> Any:
+def _sampling(res: RunContext, step: int, stage: str, *, monte_carlo: bool = False) -> Any:
     from azr.engine.rollout.transformers_backend import SamplingSettings
 
     seed = stage_seed(res.config.seed, step, stage)
@@ -105,7 +105,7 @@ def _sampling(res: Resources, step: int, stage: str, *, monte_carlo: bool = Fals
     return SamplingSettings.from_rollout(res.config.rollout, seed=seed)
 
 
-def _answer_request(res: Resources, step: int, stage: Stage) -> tuple[pd.DataFrame, Any]:
+def _answer_request(res: RunContext, step: int, stage: Stage) -> tuple[pd.DataFrame, Any]:
     """The prompts file a generation stage answers (its one input) and the request that answers
     each prompt once, with the stage's seed."""
     from azr.engine.rollout.transformers_backend import GenerationRequest
@@ -122,7 +122,7 @@ def _answer_rows(step: int, frame: pd.DataFrame, completions: list) -> list[dict
     return _generation_rows(keys, frame["prompt"].tolist(), [c[0] for c in completions])
 
 
-def _generate(res: Resources, requests: list) -> list:
+def _generate(res: RunContext, requests: list) -> list:
     """The completions of each request: one engine call for all (`rollout.merge_calls`), else
     one call per request. Either way a request gets the same samples (its seeds are keyed by
     its own prompts' indices, `azr.engine.rollout.transformers_backend.GenerationRequest`)."""
@@ -138,7 +138,7 @@ def _generate(res: Resources, requests: list) -> list:
 # ------------------------------------------------------------------------------ the stages
 
 
-def build_prompts(res: Resources, step: int) -> None:
+def build_prompts(res: RunContext, step: int) -> None:
     """Propose and solve prompts of the iteration, from the buffers as they stand.
 
     Always computed (it is cheap and advances the buffers' random state exactly as the first
@@ -151,7 +151,7 @@ def build_prompts(res: Resources, step: int) -> None:
             write_parquet_atomic(prompts_table(step, records), path)
 
 
-def propose(res: Resources, step: int) -> None:
+def propose(res: RunContext, step: int) -> None:
     """One sampled proposer response per propose prompt, with the pre-update policy."""
     frame, request = _answer_request(res, step, PROPOSE)
     [completions] = _generate(res, [request])
@@ -177,7 +177,7 @@ def _validated_row(key: dict, outcome: ProposalOutcome) -> dict:
     return row
 
 
-def validate(res: Resources, step: int) -> None:
+def validate(res: RunContext, step: int) -> None:
     """Parse every proposal and validate it in the sandbox, one executor batch per type."""
     proposals = _read(res, step, StageFile.PROPOSALS)
     prompts = _read(res, step, StageFile.PROPOSE_PROMPTS).set_index("index", drop=False)
@@ -208,7 +208,7 @@ def mc_prompt_limit(rollout: Any) -> int:
     return rollout.max_prompt_tokens if rollout.mc_prompt_limit == "max_prompt_tokens" else rollout.content_max_tokens
 
 
-def mc_rollouts(res: Resources, step: int) -> None:
+def mc_rollouts(res: RunContext, step: int) -> None:
     """n sampled solves of each valid proposal with the pre-update policy: its solve rate. The
     task types' rollouts are one engine call (`rollout.merge_calls`), each with its own seed.
 
@@ -254,14 +254,14 @@ def mc_rollouts(res: Resources, step: int) -> None:
     _write(res, step, StageFile.MC_ROLLOUTS, rows, MC_ROLLOUTS_SCHEMA)
 
 
-def solve(res: Resources, step: int) -> None:
+def solve(res: RunContext, step: int) -> None:
     """One sampled solver response per solve prompt, scored by the executor."""
     frame, request = _answer_request(res, step, SOLVE)
     [completions] = _generate(res, [request])
     _write(res, step, *_answers(res, step, SOLVE, frame, completions))
 
 
-def _answers(res: Resources, step: int, stage: Stage, frame: pd.DataFrame,
+def _answers(res: RunContext, step: int, stage: Stage, frame: pd.DataFrame,
              completions: list) -> tuple[StageFile, list[dict], pa.Schema]:
     """The file of a generation stage (propose or solve), its rows and its schema; the solver's
     answers are scored by the executor."""
@@ -272,7 +272,7 @@ def _answers(res: Resources, step: int, stage: Stage, frame: pd.DataFrame,
     return file, rows, schema
 
 
-def _scored_solutions(res: Resources, frame: pd.DataFrame, rows: list[dict]) -> list[dict]:
+def _scored_solutions(res: RunContext, frame: pd.DataFrame, rows: list[dict]) -> list[dict]:
     """The solve rows with the executor's verdict on each answer."""
     for task_type in (t for t in TaskType if t.value in set(frame["task_type"])):
         positions = [p for p, row in enumerate(rows) if row["task_type"] == task_type.value]
@@ -285,7 +285,7 @@ def _scored_solutions(res: Resources, frame: pd.DataFrame, rows: list[dict]) -> 
     return rows
 
 
-def generate_propose_solve(res: Resources, step: int) -> None:
+def generate_propose_solve(res: RunContext, step: int) -> None:
     """The propose and the solve batch in one engine call (`rollout.merge_calls`).
 
     The one-step lag makes this possible: the solve prompts come from the buffers as they
@@ -305,7 +305,7 @@ SAFETY_SOURCES = (("proposals", StageFile.PROPOSALS), ("mc_rollouts", StageFile.
 """The responses the safety stage scans: the `source` of safety.parquet's rows and their file."""
 
 
-def safety(res: Resources, step: int) -> None:
+def safety(res: RunContext, step: int) -> None:
     """Scan the reasoning of every response of the iteration (proposals, Monte-Carlo solves,
     solutions) with the safety rules, optionally ask the judge, and keep the flagged ones.
 
@@ -346,7 +346,7 @@ def safety(res: Resources, step: int) -> None:
     _write(res, step, StageFile.SAFETY, rows, SAFETY_SCHEMA)
 
 
-def safety_penalties(res: Resources, step: int) -> dict[tuple[str, str, int], float]:
+def safety_penalties(res: RunContext, step: int) -> dict[tuple[str, str, int], float]:
     """(source, group, index) -> the penalty of a flagged trained response; empty unless
     `safety.penalty` asks for one (rewards are never changed by default)."""
     penalty = res.config.safety.penalty
@@ -358,7 +358,7 @@ def safety_penalties(res: Resources, step: int) -> dict[tuple[str, str, int], fl
             if s in ("proposals", "solutions")}
 
 
-def rewards(res: Resources, step: int) -> None:
+def rewards(res: RunContext, step: int) -> None:
     """Proposer rewards from validity, format and solve rate; solver rewards as scored; TRR++
     advantages within each of the six groups over the trained sequences."""
     proposals = _read(res, step, StageFile.PROPOSALS)
@@ -405,7 +405,7 @@ def checkpoint_due(config: Any, step: int, last_step: int) -> bool:
     return step % config.trainer.checkpoint_every == 0 or step == last_step
 
 
-def update(res: Resources, step: int) -> None:
+def update(res: RunContext, step: int) -> None:
     """One TRR++ optimizer step on the iteration's sequences; a checkpoint when due.
 
     update.json is written last: it is the stage's completion marker. If the process dies
@@ -417,7 +417,7 @@ def update(res: Resources, step: int) -> None:
         metrics = res.policy.update_scored(scored)
     else:
         metrics = {"skipped": True, "sequences": 0, "tokens": 0, **engine_layout(res.policy)}
-    last_step = int(res.extra.get("last_step", step))
+    last_step = res.last_step
     sync = getattr(res.policy, "sync_rollout_weights", None)
     if sync is not None and step < last_step:  # after the last update, only an evaluation would need it
         seconds = sync()
@@ -430,7 +430,7 @@ def update(res: Resources, step: int) -> None:
     atomic_write_json(res.run.stage_path(step, StageFile.UPDATE), metrics)
 
 
-def commit(res: Resources, step: int) -> None:
+def commit(res: RunContext, step: int) -> None:
     """Append the iteration's valid tasks to the buffer log (once; the log refuses twice)."""
     if step not in committed_steps(res.run.buffer_dir):
         res.buffers.commit(res.run.buffer_dir, step, buffer_entries(res.run, step))
@@ -455,7 +455,7 @@ def buffer_entries(run: RunDir, step: int) -> dict[TaskType, list]:
 # ------------------------------------------------------------------------------ running them
 
 
-def stage_done(res: Resources, step: int, stage: Stage) -> bool:
+def stage_done(res: RunContext, step: int, stage: Stage) -> bool:
     """Whether resuming skips `stage` at `step`: the files of every stage whose work it does
     pass their resume check (registry.ResumeCheck; each is checked, so damaged files are all set
     aside), and it is not a stage that always runs (prompt building)."""
@@ -468,7 +468,7 @@ def stage_outputs(run: RunDir, step: int, stage: Stage) -> list[Path]:
     return [run.stage_path(step, name) for part in parts_of(stage) for name in part.files]
 
 
-def run_stage(res: Resources, step: int, stage: Stage) -> list[Path]:
+def run_stage(res: RunContext, step: int, stage: Stage) -> list[Path]:
     """Run `stage` unless resuming skips it (`stage_done`), recording how long it took;
     the paths of its files either way."""
     if not stage_done(res, step, stage):
@@ -480,7 +480,7 @@ def run_stage(res: Resources, step: int, stage: Stage) -> list[Path]:
     return stage_outputs(res.run, step, stage)
 
 
-StageRun = tuple[str, Callable[[Resources, int], list[Path]]]
+StageRun = tuple[str, Callable[[RunContext, int], list[Path]]]
 
 
 def iteration_stages(config: Any) -> tuple[StageRun, ...]:
@@ -493,7 +493,7 @@ STAGE_FUNCTIONS: tuple[StageRun, ...] = tuple(
 """The stages of the separate-calls layout (one engine call per batch)."""
 
 
-def run_iteration(res: Resources, step: int) -> None:
+def run_iteration(res: RunContext, step: int) -> None:
     """All stages of one iteration, called directly (no Prefect): for tests and benchmarks."""
     for stage in stages_for(res.config.rollout.merge_calls):
         run_stage(res, step, stage)

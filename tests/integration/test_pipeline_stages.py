@@ -142,7 +142,7 @@ def test_an_interrupted_run_resumes_to_the_same_state(tmp_path: Path, executor: 
 
     resumed, resumed_config = open_run_dir(tmp_path / "broken", None, resume=True)
     res = open_resources(resumed, resumed_config, executor=executor, policy=Policy.create(config, cpu=True))  # weights compared in process
-    assert res.extra["replayed"] == [1]  # iteration 1's update replayed from its scored.parquet
+    assert res.replayed == [1]  # iteration 1's update replayed from its scored.parquet
     run_iteration(res, 2)
     for name in ("proposals.parquet", "scored.parquet"):
         pd.testing.assert_frame_equal(pd.read_parquet(straight.stage_path(2, name)), pd.read_parquet(broken.stage_path(2, name)))

@@ -13,7 +13,7 @@ import pytest
 
 from azr.config.loading import build_config
 from azr.engine.rank.policy import Policy
-from azr.pipeline.context import Resources
+from azr.pipeline.context import RunContext
 from azr.pipeline.run_dir import open_run_dir
 from azr.pipeline.stages import run_iteration
 from azr.pipeline.run import close_resources, finish_iteration, next_step, open_resources, post_commit_pending
@@ -23,7 +23,7 @@ CONFIG = build_config("tiny", overrides=["trainer.iterations=1", "sandbox.timeou
 
 
 @pytest.fixture(scope="module")
-def committed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Resources, Tracker]]:
+def committed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunContext, Tracker]]:
     """A run whose only iteration is committed (and checkpointed) and nothing after: the state a
     kill right after the buffer commit leaves."""
     run, config = open_run_dir(tmp_path_factory.mktemp("post") / "runs" / "committed", CONFIG, resume=False)
@@ -49,7 +49,7 @@ def _logged(tracker: Tracker) -> dict:
     }
 
 
-def test_a_kill_after_the_commit_loses_nothing_and_logs_once(committed: tuple[Resources, Tracker]) -> None:
+def test_a_kill_after_the_commit_loses_nothing_and_logs_once(committed: tuple[RunContext, Tracker]) -> None:
     res, tracker = committed
     run = res.run
     metrics_path = run.stage_path(1, "metrics.json")
@@ -83,7 +83,7 @@ def test_a_kill_after_the_commit_loses_nothing_and_logs_once(committed: tuple[Re
     assert post_commit_pending(run, res.config, next_step(run)) == [1]  # the flow has not announced it yet
 
 
-def test_each_metric_batch_is_logged_once(committed: tuple[Resources, Tracker]) -> None:
+def test_each_metric_batch_is_logged_once(committed: tuple[RunContext, Tracker]) -> None:
     _, tracker = committed
     many = {f"group{i:04d}/value": float(i) for i in range(1500)}  # two batches
     tracker.log_metrics(7, dict(list(many.items())[:900]))  # the first batch, then a kill

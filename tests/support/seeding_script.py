@@ -90,11 +90,11 @@ def seed_run(root: Path, tokenizer_dir: Path, delay_s: float = 0.0, tracker: boo
         if tracker:
             from azr.pipeline.mlflow_run import Tracker
 
-            res.extra["tracker"] = Tracker(run, config)
-            res.extra["tracker"].start()
+            res.tracker = Tracker(run, config)
+            res.tracker.start()
         summary = run_seeding(res)
         if tracker:
-            res.extra["tracker"].finish("FINISHED")
+            res.tracker.finish("FINISHED")
         return summary
     finally:
         close_resources(res)

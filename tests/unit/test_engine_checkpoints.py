@@ -22,7 +22,7 @@ from azr.engine.training.checkpoints import (
 )
 from azr.engine.rollout.transformers_backend import SamplingSettings
 from azr.engine.models.loading import tiny_model
-from azr.engine.rank.policy import Policy, get_policy, has_policy, set_policy
+from azr.engine.rank.policy import Policy
 from azr.engine.training.trrpp_update import TrainSequence, TRRPPUpdate, UpdateSettings
 
 pytestmark = pytest.mark.usefixtures("fresh_accelerate")
@@ -176,21 +176,12 @@ def test_log_checkpoint_to_mlflow(tmp_path: Path, tokenizer: Any) -> None:
         log_checkpoint_to_mlflow(path, tracking_uri=uri)
 
 
-def test_the_resident_policy_accessor(tmp_path: Path) -> None:
-    set_policy(None)
-    assert not has_policy()
-    with pytest.raises(RuntimeError, match="no resident policy"):
-        get_policy()
+def test_the_resident_policy_generates_trains_and_resumes(tmp_path: Path) -> None:
     config = build_config("tiny")
     policy = Policy.create(config, cpu=True)
-    set_policy(policy)
-    try:
-        assert get_policy() is policy
-        completions = get_policy().generate(["def f(a):"], SamplingSettings(max_new_tokens=4, seed=0))
-        sequence = TrainSequence(completions[0][0].prompt_token_ids, completions[0][0].token_ids, "deduction_solve", 1.0)
-        metrics = policy.update([sequence])
-        assert metrics.tokens == len(sequence.response_ids) and metrics.grad_norm > 0
-        saved = policy.save_checkpoint(tmp_path, step=1)
-        assert policy.resume(tmp_path).step == 1 and latest_checkpoint(tmp_path) == saved
-    finally:
-        set_policy(None)
+    completions = policy.generate(["def f(a):"], SamplingSettings(max_new_tokens=4, seed=0))
+    sequence = TrainSequence(completions[0][0].prompt_token_ids, completions[0][0].token_ids, "deduction_solve", 1.0)
+    metrics = policy.update([sequence])
+    assert metrics.tokens == len(sequence.response_ids) and metrics.grad_norm > 0
+    saved = policy.save_checkpoint(tmp_path, step=1)
+    assert policy.resume(tmp_path).step == 1 and latest_checkpoint(tmp_path) == saved

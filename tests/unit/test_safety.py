@@ -70,14 +70,14 @@ def test_judge_answers_are_read_conservatively() -> None:
 
 def _resources(tmp_path, **safety):  # noqa: ANN001, ANN202
     from azr.config.loading import build_config
-    from azr.pipeline.context import Resources
+    from azr.pipeline.context import RunContext
     from azr.pipeline.run_dir import open_run_dir
     from azr.selfplay.prompts.chat_format import R1Wrapper
 
     config = build_config("tiny")
     config.safety = config.safety.model_copy(update=safety)
     run, config = open_run_dir(tmp_path / "run", config, resume=False)
-    return Resources(config=config, run=run, policy=None, executor=None, buffers=None, wrapper=R1Wrapper(), count_tokens=len)
+    return RunContext(config=config, run=run, policy=None, executor=None, buffers=None, wrapper=R1Wrapper(), count_tokens=len)
 
 
 def _write_stage_files(res, responses: dict[str, list[str]]) -> None:  # noqa: ANN001

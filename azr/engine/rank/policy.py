@@ -3,8 +3,8 @@
 Every rank of a run's engine builds one and keeps it across iterations (`azr.engine.rank.service`;
 docs/architecture.md, process model); the controller reaches it through `azr.engine.controller.client.EngineClient`,
 which has the same interface. Stages receive paths and small values, never models; they reach
-the policy (a client, or an in-process Policy in unit tests) through `get_policy()`, after the
-run has called `set_policy(...)`.
+the policy (a client, or an in-process Policy in unit tests) through the run's context
+(`azr.pipeline.context.RunContext.policy`).
 
 The collective contract (the engine is one SPMD program over `trainer.world_size()` ranks):
 
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import copy
 import tempfile
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -294,29 +293,3 @@ def _check_rollout_layout(config: AZRConfig, ranks: int) -> None:
 
         hybrid_layout(config, 0, ranks)
 
-
-_lock = threading.Lock()
-_current: Policy | None = None
-
-
-def set_policy(policy: Policy | None) -> None:
-    """Make `policy` the process's resident policy (None clears it)."""
-    global _current
-    with _lock:
-        _current = policy
-
-
-def get_policy() -> Policy:
-    """The resident policy; an error if the run has not created one in this process."""
-    with _lock:
-        if _current is None:
-            raise RuntimeError(
-                "no resident policy in this process: the training run creates it once with "
-                "set_policy(Policy.create(config)) before any stage that generates or trains"
-            )
-        return _current
-
-
-def has_policy() -> bool:
-    with _lock:
-        return _current is not None
