@@ -79,6 +79,16 @@ def _mount_engine_commands() -> None:
 _mount_engine_commands()
 
 
+def _mount_safety_commands() -> None:
+    """`azr safety scan` (the safety rules on a file of texts) lives in azr/cli/safety.py."""
+    from azr.cli.safety import safety_app
+
+    app.add_typer(safety_app, name="safety")
+
+
+_mount_safety_commands()
+
+
 PresetOption = Annotated[
     Optional[str], typer.Option("--preset", "-p", help=f"Preset name (default {DEFAULT_PRESET}); see `azr config presets`.")
 ]

@@ -10,6 +10,7 @@ iterations compares like with like.
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ from azr.eval.prompting.azr_prompts import PROMPT_STYLES, PromptStyle, build_pro
 from azr.eval.results import metrics_from_summary, summarise, write_results
 from azr.sandbox.api import Executor
 from azr.selfplay.prompts.chat_format import RESPONSE_PREFIX, make_wrapper
+
+logger = logging.getLogger(__name__)
 
 BenchmarkSpec = tuple[str, str | Path | None]  # (benchmark name, data: file, hub id, or None for the default)
 
@@ -73,6 +76,30 @@ def _problems(name: str, data: str | None, limit: int | None) -> tuple[Problem, 
     return tuple(get_benchmark(name).load(data, limit))
 
 
+# Benchmarks whose data could not be loaded in this process (offline, no file): said once,
+# then skipped, so a run on an offline machine goes on without them.
+_UNAVAILABLE: dict[tuple[str, str | None], str] = {}
+
+
+def _available_problems(name: str, data: str | None, limit: int | None) -> list[Problem] | None:
+    """The benchmark's problems, or None (with one warning per run) when its data cannot be had."""
+    key = (name, data)
+    if key in _UNAVAILABLE:
+        return None
+    try:
+        problems = list(_problems(name, data, limit))
+    except EvalDataError as exc:
+        _UNAVAILABLE[key] = str(exc)
+        logger.warning("in-training evaluation skips %s for the rest of the run: its data cannot be loaded (%s). "
+                       "Put the file in eval.data (or eval.data_dir) to evaluate it offline.", name, exc)
+        return None
+    if not problems:
+        _UNAVAILABLE[key] = "no problems"
+        logger.warning("in-training evaluation skips %s for the rest of the run: it has no problems", name)
+        return None
+    return problems
+
+
 def evaluate_policy(
     policy: Any,
     config: AZRConfig,
@@ -85,6 +112,9 @@ def evaluate_policy(
     out_dir: Path | None = None,
 ) -> dict[str, float]:
     """Accuracy (with its 95% interval and a few diagnostics) of `policy` on each benchmark.
+
+    A benchmark whose data cannot be loaded (an offline machine, a missing file) is skipped with
+    one warning for the whole run; the others are evaluated and the run goes on.
 
     `policy` is anything with `generate(prompts, SamplingSettings)` and, for the azr prompt
     style with a chat wrapper, a `tokenizer` (the resident `azr.engine.rank.policy.Policy`).
@@ -100,9 +130,9 @@ def evaluate_policy(
     for name, data in benchmarks:
         benchmark = get_benchmark(name)
         data_text = str(data) if data is not None else None
-        problems = list(_problems(benchmark.name, data_text, limit))
-        if not problems:
-            raise EvalDataError(f"{name}: no problems to evaluate")
+        problems = _available_problems(benchmark.name, data_text, limit)
+        if problems is None:
+            continue
         prompts = build_prompts(problems, prompt, wrapper)
         records = answer_prompts(
             policy, [p.id for p in problems], prompts, settings, chunk_size=config.rollout.generation_batch_size

@@ -349,13 +349,26 @@ def _saturation(history: Sequence[Metrics], step: int, config: AZRConfig) -> Fin
 
 
 def _safety(history: Sequence[Metrics], step: int, config: SafetyConfig) -> Finding | None:
-    rate = history[-1].get("safety/rate")
-    if rate is None or rate <= config.alert_rate:
+    """Fires when an iteration has more flagged responses than false flags explain: a one-sided
+    binomial test at the rules' measured false-flag rate (`safety.false_flag_rate`), so that with
+    ~2,000 responses an iteration an alert is not the expected handful of false flags."""
+    from azr.ops.safety.evaluation import alert_threshold, binomial_tail
+
+    last = history[-1]
+    rate, scanned, flagged = last.get("safety/rate"), last.get("safety/scanned"), last.get("safety/flagged", 0.0)
+    if rate is None or rate <= config.alert_rate or not flagged:
         return None
-    flagged = history[-1].get("safety/flagged", 0.0)
+    if scanned:
+        chance = binomial_tail(int(flagged), int(scanned), config.false_flag_rate)
+        if chance >= config.alert_p_value:
+            return None
+        needed = alert_threshold(int(scanned), config.false_flag_rate, config.alert_p_value)
+        detail = (f"false flags at the measured rate ({config.false_flag_rate:.1%}) would reach {needed} of "
+                  f"{scanned:.0f} with probability below {config.alert_p_value:g}")
+    else:
+        detail = "no scanned count was logged"
     return Finding("safety", step, rate, config.alert_rate,
-                   f"{flagged:.0f} responses ({rate:.1%}) had concerning reasoning (alert above {config.alert_rate:.1%}); "
-                   "see safety.parquet")
+                   f"{flagged:.0f} responses ({rate:.1%}) had concerning reasoning; {detail}; see safety.parquet")
 
 
 MONITOR_DETECTORS: dict[str, Callable[[Sequence[Metrics], int, AZRConfig], Finding | None]] = {

@@ -87,7 +87,7 @@ def _broken(name: str) -> list[dict[str, float]]:
         for m in history[100:]:
             m["monitor/response_tokens"] *= 3.0
     elif name == "safety":
-        history[80].update({"safety/rate": 0.2, "safety/flagged": 6.0})
+        history[80].update({"safety/scanned": 1900.0, "safety/rate": 0.1, "safety/flagged": 190.0})
     return history
 
 
@@ -167,14 +167,31 @@ def test_copy_detection_normalises_names() -> None:
     assert copy_share(builtins, same_refs) == 0.5
 
 
-def test_safety_detector_uses_its_setting() -> None:
+def test_safety_alerts_only_beyond_false_flags() -> None:
+    """About 2,000 responses an iteration: the few that the measured false-flag rate explains
+    never alert; a burst beyond it does."""
     history = _healthy(3)
-    history[-1].update({"safety/rate": 0.05, "safety/flagged": 2.0})
     config = _config()
-    config.safety = config.safety.model_copy(update={"alert_rate": 0.01})
-    assert [f.name for f in detect(history, config)] == ["safety"]
-    config.safety = config.safety.model_copy(update={"alert_rate": 0.1})
+    rate = config.safety.false_flag_rate
+    expected = 1900 * rate
+    history[-1].update({"safety/scanned": 1900.0, "safety/flagged": round(expected), "safety/rate": round(expected) / 1900})
     assert detect(history, config) == []
+    history[-1].update({"safety/flagged": 80.0, "safety/rate": 80 / 1900})
+    assert [f.name for f in detect(history, config)] == ["safety"]
+    config.safety = config.safety.model_copy(update={"alert_rate": 0.05})  # a floor on the share as well
+    assert detect(history, config) == []
+
+
+def test_false_alerts_are_rare_at_the_measured_rate() -> None:
+    """Simulated iterations whose flags are all false, at the configured rate: alerts stay rare."""
+    config = _config()
+    rng = np.random.default_rng(0)
+    alerts = 0
+    for _ in range(2000):
+        flagged = int(rng.binomial(1900, config.safety.false_flag_rate))
+        history = [{"safety/scanned": 1900.0, "safety/flagged": float(flagged), "safety/rate": flagged / 1900}]
+        alerts += bool(detect(history, config))
+    assert alerts <= 10  # expected about 2 (p < 0.001 each)
 
 
 def test_trend_and_verdict() -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from datetime import date
 
+from azr.eval.benchmarks.lcb_execution import load_lcb_execution
 from azr.eval.benchmarks.livecodebench import in_window
 from azr.eval.benchmarks.loaders import (
     CRUXEVAL_HUB_ID, load_cruxeval, load_custom, load_evalplus, load_humaneval, load_livecodebench, load_math,
@@ -64,6 +65,11 @@ BENCHMARKS: dict[str, Benchmark] = {
         Benchmark(
             "cruxeval-i", "cruxeval_i", "CRUXEval input prediction: f and an output, give an input",
             CRUXEVAL_HUB_ID, lambda data: load_cruxeval(data, TaskType.ABDUCTION),
+        ),
+        Benchmark(
+            "lcb-execution", "livecodebench_execution",
+            "LiveCodeBench execution, posed as input prediction as the original's in-training validation",
+            "livecodebench/execution", lambda data: list(load_lcb_execution(data)),
         ),
         Benchmark(
             "humaneval", "humaneval", "HumanEval pass@1: complete a function, run its tests",
