@@ -1,4 +1,4 @@
-"""The seeding stage as a Prefect task (reference §6.2): before iteration 1, the base model fills
+"""The seeding stage as a Prefect task (docs/algorithm.md §8.2): before iteration 1, the base model fills
 the buffers. Resumable from its files (azr/pipeline/seeding.py), so a retry or a resumed flow
 run continues where it stopped; it does nothing for a run with seed files or already seeded."""
 
