@@ -1,6 +1,6 @@
 """What the stages of a run share in its process: config, run directory, policy, executor,
 buffers, the MLflow tracker. Built once per run (`azr.pipeline.run.open_resources`) and passed
-to every stage and Prefect task as an argument (DESIGN.md, process model); it holds live
+to every stage and Prefect task as an argument (docs/architecture.md, process model); it holds live
 objects, so the tasks that take it neither cache nor persist their results."""
 
 from __future__ import annotations

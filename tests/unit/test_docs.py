@@ -121,3 +121,16 @@ def test_index_lists_every_page() -> None:
     linked = {Path(target.partition("#")[0]).name for target in LINK.findall(index)}
     missing = [page.name for page in DOCS.glob("*.md") if page.name != "index.md" and page.name not in linked]
     assert not missing, f"docs/index.md does not list: {missing}"
+
+
+def test_named_docs_pages_exist() -> None:
+    """Code, tests and docs name docs pages by path (`docs/architecture.md`); each must exist."""
+    named = re.compile(r"\bdocs/([\w-]+\.md)\b")
+    missing = []
+    for path in _text_files():
+        for lineno, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+            missing += [f"{path.relative_to(ROOT)}:{lineno}: docs/{name}" for name in named.findall(line)
+                        if not (DOCS / name).is_file()]
+            if "DESIGN.md" in line and path != Path(__file__).resolve():
+                missing.append(f"{path.relative_to(ROOT)}:{lineno}: DESIGN.md (now docs/architecture.md)")
+    assert not missing, "references to docs pages that do not exist:\n" + "\n".join(missing)
