@@ -564,6 +564,39 @@ class TrainerConfig(Section):
         "(FSDP2: sharded parameters, gradients and AdamW state), `zero3` (DeepSpeed ZeRO-3). Paper: FSDP.",
     )
 
+    ratio_base: Literal["auto", "trainer", "behaviour"] = Field(
+        "auto", title="PPO ratio against",
+        description="The old log-probs of the PPO ratio: `trainer` the trainer's own (detached, ratio 1: on-policy "
+        "REINFORCE as the original), `behaviour` the rollout engine's log-probs of the sampled tokens (corrects "
+        "one-step-off data with the PPO clip), `auto` behaviour when rollout.async_level is 1 and rollout_is is none, "
+        "else trainer (docs/algorithm.md §14).",
+    )
+    rollout_is: Literal["none", "token", "sequence"] = Field(
+        "none", title="Truncated importance sampling",
+        description="Weight each token's policy-gradient term by min(pi_trainer / pi_rollout, rollout_is_cap): per "
+        "token, or with the sequence's product of ratios; `none` leaves the loss as it is (docs/algorithm.md §14).",
+    )
+    rollout_is_cap: float = Field(
+        2.0, ge=1.0, le=1e6, title="Importance-weight cap",
+        description="The truncation C of rollout_is (weights above it count C).",
+    )
+
+    @model_validator(mode="after")
+    def _one_correction(self) -> TrainerConfig:
+        if self.ratio_base == "behaviour" and self.rollout_is != "none":
+            raise ValueError(
+                "trainer.ratio_base=behaviour with trainer.rollout_is would correct the same gap twice: use the ratio "
+                "against the behaviour log-probs (rollout_is: none), or truncated importance weights on the on-policy "
+                "ratio (ratio_base: auto or trainer)"
+            )
+        return self
+
+    def resolved_ratio_base(self, async_level: int = 0) -> str:
+        """`trainer` or `behaviour`: what `auto` means for this run."""
+        if self.ratio_base != "auto":
+            return self.ratio_base
+        return "behaviour" if async_level >= 1 and self.rollout_is == "none" else "trainer"
+
     @field_validator("adam_betas")
     @classmethod
     def _betas_in_range(cls, betas: tuple[float, float]) -> tuple[float, float]:
@@ -835,6 +868,12 @@ class MonitorConfig(Section):
     memory_window: int = Field(
         30, ge=5, le=100_000, title="Memory trend window",
         description="Iterations over which `memory_growth` fits the RSS trend (a robust Theil-Sen slope).",
+    )
+    max_logprob_mismatch: float = Field(
+        0.5, gt=0.0, le=100.0, title="Log-prob mismatch ceiling",
+        description="`logprob_mismatch` fires when the update's mean |logp_rollout - logp_trainer| over the sampled "
+        "tokens (off_policy/mismatch_mean) rises above this: the rollout engine and the trainer disagree, or the "
+        "policy moved too far in one step.",
     )
     saturation_window: int = Field(
         50, ge=2, le=100_000, title="Saturation window",

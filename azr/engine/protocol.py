@@ -35,6 +35,7 @@ COMPLETIONS_SCHEMA = pa.schema([
     ("token_ids", pa.list_(pa.int64())),
     ("prompt_token_ids", pa.list_(pa.int64())),
     ("finish_reason", pa.string()),
+    ("logprobs", pa.list_(pa.float32())),  # behaviour log-probs of token_ids; null if not recorded
 ])
 
 
@@ -97,7 +98,8 @@ def write_completions(path: Path, completions: Sequence[Sequence[Any]]) -> None:
     """`completions[i]` are the samples of prompt i (azr.engine.rollout.transformers_backend.Completion)."""
     rows = [
         {"prompt_index": index, "sample": sample, "text": c.text, "token_ids": list(c.token_ids),
-         "prompt_token_ids": list(c.prompt_token_ids), "finish_reason": c.finish_reason}
+         "prompt_token_ids": list(c.prompt_token_ids), "finish_reason": c.finish_reason,
+         "logprobs": None if c.logprobs is None else list(c.logprobs)}
         for index, samples in enumerate(completions) for sample, c in enumerate(samples)
     ]
     write_parquet_atomic(pa.Table.from_pylist(rows, schema=COMPLETIONS_SCHEMA), path)
@@ -114,6 +116,7 @@ def read_completions(path: Path, prompts: int) -> list[list[Any]]:
         result[table["prompt_index"][i]].append(Completion(
             text=table["text"][i], token_ids=tuple(table["token_ids"][i]),
             prompt_token_ids=tuple(table["prompt_token_ids"][i]), finish_reason=table["finish_reason"][i],
+            logprobs=None if table.get("logprobs", [None] * (i + 1))[i] is None else tuple(table["logprobs"][i]),
         ))
     return result
 

@@ -371,6 +371,21 @@ def _safety(history: Sequence[Metrics], step: int, config: SafetyConfig) -> Find
                    f"{flagged:.0f} responses ({rate:.1%}) had concerning reasoning; {detail}; see safety.parquet")
 
 
+def _logprob_mismatch(history: Sequence[Metrics], step: int, config: AZRConfig) -> Finding | None:
+    """The rollout engine and the trainer disagree on the sampled tokens' log-probs by more than
+    the setting (engine numerics, or a policy that moved far in one step; docs/algorithm.md §14)."""
+    limit = config.monitor.max_logprob_mismatch
+    mismatch = history[-1].get("off_policy/mismatch_mean")
+    if mismatch is None or mismatch <= limit:
+        return None
+    lag = history[-1].get("off_policy/policy_lag")
+    return Finding("logprob_mismatch", step, mismatch, limit,
+                   f"mean |logp_rollout - logp_trainer| over the sampled tokens is {mismatch:.3f} (ceiling {limit:.3f}; "
+                   f"largest {history[-1].get('off_policy/mismatch_max', float('nan')):.3f}, policy lag "
+                   f"{'unknown' if lag is None else f'{lag:.0f}'} versions): check the rollout engine's dtype and "
+                   "weight syncs, or lower the learning rate")
+
+
 MONITOR_DETECTORS: dict[str, Callable[[Sequence[Metrics], int, AZRConfig], Finding | None]] = {
     "diversity_collapse": _diversity,
     "reference_copying": _copying,
@@ -379,6 +394,7 @@ MONITOR_DETECTORS: dict[str, Callable[[Sequence[Metrics], int, AZRConfig], Findi
                                       lambda c: c.max_response_growth, "mean response length"),
     "memory_growth": _memory,
     "saturation": _saturation,
+    "logprob_mismatch": _logprob_mismatch,
 }
 DETECTOR_NAMES = (*MONITOR_DETECTORS, "safety")
 

@@ -133,7 +133,11 @@ def safety_metrics(summary: dict[str, Any]) -> dict[str, float]:
 def _update_metrics(update: dict[str, Any]) -> dict[str, float]:
     names = ("loss", "pg_loss", "entropy", "kl", "grad_norm", "clip_frac", "tokens", "sequences", "seconds", "tokens_per_second",
              "weight_sync_s", "world_size")
-    return {f"update/{name}": float(update[name]) for name in names if isinstance(update.get(name), (int, float))}
+    metrics = {f"update/{name}": float(update[name]) for name in names if isinstance(update.get(name), (int, float))}
+    # the off-policy gap (docs/algorithm.md §14): lag, log-prob mismatch, ratio percentiles
+    metrics.update({f"off_policy/{name}": float(value) for name, value in (update.get("off_policy") or {}).items()
+                    if isinstance(value, (int, float))})
+    return metrics
 
 
 # The per-group summary table's columns (CLI and Prefect artifact), with what each means.

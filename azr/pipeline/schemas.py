@@ -70,7 +70,14 @@ _GENERATION = [
     pa.field("finish_reason", pa.string(), nullable=False),  # stop | length
 ]
 
-PROPOSALS_SCHEMA = pa.schema(_KEYS + [pa.field("prompt", pa.string(), nullable=False)] + _GENERATION)
+_BEHAVIOUR = [
+    pa.field("behaviour_logprobs", pa.list_(pa.float32())),  # per response token; null: not recorded
+    pa.field("policy_version", pa.int64()),  # the update whose weights sampled it (0: the initial ones)
+]
+"""What the off-policy gap is measured and corrected with (docs/algorithm.md §11): the rollout
+engine's log-prob of every sampled token and the policy version that sampled it."""
+
+PROPOSALS_SCHEMA = pa.schema(_KEYS + [pa.field("prompt", pa.string(), nullable=False)] + _GENERATION + _BEHAVIOUR)
 """proposals.parquet: one proposer response per propose prompt."""
 
 VALIDATED_SCHEMA = pa.schema(
@@ -115,6 +122,7 @@ SOLUTIONS_SCHEMA = pa.schema(
         pa.field("reward", pa.float64(), nullable=False),
         pa.field("reason", pa.string(), nullable=False),
     ]
+    + _BEHAVIOUR
 )
 """solutions.parquet: solver responses scored by the executor."""
 
@@ -129,6 +137,7 @@ SCORED_SCHEMA = pa.schema(
         pa.field("advantage", pa.float64(), nullable=False),
         pa.field("trained", pa.bool_(), nullable=False),
     ]
+    + _BEHAVIOUR
 )
 """scored.parquet: one row per sequence of the TRR++ batch, with its reward and advantage."""
 

@@ -81,7 +81,9 @@ def _write_together(res: RunContext, step: int, parts: list[tuple[str, list[dict
         fsync_directory(pending[0][1].parent)
 
 
-def _generation_rows(keys: list[dict], prompts: list[str], completions: Iterable) -> list[dict]:
+def _generation_rows(keys: list[dict], prompts: list[str], completions: Iterable, version: int) -> list[dict]:
+    """Stage rows of generated answers, with the engine's behaviour log-probs and the policy
+    version that sampled them (docs/algorithm.md §14)."""
     rows = []
     for key, prompt, completion in zip(keys, prompts, completions, strict=True):
         rows.append({
@@ -92,6 +94,8 @@ def _generation_rows(keys: list[dict], prompts: list[str], completions: Iterable
             "response_token_ids": list(completion.token_ids),
             "response_tokens": len(completion.token_ids),
             "finish_reason": completion.finish_reason,
+            "behaviour_logprobs": None if completion.logprobs is None else list(completion.logprobs),
+            "policy_version": version,
         })
     return rows
 
@@ -115,11 +119,17 @@ def _answer_request(res: RunContext, step: int, stage: Stage) -> tuple[pd.DataFr
     return frame, GenerationRequest(tuple(frame["prompt"].tolist()), _sampling(res, step, stage.name))
 
 
+def rollout_version(step: int) -> int:
+    """The policy version that samples iteration `step`'s propose and solve batches: the
+    weights after update step-1 (0: the initial weights)."""
+    return step - 1
+
+
 def _answer_rows(step: int, frame: pd.DataFrame, completions: list) -> list[dict]:
     """The generation rows of a prompts file from its one completion per prompt."""
     keys = [{"step": step, "group": g, "task_type": t, "index": int(i)}
             for g, t, i in zip(frame["group"], frame["task_type"], frame["index"])]
-    return _generation_rows(keys, frame["prompt"].tolist(), [c[0] for c in completions])
+    return _generation_rows(keys, frame["prompt"].tolist(), [c[0] for c in completions], rollout_version(step))
 
 
 def _generate(res: RunContext, requests: list) -> list:
@@ -386,10 +396,13 @@ def rewards(res: RunContext, step: int) -> None:
 
 
 def _scored_row(step: int, row: Any, role: Role, reward: float, trained: bool) -> dict:
+    behaviour, version = row.get("behaviour_logprobs"), row.get("policy_version")
     return {"step": step, "group": row["group"], "task_type": row["task_type"], "index": int(row["index"]),
             "role": role.value, "prompt_token_ids": list(row["prompt_token_ids"]),
             "response_token_ids": list(row["response_token_ids"]), "response_tokens": int(row["response_tokens"]),
-            "reward": float(reward), "advantage": 0.0, "trained": trained and int(row["response_tokens"]) > 0}
+            "reward": float(reward), "advantage": 0.0, "trained": trained and int(row["response_tokens"]) > 0,
+            "behaviour_logprobs": None if behaviour is None else [float(x) for x in behaviour],
+            "policy_version": None if version is None or pd.isna(version) else int(version)}
 
 
 def has_trained_rows(scored: pd.DataFrame) -> bool:
@@ -399,6 +412,18 @@ def has_trained_rows(scored: pd.DataFrame) -> bool:
 def engine_layout(policy: Any) -> dict[str, Any]:
     """`world_size` and `strategy` of the engine that trains (recorded in update.json)."""
     return {"world_size": int(getattr(policy, "world_size", 1)), "strategy": str(getattr(policy, "strategy", "ddp"))}
+
+
+def policy_lag(scored: pd.DataFrame, step: int) -> dict[str, float]:
+    """How many versions the trained rows' sampling policy is behind the weights update `step`
+    starts from (those after update step-1); empty for rows of unknown version."""
+    if "policy_version" not in scored:
+        return {}
+    versions = scored.loc[scored["trained"], "policy_version"].dropna()
+    if versions.empty:
+        return {}
+    lags = (step - 1) - versions.astype(int)
+    return {"policy_lag": float(lags.mean()), "policy_lag_max": float(lags.max())}
 
 
 def checkpoint_due(config: Any, step: int, last_step: int) -> bool:
@@ -413,8 +438,10 @@ def update(res: RunContext, step: int) -> None:
     from the checkpoint (the update is never applied twice).
     """
     scored = res.run.stage_path(step, StageFile.SCORED)
-    if has_trained_rows(pd.read_parquet(scored)):
+    table = pd.read_parquet(scored)
+    if has_trained_rows(table):
         metrics = res.policy.update_scored(scored)
+        metrics["off_policy"] = {**metrics.get("off_policy", {}), **policy_lag(table, step)}
     else:
         metrics = {"skipped": True, "sequences": 0, "tokens": 0, **engine_layout(res.policy)}
     last_step = res.last_step

@@ -45,6 +45,8 @@ def _healthy(n: int = 120, seed: int = 0) -> list[dict[str, float]]:
             "monitor/induction/distinct_proposals": 0.8, "monitor/induction/window_proposals": 40.0,
             "monitor/copy_share": 0.1,
             "safety/rate": 0.0, "safety/flagged": 0.0,
+            "off_policy/mismatch_mean": abs(0.02 + rng.normal(0, 0.005)), "off_policy/mismatch_max": 1.5,
+            "off_policy/policy_lag": 1.0,
         }
         if i % 10 == 9:
             metrics["eval/cruxeval-o/accuracy"] = 0.30 + 0.002 * i + rng.normal(0, 0.01)
@@ -86,6 +88,9 @@ def _broken(name: str) -> list[dict[str, float]]:
     elif name == "response_length_growth":
         for m in history[100:]:
             m["monitor/response_tokens"] *= 3.0
+    elif name == "logprob_mismatch":  # the engine stops loading new weights: the gap widens every update
+        for i, m in enumerate(history[70:]):
+            m["off_policy/mismatch_mean"] = 0.02 + 0.05 * i
     elif name == "safety":
         history[80].update({"safety/scanned": 1900.0, "safety/rate": 0.1, "safety/flagged": 190.0})
     return history

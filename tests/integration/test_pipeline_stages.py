@@ -114,6 +114,17 @@ def test_schemas_of_every_stage_file(tmp_path: Path, executor: SandboxExecutor) 
         assert pq.read_schema(run.stage_path(1, name)).equals(schema), name
     assert run.iteration_done(1)
     assert committed_steps(run.buffer_dir) == [0, 1]
+    # the engine recorded the behaviour log-probs of every sampled token, and the update
+    # measured the gap against its own (same weights: lag 0, only numerics; docs/algorithm.md §14)
+    for name in ("proposals.parquet", "solutions.parquet", "scored.parquet"):
+        frame = pd.read_parquet(run.stage_path(1, name))
+        assert (frame["behaviour_logprobs"].map(len) == frame["response_tokens"]).all(), name
+        assert (frame["policy_version"] == 0).all(), name
+    gap = run.read_json(1, "update.json")["off_policy"]
+    assert gap["policy_lag"] == 0 and gap["behaviour_coverage"] == 1.0
+    assert 0 <= gap["mismatch_mean"] < 0.05 and gap["ratio_p01"] <= 1 <= gap["ratio_p99"], gap
+    metrics = finish_iteration(res, 1)
+    assert metrics["off_policy/mismatch_mean"] == gap["mismatch_mean"] and metrics["off_policy/policy_lag"] == 0
     close_resources(res)  # the engine process group this run started
 
 

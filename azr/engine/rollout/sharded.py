@@ -17,13 +17,13 @@ decode in lockstep (transformers' `synced_gpus`) and run equally many generate c
 from __future__ import annotations
 
 from azr.engine.training.distributed import all_gather_objects, balanced_shares, gathered_parameters, world
-from azr.engine.rollout.transformers_backend import GenerationPlan, TransformersBackend
+from azr.engine.rollout.transformers_backend import Decoded, GenerationPlan, TransformersBackend
 
 
 class ShardedTransformersBackend(TransformersBackend):
     """`TransformersBackend` over all ranks of the process group (collective `generate`)."""
 
-    def decode_plan(self, plan: GenerationPlan) -> dict[int, tuple[int, ...]]:
+    def decode_plan(self, plan: GenerationPlan) -> dict[int, Decoded]:
         rank, size = world()
         shares = balanced_shares([plan.cost(b) for b in range(len(plan.batches))], size)
         mine = shares[rank]
@@ -31,7 +31,7 @@ class ShardedTransformersBackend(TransformersBackend):
             local = self.decode(plan, mine)
             if self.synced_gpus:  # ZeRO-3: as many generate calls as the busiest rank, results unused
                 self.decode(plan, [0] * (max(map(len, shares)) - len(mine)))
-        outputs: dict[int, tuple[int, ...]] = {}
+        outputs: dict[int, Decoded] = {}
         for part in all_gather_objects(local):
             outputs.update(part)
         return outputs

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 import torch
 
@@ -87,13 +87,16 @@ class Completion:
 
     `token_ids` are the response tokens without padding, ending with the EOS token when
     `finish_reason` is 'stop'; 'length' means it was cut at max_new_tokens. `text` is decoded
-    without special tokens.
+    without special tokens. `logprobs` are the behaviour log-probs the engine gave each token
+    of `token_ids` (the raw, temperature-1 distribution of the weights that sampled it: what the
+    trainer computes, docs/algorithm.md §11); None where the engine did not record them.
     """
 
     text: str
     token_ids: tuple[int, ...]
     prompt_token_ids: tuple[int, ...]
     finish_reason: FinishReason
+    logprobs: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -153,11 +156,13 @@ def completion_record(
     tokenizer: Any,
     *,
     finish_reason: str = "length",
+    logprobs: Sequence[float] | None = None,
 ) -> Completion:
     """The record every backend returns: cut after the first EOS ('stop', the EOS kept), else
     at `max_new_tokens` ('length'). An engine that reports another `finish_reason` for an output
     with no EOS and under the limit (vLLM's 'abort') cut it short: that is an error, since a
-    shortened rollout would be scored as an answer."""
+    shortened rollout would be scored as an answer. `logprobs` (one per generated token) are
+    cut with the ids (fewer than the ids: None)."""
     ids = tuple(int(t) for t in generated)
     eos = set(eos_token_ids)
     stop = next((i for i, token in enumerate(ids) if token in eos), None)
@@ -171,7 +176,10 @@ def completion_record(
     else:
         ids, reason = ids[:max_new_tokens], "length"
     text = tokenizer.decode(list(ids), skip_special_tokens=True)
-    return Completion(text, ids, tuple(int(t) for t in prompt), reason)  # type: ignore[arg-type]
+    # An engine that gave fewer log-probs than tokens recorded none usable: None (the update
+    # reports the share of tokens that had them, `behaviour_coverage`).
+    kept = tuple(float(x) for x in logprobs[: len(ids)]) if logprobs is not None and len(logprobs) >= len(ids) else None
+    return Completion(text, ids, tuple(int(t) for t in prompt), reason, kept)  # type: ignore[arg-type]
 
 
 def plan_batches(
@@ -232,6 +240,46 @@ class GenerationPlan:
         """rows x (longest prompt + largest max_new_tokens) of a generate call."""
         rows = self.batches[batch]
         return len(rows) * (max(len(self.prompt_ids(r)) for r in rows) + max(self.row_settings(r).max_new_tokens for r in rows))
+
+
+class Decoded(NamedTuple):
+    """One decoded row: its generated ids (padding after an EOS included) and the behaviour
+    log-prob of each."""
+
+    ids: tuple[int, ...]
+    logprobs: tuple[float, ...]
+
+
+class SampledLogprobs:
+    """A transformers logits processor that records, for every row, the log-prob of the token
+    each step chose under the model's own scores (log-softmax of the raw logits, before any
+    temperature or filtering), in float32.
+
+    A step's choice is only known at the next call (it is the last column of `input_ids`), so
+    the processor keeps one step's log-softmax; `finish` reads the last step's from the output.
+    It must come first in the processor list, where the scores are still the model's.
+    """
+
+    def __init__(self) -> None:
+        self.pending: torch.Tensor | None = None
+        self.chosen: list[torch.Tensor] = []
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        self._take(input_ids[:, -1])
+        self.pending = torch.log_softmax(scores.float(), dim=-1)
+        return scores
+
+    def _take(self, tokens: torch.Tensor) -> None:
+        if self.pending is not None:
+            self.chosen.append(self.pending.gather(1, tokens[:, None].to(self.pending.device)).squeeze(1).cpu())
+            self.pending = None
+
+    def finish(self, sequences: torch.Tensor) -> torch.Tensor:
+        """[rows, generated tokens] log-probs, given generate's output (prompt + generated)."""
+        self._take(sequences[:, -1])
+        if not self.chosen:
+            return torch.zeros((sequences.shape[0], 0))
+        return torch.stack(self.chosen, dim=1)
 
 
 class TransformersBackend:
@@ -305,30 +353,32 @@ class TransformersBackend:
                                self.max_batch_tokens, self.max_batch_size)
         return GenerationPlan(encoded, settings, rows, batches)
 
-    def decode_plan(self, plan: GenerationPlan) -> dict[int, tuple[int, ...]]:
+    def decode_plan(self, plan: GenerationPlan) -> dict[int, Decoded]:
         """All generate calls of the plan in this process; the generated ids by row."""
         return self.decode(plan, range(len(plan.batches)))
 
-    def decode(self, plan: GenerationPlan, which: Sequence[int]) -> dict[int, tuple[int, ...]]:
-        """Run the generate calls numbered `which` of the plan; the generated ids by row."""
-        outputs: dict[int, tuple[int, ...]] = {}
+    def decode(self, plan: GenerationPlan, which: Sequence[int]) -> dict[int, Decoded]:
+        """Run the generate calls numbered `which` of the plan; the generated ids (and their
+        behaviour log-probs) by row."""
+        outputs: dict[int, Decoded] = {}
         with self._decoding_state():
             for index in which:
                 batch = plan.batches[index]
                 outputs.update(zip(batch, self._generate_batch(plan, batch)))
         return outputs
 
-    def records(self, plan: GenerationPlan, outputs: dict[int, tuple[int, ...]]) -> list[list[list[Completion]]]:
+    def records(self, plan: GenerationPlan, outputs: dict[int, Decoded]) -> list[list[list[Completion]]]:
         """`settings.n` completion records per prompt of each request, in prompt order."""
         results: list[list[list[Completion]]] = [[[] for _ in ids] for ids in plan.encoded]
         for row, (request, prompt, _) in enumerate(plan.rows):
             settings = plan.settings[request]
-            completion = completion_record(outputs[row], plan.encoded[request][prompt], self.eos_token_ids,
-                                           settings.max_new_tokens, self.tokenizer)
+            ids, logprobs = outputs[row]
+            completion = completion_record(ids, plan.encoded[request][prompt], self.eos_token_ids,
+                                           settings.max_new_tokens, self.tokenizer, logprobs=logprobs)
             results[request][prompt].extend([completion] * (1 if not settings.greedy else settings.n))
         return results
 
-    def _generate_batch(self, plan: GenerationPlan, batch: list[int]) -> list[tuple[int, ...]]:
+    def _generate_batch(self, plan: GenerationPlan, batch: list[int]) -> list[Decoded]:
         prompts = [plan.prompt_ids(r) for r in batch]
         decodings = [plan.decoding(r) for r in batch]
         width = -(-max(len(p) for p in prompts) // PAD_MULTIPLE) * PAD_MULTIPLE
@@ -338,11 +388,12 @@ class TransformersBackend:
         for row, ids in enumerate(prompts):
             input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
             attention_mask[row, width - len(ids):] = 1
-        processors = None
-        if RowSampler.needed(decodings):
-            from transformers import LogitsProcessorList
+        from transformers import LogitsProcessorList
 
-            processors = LogitsProcessorList([RowSampler(decodings, width, self.eos_token_ids[0])])
+        recorder = SampledLogprobs()  # first: it sees the model's own scores
+        processors = LogitsProcessorList([recorder])
+        if RowSampler.needed(decodings):
+            processors.append(RowSampler(decodings, width, self.eos_token_ids[0]))
         output = self.model.generate(
             input_ids=input_ids.to(device),
             attention_mask=attention_mask.to(device),
@@ -354,7 +405,9 @@ class TransformersBackend:
             synced_gpus=self.synced_gpus,
         )
         # A row with a smaller limit than the call's was ended by a forced EOS: cut it there.
-        return [tuple(row[:d.max_new_tokens]) for row, d in zip(output[:, width:].tolist(), decodings)]
+        logprobs = recorder.finish(output).tolist()
+        return [Decoded(tuple(row[:d.max_new_tokens]), tuple(lp[:d.max_new_tokens]))
+                for row, lp, d in zip(output[:, width:].tolist(), logprobs, decodings)]
 
     def _generation_config(self, max_new_tokens: int) -> Any:
         """Greedy selection: sampled rows reach it as one-hot scores from `RowSampler`."""

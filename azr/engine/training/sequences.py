@@ -14,17 +14,24 @@ from azr.pipeline.atomic_io import PathLike
 from azr.engine.training.trrpp_update import TrainSequence
 
 _COLUMNS = ["trained", "prompt_token_ids", "response_token_ids", "group", "advantage"]
+_BEHAVIOUR = "behaviour_logprobs"  # absent from the files of runs before it was recorded
 
 
 def train_sequences(scored: Any) -> list[TrainSequence]:
-    """The trained rows of a scored table (a pandas DataFrame or a pyarrow Table)."""
-    columns = scored.to_pydict() if hasattr(scored, "to_pydict") else {c: scored[c].tolist() for c in _COLUMNS}
+    """The trained rows of a scored table (a pandas DataFrame or a pyarrow Table), with the
+    rollout engine's behaviour log-probs where it recorded them."""
+    names = list(scored.column_names if hasattr(scored, "column_names") else scored.columns)
+    wanted = _COLUMNS + ([_BEHAVIOUR] if _BEHAVIOUR in names else [])
+    columns = scored.to_pydict() if hasattr(scored, "to_pydict") else {c: scored[c].tolist() for c in wanted}
+    behaviour = columns.get(_BEHAVIOUR) or [None] * len(columns["trained"])
     return [
-        TrainSequence(list(prompt), list(response), group, float(advantage))
-        for trained, prompt, response, group, advantage in zip(*(columns[c] for c in _COLUMNS))
+        TrainSequence(list(prompt), list(response), group, float(advantage),
+                      behaviour_logprobs=None if logprobs is None else list(logprobs))
+        for trained, prompt, response, group, advantage, logprobs in zip(*(columns[c] for c in _COLUMNS), behaviour)
         if trained
     ]
 
 
 def read_train_sequences(path: PathLike) -> list[TrainSequence]:
-    return train_sequences(pq.read_table(path, columns=_COLUMNS))
+    present = pq.read_schema(path).names
+    return train_sequences(pq.read_table(path, columns=_COLUMNS + [c for c in (_BEHAVIOUR,) if c in present]))

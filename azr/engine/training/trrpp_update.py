@@ -13,6 +13,11 @@ so do the reported `entropy` and `kl`. Without old log-probs the ratio is 1 (the
 current log-probs): on-policy REINFORCE with normalised advantages, as the original ran. The
 KL, when on, is the k3 estimator exp(ref - logp) - (ref - logp) - 1 against a frozen reference.
 
+The rollout engine's log-probs of the sampled tokens (`behaviour_logprobs`) measure the
+off-policy gap every update (`UpdateMetrics.off_policy`), and correct it when asked: the
+ratio against them (`ratio_base: behaviour`), or truncated importance weights on the
+policy-gradient term (`rollout_is`; azr.engine.training.off_policy, docs/algorithm.md §14).
+
 Every token's weight 1/(G * N_g) is known before the first micro-batch, so the micro-batch
 losses sum exactly to the full-batch loss and gradient accumulation needs no rescaling.
 
@@ -37,8 +42,15 @@ import numpy as np
 import torch
 
 from azr.config.schema import TrainerConfig
-from azr.engine.training.distributed import fsdp2_clip_grad_norm, fsdp2_gradient_sync, is_fsdp2, max_over_ranks
+from azr.engine.training.distributed import (
+    all_gather_objects,
+    fsdp2_clip_grad_norm,
+    fsdp2_gradient_sync,
+    is_fsdp2,
+    max_over_ranks,
+)
 from azr.engine.training.logprobs import token_logprobs, token_logprobs_and_entropy
+from azr.engine.training.off_policy import GapRecorder, behaviour_tensor, gap_metrics, truncated_is_weights
 from azr.engine.training.zero3 import is_deepspeed
 from azr.selfplay.task_types import GROUP_NAMES
 
@@ -49,13 +61,15 @@ _KL_LIMIT = 10.0
 @dataclass(frozen=True)
 class TrainSequence:
     """One trained response: its prompt, group, advantage (constant over its tokens, from
-    `azr.selfplay.advantages`) and, when the sampler recorded them, the old per-token log-probs."""
+    `azr.selfplay.advantages`), when given the old per-token log-probs of the PPO ratio, and
+    when the rollout engine recorded them the behaviour log-probs of its tokens."""
 
     prompt_ids: Sequence[int]
     response_ids: Sequence[int]
     group: str
     advantage: float
     old_logprobs: Sequence[float] | None = None
+    behaviour_logprobs: Sequence[float] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "prompt_ids", tuple(int(i) for i in self.prompt_ids))
@@ -69,13 +83,12 @@ class TrainSequence:
             raise ValueError(f"unknown group {self.group!r}; groups are: {', '.join(GROUP_NAMES)}")
         if not math.isfinite(self.advantage):
             raise ValueError(f"advantage must be finite, got {self.advantage}")
-        if self.old_logprobs is not None:
-            old = tuple(float(x) for x in self.old_logprobs)
-            if len(old) != len(self.response_ids):
-                raise ValueError(
-                    f"old_logprobs has {len(old)} values for {len(self.response_ids)} response tokens"
-                )
-            object.__setattr__(self, "old_logprobs", old)
+        for name in ("old_logprobs", "behaviour_logprobs"):
+            if getattr(self, name) is not None:
+                values = tuple(float(x) for x in getattr(self, name))
+                if len(values) != len(self.response_ids):
+                    raise ValueError(f"{name} has {len(values)} values for {len(self.response_ids)} response tokens")
+                object.__setattr__(self, name, values)
 
 
 @dataclass(frozen=True)
@@ -86,9 +99,12 @@ class UpdateSettings:
     max_grad_norm: float = 1.0
     micro_batch_size: int = 16
     logits_chunk_tokens: int = 512
+    ratio_base: str = "trainer"  # trainer: the detached current log-probs (on-policy); behaviour: the engine's
+    rollout_is: str = "none"  # none | token | sequence: truncated importance weights (docs/algorithm.md §14)
+    rollout_is_cap: float = 2.0
 
     @classmethod
-    def from_trainer(cls, trainer: TrainerConfig) -> UpdateSettings:
+    def from_trainer(cls, trainer: TrainerConfig, async_level: int = 0) -> UpdateSettings:
         return cls(
             clip_ratio=trainer.clip_ratio,
             entropy_coef=trainer.entropy_coef,
@@ -96,6 +112,9 @@ class UpdateSettings:
             max_grad_norm=trainer.max_grad_norm,
             micro_batch_size=trainer.micro_batch_size,
             logits_chunk_tokens=trainer.logits_chunk_tokens,
+            ratio_base=trainer.resolved_ratio_base(async_level),
+            rollout_is=trainer.rollout_is,
+            rollout_is_cap=trainer.rollout_is_cap,
         )
 
 
@@ -126,6 +145,7 @@ class UpdateMetrics:
     groups: dict[str, GroupMetrics] = field(default_factory=dict)
     world_size: int = 1  # engine ranks the batch was split over
     strategy: str = "ddp"  # trainer.strategy: ddp, fsdp or zero3 (nothing is wrapped on one rank)
+    off_policy: dict[str, float] = field(default_factory=dict)  # the gap to the rollout engine (off_policy.py)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -220,6 +240,7 @@ class TRRPPUpdate:
         sums = torch.zeros(5, dtype=torch.float64)  # loss, pg, entropy, kl, clipped tokens
         per_group = {g: torch.zeros(2, dtype=torch.float64) for g in GROUP_NAMES}  # pg, entropy sums
         batches = self._micro_batches(sequences)
+        gap = GapRecorder()
         real = len(batches)
         if acc.num_processes > 1:  # the same micro-batch count on every rank
             batches += [self._collate([filler or sequences[0]], [0])] * (max_over_ranks(real) - real)
@@ -249,6 +270,7 @@ class TRRPPUpdate:
                 if self.reference_model is not None:
                     sums[3] += float((w * terms["kl"].double()).sum())
                 sums[4] += float(terms["clipped"].sum())
+                gap.add(terms["logp"], terms["behaviour"], terms.get("is_weight"), self.settings.rollout_is_cap)
                 offset = 0
                 for seq in batch.sequences:
                     span = slice(offset, offset + len(seq.response_ids))
@@ -256,6 +278,7 @@ class TRRPPUpdate:
                     per_group[seq.group][1] += float(terms["entropy"][span].double().sum())
                     offset += len(seq.response_ids)
         sums = self._reduce(sums)
+        off_policy = gap_metrics(all_gather_objects(gap.local()), self.settings.rollout_is)
         group_sums = self._reduce(torch.stack([per_group[g] for g in GROUP_NAMES]))
         group_sequences = self._reduce(
             torch.tensor([sum(s.group == g for s in sequences) for g in GROUP_NAMES], dtype=torch.float64)
@@ -286,6 +309,7 @@ class TRRPPUpdate:
             learning_rate=float(self.optimizer.param_groups[0]["lr"]),
             skipped=False,
             groups=groups,
+            off_policy=off_policy,
         )
 
     def apply_gradients(self) -> tuple[float, bool]:
@@ -355,6 +379,10 @@ class TRRPPUpdate:
                 for s in batch.sequences
             ]
         )
+        lengths = [len(s.response_ids) for s in batch.sequences]
+        behaviour = behaviour_tensor([s.behaviour_logprobs for s in batch.sequences], lengths, device)
+        if self.settings.ratio_base == "behaviour":  # the ratio against the policy that sampled
+            old = torch.where(torch.isnan(old), behaviour, old)
         old = torch.where(torch.isnan(old), logp.detach(), old)  # on-policy: ratio 1
         advantages = torch.tensor(
             [s.advantage for s in batch.sequences for _ in s.response_ids], dtype=torch.float32, device=device
@@ -367,7 +395,13 @@ class TRRPPUpdate:
             "pg": torch.maximum(unclipped, clipped),
             "entropy": entropy,
             "clipped": (clipped > unclipped).detach(),
+            "logp": logp.detach(),
+            "behaviour": behaviour,
         }
+        if self.settings.rollout_is != "none":
+            terms["is_weight"] = truncated_is_weights(logp, behaviour, lengths, self.settings.rollout_is,
+                                                      self.settings.rollout_is_cap)
+            terms["pg"] = terms["is_weight"] * terms["pg"]
         if self.reference_model is not None:
             ref = self._logprobs_only(self.reference_model, batch)
             log_ratio = ref - logp

@@ -29,7 +29,13 @@ from azr.engine.rollout.transformers_backend import Completion, GenerationReques
 from azr.engine.rollout.vllm.common import iter_weights, make_completion, prompt_seed, sampling_fields, write_weight_files
 from azr.engine.rollout.vllm.server import SERVED_MODEL_NAME, VLLMClient, VLLMError, VLLMServer
 
-RawOutput = tuple[Sequence[int], str | None]  # (token ids, vLLM finish reason)
+RawOutput = tuple[Sequence[int], str | None, Sequence[float] | None]
+"""(token ids, vLLM finish reason, the sampled tokens' log-probs or None)."""
+
+BEHAVIOUR_LOGPROBS = 0
+"""vLLM's `logprobs` sampling field: 0 top alternatives, so each position returns the sampled
+token's log-prob alone (vLLM's default logprobs mode: the raw model distribution, before
+temperature and filtering, the quantity the trainer computes)."""
 _T = TypeVar("_T")
 
 _DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
@@ -68,8 +74,8 @@ class _VLLMBackend(ABC):
                 raise VLLMError(f"vLLM returned {len(outputs)} completions for a prompt, expected {asked['n']}")
             completions = [
                 make_completion(tokens, reason, ids, eos_token_ids=self.eos_token_ids,
-                                max_new_tokens=settings.max_new_tokens, tokenizer=self.tokenizer)
-                for tokens, reason in outputs
+                                max_new_tokens=settings.max_new_tokens, tokenizer=self.tokenizer, logprobs=logprobs)
+                for tokens, reason, logprobs in outputs
             ]
             flat.append(completions * (settings.n // asked["n"]))
         results, start = [], 0
@@ -80,11 +86,11 @@ class _VLLMBackend(ABC):
 
     @abstractmethod
     def _generate_ids(self, prompts: list[list[int]], requests: list[dict[str, Any]]) -> list[list[RawOutput]]:
-        """(token ids, finish reason) x `requests[i]["n"]` for prompt i, in prompt order, from
-        the engine; `requests[i]` are prompt i's sampling fields (`_request`)."""
+        """(token ids, finish reason, log-probs) x `requests[i]["n"]` for prompt i, in prompt
+        order, from the engine; `requests[i]` are prompt i's sampling fields (`_request`)."""
 
     def _request(self, settings: SamplingSettings, n: int, index: int) -> dict[str, Any]:
-        fields = sampling_fields(settings, self.eos_token_ids, n=n)
+        fields = {**sampling_fields(settings, self.eos_token_ids, n=n), "logprobs": BEHAVIOUR_LOGPROBS}
         seed = None if settings.greedy else prompt_seed(settings.seed, index)
         if seed is not None:
             fields["seed"] = seed
@@ -149,7 +155,7 @@ class VLLMServerBackend(_VLLMBackend):
                     **requests[index]}
             answer = self.client.post("/v1/completions", body, timeout=self.request_timeout_s)
             choices = sorted(answer["choices"], key=lambda c: c["index"])
-            return [(c["token_ids"], c.get("finish_reason")) for c in choices]
+            return [(c["token_ids"], c.get("finish_reason"), choice_logprobs(c)) for c in choices]
 
         workers = max(1, min(self.max_concurrent_requests, len(prompts)))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vllm-request") as pool:
@@ -184,6 +190,20 @@ class VLLMServerBackend(_VLLMBackend):
         if self._current_weights is not None:
             shutil.rmtree(self._current_weights, ignore_errors=True)
             self._current_weights = None
+
+
+def choice_logprobs(choice: dict[str, Any]) -> list[float] | None:
+    """The sampled tokens' log-probs of one choice of the completions endpoint (None if absent)."""
+    found = (choice.get("logprobs") or {}).get("token_logprobs")
+    return None if found is None else [float(x) for x in found]
+
+
+def output_logprobs(output: Any) -> list[float] | None:
+    """The sampled tokens' log-probs of a `vllm.CompletionOutput` (None if it has none)."""
+    found = getattr(output, "logprobs", None)
+    if not found:
+        return None
+    return [float(position[token].logprob) for token, position in zip(output.token_ids, found)]
 
 
 def export_model_dir(model: Any, tokenizer: Any, target: Path, dtype: torch.dtype) -> Path:

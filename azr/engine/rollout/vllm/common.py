@@ -62,11 +62,12 @@ def make_completion(
     eos_token_ids: Sequence[int],
     max_new_tokens: int,
     tokenizer: Any,
+    logprobs: Sequence[float] | None = None,
 ) -> Completion:
     """The transformers backend's record of a vLLM output; vLLM's 'abort' (or any reason other
     than a stop token or the length limit) is an error, not an answer."""
     return completion_record(token_ids, prompt_token_ids, eos_token_ids, max_new_tokens, tokenizer,
-                             finish_reason=finish_reason or "abort")
+                             finish_reason=finish_reason or "abort", logprobs=logprobs)
 
 
 def iter_weights(model: Any, dtype: torch.dtype | None) -> Any:

@@ -28,7 +28,14 @@ from azr.config.schema import AZRConfig
 from azr.engine.training.distributed import broadcast_object, full_parameters, world
 from azr.engine.rollout.transformers_backend import Completion, GenerationRequest, model_eos_ids
 from azr.engine.controller.launch import server_gpu_shares
-from azr.engine.rollout.vllm.backend import _DTYPE_NAMES, RawOutput, _VLLMBackend, engine_seed, max_model_len
+from azr.engine.rollout.vllm.backend import (
+    _DTYPE_NAMES,
+    RawOutput,
+    _VLLMBackend,
+    choice_logprobs,
+    engine_seed,
+    max_model_len,
+)
 from azr.engine.rollout.vllm.common import write_weight_files
 from azr.engine.rollout.vllm.server import SERVED_MODEL_NAME, VLLMClient, VLLMError, VLLMServer, check_server_version
 from azr.engine.rollout.vllm.weight_transfer import GLOO_BACKEND, NativeWeightTransfer, choose_transfer, make_channel
@@ -141,7 +148,7 @@ class DedicatedServerBackend(_VLLMBackend):
             body = {"model": self.model_name, "prompt": prompts[index], "return_token_ids": True, **requests[index]}
             answer = client.post("/v1/completions", body, timeout=self.settings.request_timeout_s)
             choices = sorted(answer["choices"], key=lambda c: c["index"])
-            return [(c["token_ids"], c.get("finish_reason")) for c in choices]
+            return [(c["token_ids"], c.get("finish_reason"), choice_logprobs(c)) for c in choices]
 
         workers = max(1, min(self.settings.max_concurrent_requests * len(self.clients), len(prompts)))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vllm-request") as pool:

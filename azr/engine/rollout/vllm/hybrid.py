@@ -45,6 +45,7 @@ from azr.engine.rollout.vllm.backend import (
     _VLLMBackend,
     engine_seed,
     max_model_len,
+    output_logprobs,
     run_with_timeout,
 )
 from azr.engine.rollout.vllm.server import VLLMError
@@ -207,7 +208,7 @@ class VLLMColocateBackend(_VLLMBackend):
                                         use_tqdm=False)
             for index, output in zip(mine, outputs):
                 completions = sorted(output.outputs, key=lambda c: c.index)
-                local[index] = [(tuple(c.token_ids), c.finish_reason) for c in completions]
+                local[index] = [(tuple(c.token_ids), c.finish_reason, output_logprobs(c)) for c in completions]
         if layout.groups > 1:
             merged: dict[int, list[RawOutput]] = {}
             for part in all_gather_objects(local if layout.leads_group else {}):
