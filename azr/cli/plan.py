@@ -17,6 +17,7 @@ from azr.cli.output import console, err_console
 from azr.cli.output import fail as _fail
 
 from azr.config.schema import AZRConfig
+from azr.ops.cpu_features import dtype_report
 from azr.ops.memory_plan import GIB, MemoryPlan, Suggestion, gib, plan_memory, suggest_changes
 from azr.ops.model_facts import ModelFactsError, model_facts
 
@@ -126,6 +127,15 @@ def plan_table(plan: MemoryPlan, config: AZRConfig) -> Table:
     return table
 
 
+def print_dtype_choice(config: AZRConfig) -> None:
+    """One line: the CPU features found, the compute dtype chosen and why (a warning for bf16
+    pinned on a CPU that would emulate it)."""
+    line, warning = dtype_report(config.model.dtype, on_gpu=config.trainer.gpus > 0)
+    console.print(line, highlight=False, soft_wrap=True, markup=False)
+    if warning:
+        err_console.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
+
+
 def verdict(plan: MemoryPlan) -> str:
     return (f"fits: peak {gib(plan.peak)} of {gib(plan.capacity)} {plan.unit} (the {plan.peak_phase}), "
             f"{gib(plan.capacity - plan.peak)} to spare")
@@ -166,6 +176,7 @@ def plan_command(
         _fail(str(exc), 1)
         raise
     console.print(plan_table(plan, run_config))
+    print_dtype_choice(run_config)
     console.print(f"device memory: {gib(plan.capacity)} from {source}", highlight=False, markup=False)
     for line in plan.assumptions:
         console.print(f"  assumed: {line}", highlight=False, soft_wrap=True, markup=False)
@@ -178,7 +189,9 @@ def plan_command(
 def check_before_training(config: AZRConfig, ignore: bool) -> None:
     """`azr train`'s first step: refuse (exit 1) a layout that cannot fit, before any run
     directory, MLflow run or model exists; `--ignore-memory-plan` starts it anyway. A model
-    whose architecture is not known here yet gets a note and no plan."""
+    whose architecture is not known here yet gets a note and no plan. The dtype choice is
+    printed first."""
+    print_dtype_choice(config)
     try:
         plan, _ = make_plan(config)
     except PlanUnavailable as exc:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from azr.config.schema import AZRConfig
+from azr.ops.cpu_features import resolved_dtype
 
 # Measured with benchmarks/disk_use.py (docs/benchmarks.md, "Disk use of a run"): the stage files of one iteration hold
 # about this much per sequence besides its response (the prompt text dominates: references and
@@ -48,8 +49,7 @@ class DiskEstimate:
 
 def _bytes_per_parameter(config: AZRConfig) -> tuple[int, int]:
     """(export, master) bytes per parameter, as the engine writes them."""
-    dtype = config.model.dtype
-    half = dtype in ("bfloat16", "float16") or (dtype == "auto" and config.trainer.gpus > 0)
+    half = resolved_dtype(config.model.dtype, on_gpu=config.trainer.gpus > 0) in ("bfloat16", "float16")
     export = 2 if half else 4
     master = 4 if config.model.master_dtype == "float32" else export
     return export, master

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from azr.config.schema import AZRConfig
+from azr.ops.cpu_features import resolved_dtype
 from azr.ops.model_facts import ModelFacts
 
 GIB = float(1 << 30)
@@ -109,11 +110,9 @@ def gib(value: float) -> str:
 
 
 def compute_bytes(config: AZRConfig, device: Device) -> int:
-    """Bytes of the compute dtype; `auto` is bf16 on GPU and counted as fp32 on CPU (whether a
-    CPU has native bf16 kernels is only known at run time; fp32 is the larger)."""
-    if config.model.dtype == "auto":
-        return 2 if device == "gpu" else 4
-    return _DTYPE_BYTES[config.model.dtype]
+    """Bytes of the compute dtype; `auto` is bf16 on GPU and, on CPU, what this machine's flags
+    give (cpu_features: bf16 with AVX512-BF16/AMX, else fp32), as the engine will choose."""
+    return _DTYPE_BYTES[resolved_dtype(config.model.dtype, on_gpu=device == "gpu")]
 
 
 def vllm_mode(config: AZRConfig, vllm_importable: bool | None = None) -> str:

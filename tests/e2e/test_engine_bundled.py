@@ -1,5 +1,6 @@
 """End to end on the bundled SmolLM2-135M-Instruct: load the policy, answer a propose prompt,
-take one TRR++ step in bf16 compute with fp32 master weights."""
+take one TRR++ step with fp32 master weights, in the compute dtype `auto` picks on this CPU (bf16
+with AVX512-BF16/AMX, fp32 elsewhere: run it under ONEDNN_MAX_CPU_ISA=AVX2 for the fp32 path)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import torch
 
 from azr.config.loading import build_config
 from azr.engine.rollout.transformers_backend import SamplingSettings
+from azr.engine.models.loading import cpu_supports_bf16
 from azr.engine.rank.policy import Policy
 from azr.engine.training.trrpp_update import TrainSequence
 from azr.selfplay.prompts.paper import propose_prompt_for
@@ -23,10 +25,10 @@ pytestmark = pytest.mark.usefixtures("fresh_accelerate")
 
 def test_bundled_model_answers_a_propose_prompt_and_takes_an_update_step(bundled_copy: Path) -> None:
     config = build_config("cpu")
-    config.model.dtype = "bfloat16"
+    assert config.model.dtype == "auto"
     config.trainer.micro_batch_size = 1
     policy = Policy.create(config, cpu=True)
-    assert policy.compute_dtype == torch.bfloat16
+    assert policy.compute_dtype == (torch.bfloat16 if cpu_supports_bf16() else torch.float32)
     assert next(policy.unwrapped_model.parameters()).dtype == torch.float32, "fp32 master weights"
 
     question = propose_prompt_for(TaskType.DEDUCTION, [zero_triplet()], config.tasks)

@@ -73,16 +73,16 @@ def test_the_estimate_matches_what_a_checkpoint_and_a_logged_model_hold() -> Non
     assert 106e9 < guess.checkpoint_bytes / disk_use.SAFETY_FACTOR < 108e9
 
 
-@pytest.mark.parametrize(("preset", "checkpoint", "export"), [
-    ("tiny", 67.8e6, 16.4e6),  # 3.22 M fp32 parameters
-    ("cpu", 2.059e9, 329.2e6),  # SmolLM2-135M, bf16 export, fp32 training state
+@pytest.mark.parametrize(("preset", "dtype", "checkpoint", "export"), [
+    ("tiny", "float32", 67.8e6, 16.4e6),  # 3.22 M fp32 parameters
+    ("cpu", "bfloat16", 2.059e9, 329.2e6),  # SmolLM2-135M, bf16 export, fp32 training state
 ])
-def test_the_estimate_covers_measured_checkpoints(preset: str, checkpoint: float, export: float) -> None:
+def test_the_estimate_covers_measured_checkpoints(preset: str, dtype: str, checkpoint: float, export: float) -> None:
     """Sizes of real checkpoints of the tiny and cpu presets (benchmarks/disk_use.py), tokenizer
     files included; the logged model is a copy of the export."""
     from azr.ops.model_facts import model_facts
 
-    config = build_config(preset)
+    config = build_config(preset, overrides=[f"model.dtype={dtype}"])  # the dtype they were measured in
     facts = model_facts(config.model.name_or_path)
     guess = estimate(config, facts.parameters(), tied=facts.vocab * facts.hidden if facts.tied_embeddings else 0)
     # never below what was written; above it by the safety factor, and for the tiny model by its

@@ -2,7 +2,8 @@
 
 Precision has two parts. The *compute* dtype (`ModelConfig.dtype`) is what matmuls run in;
 `auto` is bf16 on a CUDA device that supports it and on a CPU with native bf16 kernels
-(measured on this project's 2-core CPU: bf16 generation is ~1.6x faster than fp32), else fp32.
+(AVX512-BF16 or AMX, not capped by ONEDNN_MAX_CPU_ISA: azr/ops/cpu_features.py; there bf16
+generation was ~1.6x faster than fp32), else fp32 (emulated bf16 is ~50x slower on AVX2).
 The *parameter* dtype is fp32 for a trained model unless `master_dtype: same`: AdamW at the
 paper's lr 1e-6 moves a weight of size 0.05 by ~1e-6, far below bf16's rounding step there
 (~2e-4), so pure-bf16 weights would never change. Compute then runs under autocast.
@@ -19,6 +20,7 @@ from azr.config.schema import BUNDLED_MODEL_ID, TINY_RANDOM_MODEL_ID, ModelConfi
 from azr.engine.models.gguf import ensure_converted
 from azr.engine.models.sources import resolve_model_source
 from azr.engine.models.tokenizer import load_tokenizer
+from azr.ops.cpu_features import cpu_dtype_choice
 
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
@@ -29,7 +31,10 @@ BUNDLED_EOS_ID = 2
 
 
 def cpu_supports_bf16() -> bool:
-    """Whether this CPU has native bf16 kernels (AVX512-BF16 / AMX); emulated bf16 is slow."""
+    """Whether this CPU has native bf16 kernels (AVX512-BF16 / AMX) that oneDNN may use: the
+    flags and ISA cap (cpu_features) and torch's own check must both say so."""
+    if cpu_dtype_choice().dtype != "bfloat16":
+        return False
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
