@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from azr.cli.output import console, err_console
 from azr.cli.output import fail as _fail
+from azr.cli.output import print_table
 from azr.cli.output import rows_table as _table
 
 
@@ -63,7 +64,7 @@ class _ProgressView:
             self.progress.update(self.task, description=f"iteration {data['step']}: {data['stage'].replace('_', ' ')}")
         elif event == "iteration_finished":
             self.progress.update(self.task, completed=data["step"], description=f"iteration {data['step']} done")
-            self.progress.console.print(_table(data["rows"], f"iteration {data['step']}"))
+            print_table(_table(data["rows"], f"iteration {data['step']}"), self.progress.console)
             metrics = data["metrics"]
             self.progress.console.print(
                 f"  reward {metrics.get('overall/reward_mean', 0):+.3f}   valid proposals "

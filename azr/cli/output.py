@@ -39,17 +39,39 @@ class ReportingGroup(typer.core.TyperGroup):
 
 
 ROW_NAME_CHARS = 24  # the longest group or failure-reason name, with room to spare
+_BORDER_CHARS = 3  # per column in the default box: two padding spaces and one rule
 
 
-def rows_table(rows: list[dict[str, Any]], title: str) -> Table:
+def rows_table(rows: list[dict[str, Any]], title: str, *, terminal: bool | None = None) -> Table:
+    """A table of `rows` (dicts with the same keys). On a terminal long cells (paths) and
+    headers fold to its width; elsewhere (a pipe, a log file) there is no width to fit, so every
+    header and cell stays on one line and the table takes its natural width: print it with
+    `print_table`, which does not crop it to the 80 columns rich assumes off a terminal."""
+    terminal = console.is_terminal if terminal is None else terminal
     table = Table(title=Text(title), title_justify="left")  # Text: paths and messages are not markup
     columns = list(rows[0]) if rows else []
-    for index, column in enumerate(columns):
-        widest = max(len(str(column)), *(len(str(row[column])) for row in rows))
+    widths = [max(len(str(c)), *(len(_cell(row[c])) for row in rows)) for c in columns]
+    natural = 1 + sum(w + _BORDER_CHARS for w in widths)
+    for index, (column, widest) in enumerate(zip(columns, widths)):
+        name = str(column)
         if index == 0 and widest <= ROW_NAME_CHARS:  # group and reason names are never cut
-            table.add_column(str(column), no_wrap=True, min_width=widest)
-        else:  # long cells (paths) and the measures' headers fold
-            table.add_column(str(column), overflow="fold")
+            table.add_column(name, no_wrap=True, min_width=widest)
+        elif terminal:  # long cells (paths) and the measures' headers fold to the terminal's width
+            table.add_column(name, overflow="fold")
+        else:
+            table.add_column(name, no_wrap=True, min_width=widest)
+    if columns and not terminal:
+        table.width = natural
     for row in rows:
-        table.add_row(*(Text("" if v is None else str(v)) for v in row.values()))
+        table.add_row(*(Text(_cell(v)) for v in row.values()))
     return table
+
+
+def print_table(table: Table, out: Console | None = None) -> None:
+    """Print a `rows_table` whole: off a terminal it is wider than the console's default."""
+    target = out or console
+    target.print(table, crop=target.is_terminal)
+
+
+def _cell(value: Any) -> str:
+    return "" if value is None else str(value)

@@ -10,6 +10,7 @@ from rich.markup import escape
 
 from azr.cli.output import console, err_console
 from azr.cli.output import fail as _fail
+from azr.cli.output import print_table
 from azr.cli.output import rows_table as _table
 
 runs_app = typer.Typer(help="See what training runs did, from their files.", no_args_is_help=True)
@@ -48,7 +49,7 @@ def runs_list(root: Annotated[Path, typer.Argument(help="A run directory, or a f
             "note": (f"damaged metrics.json (iteration {done[-1]}): azr runs show {path}" if problem else
                      "complete" if len(done) >= config.trainer.iterations else "can be resumed"),
         })
-    console.print(_table(rows, f"runs under {root}"))
+    print_table(_table(rows, f"runs under {root}"))
 
 
 def _iteration_metrics(run: Any, step: int) -> tuple[dict[str, float], str | None]:
@@ -107,7 +108,7 @@ def runs_show(
                 "seconds": f"{metrics.get('time/iteration_s', float('nan')):.0f}",
             })
         if rows:
-            console.print(_table(rows, "iterations"))
+            print_table(_table(rows, "iterations"))
         for line in damaged:
             err_console.print(f"[yellow]warning:[/] {escape(line)}; `azr train --resume {escape(str(run_dir))}` sets it "
                               "aside and computes it again", highlight=False, soft_wrap=True)
@@ -119,7 +120,7 @@ def runs_show(
         err_console.print(f"[yellow]warning:[/] {escape(str(run.stage_path(iteration, 'metrics.json')))} is "
                           f"{escape(problem)}: no metrics to show", highlight=False, soft_wrap=True)
     if metrics:
-        console.print(_table(summary_rows(metrics), f"iteration {iteration}"))
+        print_table(_table(summary_rows(metrics), f"iteration {iteration}"))
     from azr.pipeline.registry import StageFile
     from azr.pipeline.stage_files import stage_file_problem
 
@@ -132,7 +133,7 @@ def runs_show(
         validated = pd.read_parquet(validated_path)
         reasons = validated.loc[validated["reason"] != "", "reason"].value_counts()
         if len(reasons):
-            console.print(_table([{"reason": r, "proposals": int(n)} for r, n in reasons.items()], "why proposals failed"))
+            print_table(_table([{"reason": r, "proposals": int(n)} for r, n in reasons.items()], "why proposals failed"))
         valid = validated[validated["valid"]]
         if len(valid):
             example = valid.iloc[0]

@@ -162,11 +162,16 @@ class Tracker:
             return None
         for column in ("inputs", "outputs", "imports"):  # lists -> JSON text: a stable digest and schema
             frame[column] = frame[column].map(lambda v: None if v is None else json.dumps(list(v)))
-        with warnings.catch_warnings():  # MLflow's hints about the source kind and integer columns
+        # MLflow's hints about the source kind and integer columns (the schema is inferred when the
+        # entity is built, not in from_pandas) and pandas' deprecation notes from its digest code.
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
             dataset = mlflow.data.from_pandas(frame, source=path.resolve().as_uri(), name=f"azr-tasks-{step:06d}")
+            entity = dataset._to_mlflow_entity()
         tags = [InputTag(MLFLOW_DATASET_CONTEXT, "training"), InputTag("azr.iteration", str(step))]
-        self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags=tags)])
+        self.client.log_inputs(self.run_id, datasets=[DatasetInput(entity, tags=tags)])
         return dataset.digest
 
     def start_system_metrics(self) -> None:

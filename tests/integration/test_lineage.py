@@ -49,3 +49,21 @@ def test_validated_tasks_are_a_dataset_input_and_system_metrics_are_logged(tmp_p
     assert '"num_rows": 1' in inputs["azr-tasks-000001"].dataset.profile  # the valid tasks only
     metrics = logged.data.metrics
     assert "system/cpu_utilization_percentage" in metrics and "system/system_memory_usage_megabytes" in metrics
+
+
+def test_logging_the_tasks_prints_no_mlflow_hints(tmp_path: Path) -> None:
+    """MLflow's integer-column UserWarning (raised while the dataset entity is built) is not shown."""
+    import warnings
+
+    config = build_config("tiny", overrides=["tracking.system_metrics=false"])
+    run, config = open_run_dir(tmp_path / "runs" / "quiet", config, resume=False)
+    tracker = Tracker(run, config)
+    tracker.start()
+    try:
+        _validated(run.stage_path(1, "validated.parquet"), ["def f(a):\n    return a + 1"])
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert tracker.log_validated_tasks(1)
+        assert not [w for w in caught if issubclass(w.category, UserWarning)], [str(w.message) for w in caught]
+    finally:
+        tracker.finish("FINISHED")

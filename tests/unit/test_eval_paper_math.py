@@ -131,3 +131,11 @@ def test_pass_at_k_is_the_unbiased_estimator() -> None:
     assert ks_for(1) == [1] and ks_for(8) == [1, 2, 4, 8] and ks_for(10) == [1, 2, 4, 8, 10]
     with pytest.raises(ValueError):
         pass_at_k(4, 1, 5)
+
+
+def test_math_verify_timeout_notice_is_not_printed(capfd: pytest.CaptureFixture[str]) -> None:
+    """math-verify's "Timeout is disabled" line (printed by each fresh worker on its first check:
+    the limit is the worker's, not math-verify's) does not reach the user."""
+    with MathChecker(workers=1) as fresh:
+        assert [v.correct for v in fresh.check([MathCheck(("27",), ("27.0",))])] == [True]
+    assert "Timeout is disabled" not in capfd.readouterr().err

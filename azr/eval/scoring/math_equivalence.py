@@ -14,6 +14,7 @@ must match the gold parts one to one, in any order.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 from collections.abc import Sequence
@@ -38,8 +39,16 @@ class MathVerdict:
     error: str = ""
 
 
+def _quiet_math_verify() -> None:
+    """math-verify logs "Timeout is disabled ..." on its first call without a timeout of its own;
+    the limit here is the worker process's (MathJudge), so that warning is noise for the user."""
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
+
+
 def _equivalent(gold: str, prediction: str) -> bool:
     from math_verify import parse, verify
+
+    _quiet_math_verify()
 
     gold_parsed = parse(f"${gold}$", parsing_timeout=None)
     predicted = parse(f"\\boxed{{{prediction}}}", parsing_timeout=None)
