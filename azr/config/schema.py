@@ -547,6 +547,16 @@ class TrainerConfig(Section):
         10, ge=1, le=1_000_000, title="Evaluate every (iterations)",
         description="Run `eval.benchmarks` every k iterations. Paper: 10.",
     )
+    probe_every: int = Field(
+        0, ge=0, le=1_000_000, title="Probe every (iterations)",
+        description="Answer the frozen probe set (`probe_file`) greedily before training, every k iterations "
+        "and at the last; the end-of-run verdict tests the change. 0: no probe. Not in the paper.",
+    )
+    probe_file: Path | None = Field(
+        None, title="Probe set",
+        description="JSONL of deduction/abduction/induction tasks never trained on (scripts/make_probe_set.py); "
+        "a relative path is looked up beside the presets. The cpu preset ships probes/cpu_probe.jsonl.",
+    )
     gpus: int = Field(0, ge=0, le=4096, title="GPUs", description="GPUs the recipe expects (0 = CPU). Paper: 2-8.")
     sequence_parallel: int = Field(
         1, ge=1, le=1024, title="Sequence parallel", description="Ulysses degree of the original recipe. Paper: the GPU count."

@@ -440,9 +440,11 @@ LEARNING_RATES = (("format rate", "overall/format_rate"), ("valid proposals", "o
 
 def learning_verdict(history: Sequence[Metrics], min_change: float = 0.05) -> str:
     """One line: whether format rate, valid-proposal rate and solver accuracy rose over the run
-    (least-squares trend over the iterations, as a change from the first to the last)."""
+    (least-squares trend over the iterations, as a change from the first to the last). These rates
+    follow the model's own proposals and are not tested, so the line never says it learned: the
+    probe's paired test does (azr/eval/learning_verdict.py)."""
     if len(history) < 2:
-        return "learning: one iteration is not enough to see a trend (run more iterations)"
+        return "training rates: one iteration is not enough to see a trend (run more iterations)"
     parts, rising, falling = [], 0, 0
     for label, key in LEARNING_RATES:
         values = [m.get(key) for m in history]
@@ -454,11 +456,11 @@ def learning_verdict(history: Sequence[Metrics], min_change: float = 0.05) -> st
         falling += change <= -min_change
         parts.append(f"{label} {values[0]:.0%} -> {values[-1]:.0%} (trend {change:+.0%})")
     if rising and not falling:
-        head = "learning: yes, the rates rose"
+        head = "training rates rose (untested; self-made tasks)"
     elif rising:
-        head = "learning: mixed, some rates rose and some fell"
+        head = "training rates mixed, some rose and some fell (untested)"
     else:
-        head = "learning: no rise yet"
+        head = "training rates: no rise"
     return f"{head} over {len(history)} iterations: " + ", ".join(parts)
 
 

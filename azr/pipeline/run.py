@@ -278,8 +278,11 @@ def iteration_findings(res: RunContext, step: int) -> list[Finding]:
 
 
 def run_verdict(run: RunDir, last_step: int) -> str:
-    """One line: did the run learn anything (the trend of its format, validity and accuracy)."""
-    return learning_verdict([m for m in metrics_history(run, last_step) if m])
+    """Did the run learn: the probe's paired test (azr/eval/learning_verdict.py), then the
+    training rates' trend as untested context."""
+    from azr.pipeline.probe_run import run_learning_verdict
+
+    return run_learning_verdict(run).line() + "\n" + learning_verdict([m for m in metrics_history(run, last_step) if m])
 
 
 def evaluation_due(config: AZRConfig, step: int) -> bool:

@@ -203,9 +203,10 @@ def test_trend_and_verdict() -> None:
     assert trend([1.0, 2.0, 3.0]) == pytest.approx(1.0)
     assert trend([5.0]) == 0.0
     rising = [{"overall/format_rate": 0.1 * i, "overall/valid_rate": 0.05 * i, "overall/solve_accuracy": 0.2} for i in range(4)]
-    assert learning_verdict(rising).startswith("learning: yes")
+    assert learning_verdict(rising).startswith("training rates rose (untested")
+    assert "learn" not in learning_verdict(rising)  # only the probe's test may say it learned
     flat = [{"overall/format_rate": 0.2, "overall/valid_rate": 0.0, "overall/solve_accuracy": 0.1}] * 3
-    assert learning_verdict(flat).startswith("learning: no rise yet")
+    assert learning_verdict(flat).startswith("training rates: no rise")
     assert "one iteration" in learning_verdict(flat[:1])
 
 

@@ -1,4 +1,4 @@
-"""Accuracy with a 95% Wilson score interval.
+"""Accuracy with a 95% Wilson score interval, and the exact McNemar test for paired results.
 
 Benchmarks are small (164 HumanEval problems, a subset of CRUXEval during training), so the
 interval matters when comparing checkpoints; Wilson's stays inside [0, 1] and behaves at 0 and
@@ -48,3 +48,20 @@ def accuracy_of(flags: list[bool]) -> Accuracy:
     correct, total = sum(bool(f) for f in flags), len(flags)
     low, high = wilson_interval(correct, total)
     return Accuracy(correct, total, low, high)
+
+
+def mcnemar_exact(improved: int, worsened: int) -> float:
+    """Two-sided exact McNemar p-value for paired right/wrong results of the same items.
+
+    Only the discordant items count: `improved` went wrong -> right, `worsened` right -> wrong.
+    Under "no change" each discordant item is a fair coin, so the p-value is twice the binomial
+    tail of the smaller count (capped at 1). With n discordant items the smallest possible
+    p-value is 2 * 0.5**n: fewer than 6 can never reach 0.05.
+    """
+    if improved < 0 or worsened < 0:
+        raise ValueError(f"counts must be non-negative, got {improved} and {worsened}")
+    n = improved + worsened
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(improved, worsened) + 1)) / 2**n
+    return min(1.0, 2 * tail)
