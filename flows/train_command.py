@@ -69,7 +69,8 @@ class _ProgressView:
             self.progress.console.print(
                 f"  reward {metrics.get('overall/reward_mean', 0):+.3f}   valid proposals "
                 f"{metrics.get('overall/valid_rate', 0):.0%}   solve accuracy {metrics.get('overall/solve_accuracy', 0):.0%}   "
-                f"update loss {metrics.get('update/loss', float('nan')):.4f}   {metrics.get('time/iteration_s', 0):.0f} s"
+                f"update loss {metrics.get('update/loss', float('nan')):.4f}   {metrics.get('time/iteration_s', 0):.0f} s",
+                soft_wrap=True,
             )
             for finding in data.get("findings", []):
                 self.progress.console.print(f"  [yellow]monitor {finding.name}[/]: {escape(finding.message)}", highlight=False)
@@ -154,7 +155,8 @@ def train(
     console.print(f"\n[bold]run finished[/]: {summary['iterations']} iterations in {escape(str(run))}")
     console.print(f"  stage files (Parquet): {run / 'iterations'}", markup=False)
     console.print(f"  checkpoints:           {run / 'checkpoints'}", markup=False)
-    console.print(f"  MLflow run:            {summary['run_id']} (experiment {summary['experiment']}, {summary['tracking_uri']})", markup=False)
+    console.print(f"  MLflow run:            {summary['run_id']} (experiment {summary['experiment']}, {summary['tracking_uri']})",
+                  markup=False, soft_wrap=True)
     ui = f"mlflow ui --backend-store-uri {summary['tracking_uri']} --host 127.0.0.1 --workers 1"
     console.print(f"  open the MLflow UI:    {ui}", soft_wrap=True, markup=False)
     console.print(f"  inspect the run:       azr runs show {run}", markup=False)

@@ -21,6 +21,7 @@ def plot_learning_curve(probes: Sequence[ProbeResult], history: Sequence[tuple[i
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     figure, (top, bottom) = plt.subplots(2, 1, figsize=(7.5, 6.5), sharex=True)
     try:
@@ -45,6 +46,7 @@ def plot_learning_curve(probes: Sequence[ProbeResult], history: Sequence[tuple[i
                 bottom.plot([s for s, _ in points], [v for _, v in points], marker=".", label=label)
         bottom.set_ylabel("training rate")
         bottom.set_xlabel("iteration (0: before training)")
+        bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
         bottom.set_ylim(-0.02, 1.02)
         bottom.legend(loc="upper left", fontsize=8)
         figure.tight_layout()
