@@ -52,7 +52,6 @@ def run_arm(name: str, preset: str, overrides: list[str], minutes: float, probe_
     rows: list[dict[str, Any]] = []
     try:
         probe_started = time.monotonic()
-        res.extra["last_step"] = 10**9
         probe_if_due(res, 0)
         probe_s = time.monotonic() - probe_started
         rows.append({"iteration": 0, **_probe_figures(run, 0), "seconds": probe_s})
@@ -66,10 +65,8 @@ def run_arm(name: str, preset: str, overrides: list[str], minutes: float, probe_
             iteration_s = time.monotonic() - iteration_started
             remaining = budget - (time.monotonic() - started)
             last = remaining < iteration_s + 2 * probe_s
-            if last:
-                res.extra["last_step"] = step  # probe_due: the last iteration is always probed
             probe_started = time.monotonic()
-            probed = probe_if_due(res, step)
+            probed = probe_if_due(res, step, last_step=step if last else None)  # the last is always probed
             if probed:
                 probe_s = time.monotonic() - probe_started
             row = {"iteration": step, **{key: metrics.get(key) for _, key in RATES}, "seconds": iteration_s}

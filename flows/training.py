@@ -85,12 +85,11 @@ def default_run_dir(config: AZRConfig) -> Path:
 
 
 @task(name="probe", cache_policy=NO_CACHE, persist_result=False)
-def probe_task(step: int, current: bool = True) -> dict[str, float]:
+def probe_task(res: RunContext, step: int, current: bool = True) -> dict[str, float]:
     """The frozen probe set, greedily, when `trainer.probe_every` is due (step 0: before training)."""
     from azr.pipeline.probe_run import probe_if_due
 
-    res = get_resources()
-    return probe_if_due(res, step, res.extra.get("tracker"), current=current)
+    return probe_if_due(res, step, res.tracker, current=current)
 
 
 @task(name="evaluate", cache_policy=NO_CACHE, persist_result=False)
@@ -207,7 +206,7 @@ def _train(root: Path, wanted: AZRConfig | None, resume: bool, force: bool, iter
             first, last = next_step(run), run_config.trainer.iterations
             logger.info("%s: preset %s, model %s, iterations %d-%d of %d, run directory %s", run.root.name,
                         run_config.name, run_config.model.name_or_path, first, last, last, run.root.resolve())
-            probe_task(0, current=first == 1)  # the probe before any update (kept from the first start)
+            probe_task(res, 0, current=first == 1)  # the probe before any update (kept from the first start)
             progress = create_progress_artifact(100.0 * (first - 1) / last, key=artifact_key(run, "progress"),
                                                 description=f"iterations of {run.root.name}")
             for step in post_commit_pending(run, run_config, first):  # a kill came after a commit
@@ -251,7 +250,7 @@ def _after_commit(res: RunContext, tracker: Tracker, step: int, last: int, itera
             metrics.update(evaluate_task(res, step))
         else:
             logger.warning("iteration %d: its evaluation was never done and cannot be now (the policy has moved on)", step)
-    metrics.update(probe_task(step, current=evaluate))
+    metrics.update(probe_task(res, step, current=evaluate))
     rows = publish_iteration(run, step, last, metrics, iteration_run)
     if checkpoint_due(run_config, step, last):
         announce_checkpoint(run, run_config, step)

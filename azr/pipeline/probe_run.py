@@ -44,14 +44,16 @@ def _items(path: str) -> tuple[ProbeItem, ...]:
     return tuple(load_probe_set(path))
 
 
-def probe_if_due(res: Any, step: int, tracker: Any = None, *, current: bool = True) -> dict[str, float]:
-    """Probe the policy at `step` when due (0: before training) and log it once.
+def probe_if_due(res: Any, step: int, tracker: Any = None, *, current: bool = True,
+                 last_step: int | None = None) -> dict[str, float]:
+    """Probe the policy of the run context `res` at `step` when due (0: before training) and log it once.
 
     `current` says the policy holds the weights of `step` (false for a committed iteration a
     resume finishes after later updates): a missing probe is then skipped with a warning.
+    `last_step` (default the run's last iteration) is always probed.
     """
     config = res.config
-    if not probe_due(config, step, int(res.extra.get("last_step", config.trainer.iterations))):
+    if not probe_due(config, step, res.last_step if last_step is None else last_step):
         return {}
     path = probe_path(res.run, step)
     record = _read(path)
