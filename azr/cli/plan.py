@@ -200,7 +200,7 @@ def check_before_training(config: AZRConfig, ignore: bool) -> None:
         err_console.print(f"[bold yellow]note:[/] no memory plan: {escape(str(exc))}", highlight=False, soft_wrap=True)
         return
     if plan.fits:
-        console.print(f"memory plan: {verdict(plan)} (`azr plan` for the table)", highlight=False)
+        console.print(f"memory plan: {verdict(plan)} (`azr plan` for the table)", highlight=False, soft_wrap=True)
         return
     facts = model_facts(config.model.name_or_path, config.model.revision)
     message = refusal(plan, suggest_changes(config, facts, plan.capacity))

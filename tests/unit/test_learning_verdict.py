@@ -140,3 +140,8 @@ def test_the_learning_curve_plot_is_a_png(tmp_path: Path) -> None:
     history = [(s, {"overall/valid_rate": 0.1 * s, "overall/format_rate": 0.5}) for s in range(1, 6)]
     target = plot_learning_curve(probes, history, tmp_path / "curve.png")
     assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and target.stat().st_size > 5000
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the probe before training: no iterations yet, and no warning printed
+        plot_learning_curve(probes[:1], [], tmp_path / "first.png")
