@@ -405,8 +405,8 @@ class SandboxConfig(Section):
     )
     check_determinism: bool = Field(
         True, title="Check determinism",
-        description="Run proposals twice, in processes with different hash seeds; differing results "
-        "make them invalid. Paper: on.",
+        description="Call a proposal's f twice in the same process (and, with `determinism: two_processes`, "
+        "once more in a process with another hash seed); differing results make it invalid. Paper: on.",
     )
     packages: list[str] = Field(
         default_factory=lambda: ["numpy"],
