@@ -365,3 +365,20 @@ def test_monte_carlo_reads_the_last_answer_of_the_whole_response() -> None:
     assert parse_generation(response).answer == "1"  # cut at the model-written Assistant:
     assert answer_of_whole_response(response) == "2"
     assert answer_of_whole_response("no tag") == ""
+
+
+def test_seeding_reads_the_whole_response_under_original_parsing() -> None:
+    """A base model's seeding response with no <answer>: the original took the fences anywhere."""
+    from azr.config.schema import AZRConfig
+    from azr.selfplay.parsing import parse_generation
+    from azr.selfplay.proposals import proposal_reading
+
+    response = "draft:\n```python\ndef g(x):\n    return x + 1\n```\n```input\n3\n```\n</think> done"
+    answer = parse_generation(response).answer
+    original = AZRConfig.model_validate({"tasks": {"proposal_parsing": "original"}})
+    parsed = proposal_reading(TaskType.DEDUCTION, response, answer, original, seeding=True)
+    assert not isinstance(parsed, ParseFailure) and (parsed.program, parsed.input) == ("def f(x):\n    return x + 1", "3")
+    at_self_play = proposal_reading(TaskType.DEDUCTION, response, answer, original)
+    assert isinstance(at_self_play, ParseFailure) and at_self_play.reason is Reason.NO_CODE_BLOCK
+    lenient = proposal_reading(TaskType.DEDUCTION, response, answer, AZRConfig(), seeding=True)
+    assert isinstance(lenient, ParseFailure) and lenient.reason is Reason.NO_ANSWER_TAG
