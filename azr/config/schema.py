@@ -578,8 +578,8 @@ class TrainerConfig(Section):
         "auto", title="PPO ratio against",
         description="The old log-probs of the PPO ratio: `trainer` the trainer's own (detached, ratio 1: on-policy "
         "REINFORCE as the original), `behaviour` the rollout engine's log-probs of the sampled tokens (corrects "
-        "one-step-off data with the PPO clip), `auto` behaviour when rollout.async_level is 1 and rollout_is is none, "
-        "else trainer (docs/algorithm.md §14).",
+        "one-step-off data with the PPO clip), `auto` trainer in sync runs (one-step-off runs, issue 25, resolve it to "
+        "behaviour unless rollout_is is set; docs/algorithm.md §14).",
     )
     rollout_is: Literal["none", "token", "sequence"] = Field(
         "none", title="Truncated importance sampling",

@@ -118,6 +118,27 @@ def test_completions_have_the_transformers_backend_shape(policy: Any, prompts: l
     assert len(greedy[0]) == 3 and len(set(greedy[0])) == 1
 
 
+def test_the_server_returns_the_trainers_logprobs_of_what_it_sampled(policy: Any, prompts: list[str]) -> None:
+    """vLLM's `logprobs: 0` gives each sampled token's log-prob under the raw distribution
+    (here at temperature 0.7: not the tempered one), which the trainer recomputes: the two
+    agree to float32 kernel noise (docs/algorithm.md §14)."""
+    import numpy as np
+
+    policy.sync_rollout_weights()
+    samples = policy.generate(prompts, SamplingSettings(max_new_tokens=24, temperature=0.7, n=2, seed=5))
+    completions = [c for group in samples for c in group]
+    sequences = [TrainSequence(c.prompt_token_ids, c.token_ids, "deduction_solve", 0.0) for c in completions]
+    trainer = policy.updater.sequence_logprobs(sequences)
+    gaps = []
+    for completion, expected in zip(completions, trainer):
+        assert completion.logprobs is not None and len(completion.logprobs) == len(completion.token_ids)
+        gaps.append(np.abs(np.asarray(completion.logprobs) - expected))
+    gaps = np.concatenate(gaps)
+    print(f"vLLM (float32, CPU) against the trainer: mean |dlogp| {gaps.mean():.2e}, max {gaps.max():.2e} "
+          f"over {gaps.size} tokens")
+    assert gaps.mean() < 1e-2 and gaps.max() < 0.1
+
+
 def test_a_self_play_iteration_rolls_out_with_vllm(policy: Any, tmp_path: Path) -> None:
     """The pipeline's stages on the vLLM policy: every stage file, and the update stage's sync."""
     import pandas as pd
@@ -138,6 +159,7 @@ def test_a_self_play_iteration_rolls_out_with_vllm(policy: Any, tmp_path: Path) 
         assert update["weight_sync_s"] > 0 and policy.backend.syncs == syncs_before + 1
         assert policy.synced_version == policy.weights_version
         assert finish_iteration(res, 1)["update/weight_sync_s"] == update["weight_sync_s"]
+        assert update["off_policy"]["behaviour_coverage"] == 1.0 and update["off_policy"]["mismatch_mean"] < 1e-2
     finally:
         close_resources(res)
     assert policy.backend.server.process is not None  # a policy it was handed stays up
