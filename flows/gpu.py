@@ -27,11 +27,9 @@ launch ...`) runs.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import logging
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -68,6 +66,7 @@ __all__ = [
     "limit_name",
     "main",
     "visible_gpus",
+    "gpus_to_hold",
 ]
 
 
@@ -97,32 +96,21 @@ def limit_name(device: str, host: str | None = None) -> str:
 
 
 def visible_gpus() -> list[str]:
-    """The GPUs this process may use, as CUDA names them for it.
+    """The GPUs this process may use, as CUDA names them for it: CUDA_VISIBLE_DEVICES when set
+    (an empty value or `-1` means none), else the GPUs the NVIDIA driver lists (`nvidia-smi -L`,
+    /proc/driver/nvidia). Never torch's count: the flow's torch may be a CPU build on a GPU box
+    (issue 22, item 6); the engine's own interpreter decides what it runs on."""
+    from azr.engine.controller.launch import visible_gpus as driver_visible_gpus
 
-    CUDA_VISIBLE_DEVICES when set (an empty value or `-1` means none); else the devices torch
-    counts (without initialising CUDA); else the GPUs `nvidia-smi -L` lists; else none.
-    """
-    env = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if env is not None:
-        devices: list[str] = []
-        for entry in env.split(","):
-            entry = entry.strip()
-            if not entry or entry.startswith("-"):
-                break  # CUDA stops enumerating at the first invalid entry
-            devices.append(entry)
-        return devices
-    if importlib.util.find_spec("torch") is not None:
-        import torch
+    return driver_visible_gpus()
 
-        return [str(i) for i in range(torch.cuda.device_count())]
-    smi = shutil.which("nvidia-smi")
-    if smi:
-        try:
-            out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=30, check=False)
-        except (OSError, subprocess.TimeoutExpired):
-            return []
-        return [str(i) for i, line in enumerate(l for l in out.stdout.splitlines() if l.startswith("GPU "))]
-    return []
+
+def gpus_to_hold(config: Any) -> int:
+    """GPUs a run takes on this machine (machine 0): its engine ranks here plus the GPUs set aside
+    for dedicated vLLM servers (`rollout.gpus`); 0 for a CPU run (issue 22, item 10)."""
+    if config.trainer.gpus == 0:
+        return 0
+    return config.trainer.world_size() // config.engine.num_machines + config.rollout.gpus
 
 
 def _cuda_initialised() -> bool:
@@ -253,7 +241,7 @@ def hold_gpus(
         raise RuntimeError(
             f"hold_gpus: the run needs {count} GPU(s) but this process sees {len(visible)} "
             f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}); run it on a "
-            f"worker with at least {count} GPUs, or lower trainer.gpus"
+            f"worker with at least {count} GPUs, or lower trainer.processes (or rollout.gpus)"
         )
     if os.environ.get(HELD_ENV) or (rank is not None and rank != 0):
         # An outer holder (`python -m flows.gpu exec`, or local rank 0 of this launch) holds them.

@@ -98,14 +98,14 @@ def evaluate_task(res: RunContext, step: int) -> dict[str, float]:
     return evaluate_if_due(res, step, res.tracker)
 
 
-def _gpu_hold(count: int):  # noqa: ANN202 - a context manager
+def _gpu_hold(config: AZRConfig):  # noqa: ANN202 - a context manager
     try:
-        from flows.gpu import hold_gpus
+        from flows.gpu import gpus_to_hold, hold_gpus
     except ModuleNotFoundError:
         import contextlib
 
         return contextlib.nullcontext()
-    return hold_gpus(count)
+    return hold_gpus(gpus_to_hold(config))
 
 
 @flow(name="azr-train", persist_result=False, log_prints=False)
@@ -193,7 +193,7 @@ def _train(root: Path, wanted: AZRConfig | None, resume: bool, force: bool, iter
     status = "FAILED"
     res = None
     try:
-        with _gpu_hold(run_config.trainer.gpus):
+        with _gpu_hold(run_config):
             res = open_resources(run, run_config, on_event=get_event_hook())
             if run_config != stored:  # the run has really started with the new settings: keep them
                 run.write_config(run_config)

@@ -18,7 +18,7 @@ from azr.cli.output import fail as _fail
 
 from azr.config.schema import AZRConfig
 from azr.ops.cpu_features import dtype_report
-from azr.ops.memory_plan import GIB, MemoryPlan, Suggestion, gib, plan_memory, suggest_changes
+from azr.ops.memory_plan import GIB, GPU_RUNTIME_OVERHEAD, MemoryPlan, Suggestion, gib, plan_memory, suggest_changes
 from azr.ops.model_facts import ModelFactsError, model_facts
 
 DEFAULT_GPU_GIB = 80.0
@@ -101,13 +101,28 @@ class PlanUnavailable(RuntimeError):
     """The plan cannot be made (the model's architecture is unknown)."""
 
 
-def make_plan(config: AZRConfig, gpu_memory_gib: float | None = None) -> tuple[MemoryPlan, str]:
+def host_capacity(config: AZRConfig, host_memory_gib: float | None) -> tuple[float | None, str]:
+    """(bytes of machine 0's RAM, where the figure came from) for a GPU plan; None when the plan
+    is made for GPUs that are not here (this machine's RAM says nothing about theirs)."""
+    if host_memory_gib is not None:
+        return host_memory_gib * GIB, "--host-memory"
+    if nvidia_smi_memory_gib() or torch_cuda_memory_gib():
+        return machine_ram_bytes(), "this machine's RAM (or its cgroup limit)"
+    return None, "not checked: no GPU here, so this is not the GPU machine (--host-memory to check)"
+
+
+def make_plan(config: AZRConfig, gpu_memory_gib: float | None = None,
+              host_memory_gib: float | None = None) -> tuple[MemoryPlan, str]:
     try:
         facts = model_facts(config.model.name_or_path, config.model.revision)
     except ModelFactsError as exc:
         raise PlanUnavailable(str(exc)) from exc
     capacity, source = device_capacity(config, gpu_memory_gib)
-    return plan_memory(config, facts, capacity), source
+    host, host_source = host_capacity(config, host_memory_gib) if config.trainer.gpus > 0 else (None, "")
+    plan = plan_memory(config, facts, capacity, host_ram_bytes=host)
+    if plan.host is not None:
+        plan.host_source = host_source
+    return plan, source
 
 
 def plan_table(plan: MemoryPlan, config: AZRConfig) -> Table:
@@ -136,6 +151,46 @@ def print_dtype_choice(config: AZRConfig) -> None:
         err_console.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
 
 
+def rollout_gpu_table(plan: MemoryPlan) -> Table | None:
+    """One GPU of the dedicated vLLM servers (rollout.gpus), planned apart from the trainer's."""
+    rollout = plan.rollout_gpu
+    if rollout is None:
+        return None
+    share = rollout.share
+    table = Table(title=f"rollout GPU: {rollout.servers} vLLM server(s) x TP {share.tensor_parallel} on "
+                        f"{rollout.gpus} GPU(s) of their own, per GPU", title_justify="left")
+    table.add_column("component")
+    table.add_column("memory", justify="right")
+    table.add_column("how")
+    table.add_row("vLLM weights", gib(share.weights), f"/ TP {share.tensor_parallel}")
+    table.add_row("vLLM workspace", gib(share.workspace), "activations and CUDA graphs (estimate)")
+    table.add_row("vLLM KV cache", gib(max(share.kv_cache, 0.0)),
+                  f"the rest of dedicated_gpu_memory_utilization {rollout.utilization}: {rollout.kv_cache_tokens} tokens")
+    table.add_row("runtime overhead", gib(GPU_RUNTIME_OVERHEAD), "CUDA context (estimate)")
+    table.add_row("[bold]total[/]", f"[bold]{gib(rollout.total)}[/]", f"available: {gib(plan.capacity)}")
+    return table
+
+
+def host_table(plan: MemoryPlan) -> Table | None:
+    """Host RAM of machine 0: what the ranks, vLLM and the controller hold there at the peak."""
+    host = plan.host
+    if host is None:
+        return None
+    table = Table(title="host RAM of machine 0", title_justify="left")
+    table.add_column("component")
+    table.add_column("RAM", justify="right")
+    table.add_column("how")
+    for name, size, how in host.items:
+        table.add_row(name, gib(size), how)
+    available = f"available: {gib(host.capacity)}" if host.capacity is not None else "not checked"
+    table.add_row("[bold]total[/]", f"[bold]{gib(host.total)}[/]", available)
+    return table
+
+
+def _host_ram(plan: MemoryPlan) -> float | None:
+    return plan.host.capacity if plan.host is not None else None
+
+
 def verdict(plan: MemoryPlan) -> str:
     return (f"fits: peak {gib(plan.peak)} of {gib(plan.capacity)} {plan.unit} (the {plan.peak_phase}), "
             f"{gib(plan.capacity - plan.peak)} to spare")
@@ -160,6 +215,9 @@ def plan_command(
     gpu_memory: Annotated[Optional[float], typer.Option(
         "--gpu-memory", min=0.1,
         help="Memory of one GPU in GB (GiB, 2^30 bytes; on a CPU plan: the RAM). Default: the visible GPUs' memory, else 80.")] = None,
+    host_memory: Annotated[Optional[float], typer.Option(
+        "--host-memory", min=0.1,
+        help="Host RAM of each GPU machine in GiB (e.g. the job's memory limit). Default: this machine's when it has GPUs, else not checked.")] = None,
 ) -> None:
     """Print the per-device memory of a run (parameters, gradients, AdamW state, activations,
     vLLM's share) and refuse a layout that cannot fit, with what to change. Loads nothing."""
@@ -171,18 +229,23 @@ def plan_command(
         _fail(str(exc), 2)
         raise
     try:
-        plan, source = make_plan(run_config, gpu_memory)
+        plan, source = make_plan(run_config, gpu_memory, host_memory)
     except PlanUnavailable as exc:
         _fail(str(exc), 1)
         raise
     console.print(plan_table(plan, run_config))
     print_dtype_choice(run_config)
+    for extra in (rollout_gpu_table(plan), host_table(plan)):
+        if extra is not None:
+            console.print(extra)
     console.print(f"device memory: {gib(plan.capacity)} from {source}", highlight=False, markup=False)
+    if plan.host is not None:
+        console.print(f"host RAM: {plan.host_source}", highlight=False, markup=False)
     for line in plan.assumptions:
         console.print(f"  assumed: {line}", highlight=False, soft_wrap=True, markup=False)
     if not plan.fits:
         facts = model_facts(run_config.model.name_or_path, run_config.model.revision)
-        _fail(refusal(plan, suggest_changes(run_config, facts, plan.capacity)), 1)
+        _fail(refusal(plan, suggest_changes(run_config, facts, plan.capacity, host_ram_bytes=_host_ram(plan))), 1)
     console.print(verdict(plan), highlight=False)
 
 
@@ -203,7 +266,7 @@ def check_before_training(config: AZRConfig, ignore: bool) -> None:
         console.print(f"memory plan: {verdict(plan)} (`azr plan` for the table)", highlight=False, soft_wrap=True)
         return
     facts = model_facts(config.model.name_or_path, config.model.revision)
-    message = refusal(plan, suggest_changes(config, facts, plan.capacity))
+    message = refusal(plan, suggest_changes(config, facts, plan.capacity, host_ram_bytes=_host_ram(plan)))
     if ignore:
         err_console.print(f"[bold yellow]warning:[/] {escape(message)}\n(starting anyway: {IGNORE_FLAG})",
                           highlight=False, soft_wrap=True)

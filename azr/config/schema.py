@@ -195,6 +195,12 @@ class VLLMConfig(Section):
         "`auto`: nccl where vLLM imports in the engine and the servers have rollout.gpus, gloo on CPU, "
         "else files; files with `url`.",
     )
+    dedicated_gpu_memory_utilization: float = Field(
+        0.9, gt=0.0, le=1.0, title="vLLM share of a rollout GPU",
+        description="server mode with rollout.gpus > 0: the share of each GPU set aside for the servers "
+        "that vLLM may take (nothing else runs there); rollout.gpu_memory_utilization is the share of a "
+        "GPU vLLM shares with the trainer.",
+    )
     servers: int | None = Field(
         None, ge=1, le=1024, title="Data-parallel servers",
         description="server mode: vLLM servers that share the prompts, each with tensor_parallel_size "
@@ -618,6 +624,15 @@ class TrainerConfig(Section):
         """The engine's rank count: `processes`, else one per GPU, else 1 (CPU)."""
         return self.processes if self.processes is not None else max(self.gpus, 1)
 
+    def every_rank_loads_the_model(self) -> bool:
+        """Whether every engine rank reads the model itself. Otherwise rank 0 alone reads it into
+        host RAM and the others build it on the meta device and receive the weights from rank 0,
+        so a machine holds one host copy, not one per rank. Every rank reads it: with one rank;
+        under ZeRO-3 (transformers reads it under `deepspeed.zero.Init`, each rank keeping its
+        partition); and with `kl_coef > 0`, whose frozen reference is a deep copy of the loaded
+        model on every rank."""
+        return self.world_size() == 1 or self.strategy == "zero3" or self.kl_coef > 0
+
 
 class BufferConfig(Section):
     """Task buffers and data selection (docs/algorithm.md §8)."""
@@ -811,7 +826,10 @@ class EngineConfig(Section):
     )
     control_timeout_s: float = _seconds(120.0, "Control timeout (s)", "Seconds a small command (ping, shutdown) may take.")
     collective_timeout_s: float = _seconds(
-        1800.0, "Collective timeout (s)", "Seconds a rank waits in one torch.distributed collective for its peers before it fails."
+        7500.0, "Collective timeout (s)",
+        "Seconds a rank waits in one torch.distributed collective for its peers before it fails; with more "
+        "than one rank it must exceed generate_timeout_s, update_timeout_s and checkpoint_timeout_s "
+        "(ranks 1..N-1 wait in one collective while rank 0 talks to a vLLM server or writes the export).",
     )
     num_machines: int = Field(
         1, ge=1, le=1024, title="Machines",
@@ -957,6 +975,33 @@ def _check_rollout_gpus(config: AZRConfig) -> None:
         raise ValueError("rollout.vllm.url names one outside server: leave rollout.vllm.servers unset with it")
 
 
+def vllm_memory_share(config: AZRConfig) -> float:
+    """The share of each of its GPUs vLLM may take: most of a GPU set aside for it
+    (`rollout.gpus > 0`), else the share it leaves the trainer on a GPU they share."""
+    if config.rollout.gpus > 0:
+        return config.rollout.vllm.dedicated_gpu_memory_utilization
+    return config.rollout.gpu_memory_utilization
+
+
+def _check_collective_timeout(config: AZRConfig) -> None:
+    """With several ranks, one command can keep ranks 1..N-1 in a single collective for as long
+    as the command runs (a dedicated server's generate call, rank 0's export): a collective
+    timeout below the command's own would kill a healthy run (NCCL's watchdog aborts)."""
+    engine = config.engine
+    if config.trainer.world_size() == 1:
+        return
+    limits = {"generate_timeout_s": engine.generate_timeout_s, "update_timeout_s": engine.update_timeout_s,
+              "checkpoint_timeout_s": engine.checkpoint_timeout_s}
+    name, longest = max(limits.items(), key=lambda item: item[1])
+    if engine.collective_timeout_s <= longest:
+        raise ValueError(
+            f"engine.collective_timeout_s ({engine.collective_timeout_s:g} s) must exceed engine.{name} "
+            f"({longest:g} s) with {config.trainer.world_size()} ranks: the other ranks wait in one collective "
+            f"while rank 0 runs such a command. Set -s engine.collective_timeout_s={longest + 300:g} or "
+            f"lower engine.{name}"
+        )
+
+
 class AZRConfig(BaseModel):
     """A whole run. Sections mirror the pipeline; see each field's description."""
 
@@ -1008,6 +1053,7 @@ class AZRConfig(BaseModel):
                 "add deduction or abduction to tasks.types"
             )
         _check_rollout_gpus(self)
+        _check_collective_timeout(self)
         world, machines = self.trainer.world_size(), self.engine.num_machines
         if world % machines != 0:
             raise ValueError(

@@ -59,7 +59,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory, bundled_copy: Path, azr_cache
         "single": _launch(base / "single", 1, "ddp", "update:1", "generate", f"save:{one}", "update:2", "update:3",
                           cache=azr_cache),
         "ddp": _launch(base / "ddp", 2, "ddp", "update:1", "generate", cache=azr_cache),
-        "fsdp": _launch(base / "fsdp", 2, "fsdp", "update:1", "generate", f"save:{two}", f"load:{one}", "update:2",
+        "fsdp": _launch(base / "fsdp", 2, "fsdp", "update:1", "export", "generate", f"save:{two}", f"load:{one}", "update:2",
                         "update:3", cache=azr_cache),
         "resumed_single": _launch(base / "resumed", 1, "fsdp", f"load:{two}", "update:2", cache=azr_cache),
         "two": two,
@@ -100,6 +100,14 @@ def test_a_two_rank_update_equals_the_one_process_update(runs: dict[str, Any], s
     moved = max(float((a - b).abs().max()) for a, b in zip(_weights(single, "update:1").values(),
                                                             _weights(single, "update:2").values()))
     assert moved > 50 * WEIGHT_ATOL
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_only_rank_0_reads_the_weights(runs: dict[str, Any], strategy: str) -> None:
+    """One host copy per machine: rank 1 builds the model on the meta device and receives rank
+    0's weights (the update and generation tests above compare the result with one process)."""
+    assert _record(runs[strategy], "create")["weight_reads"] == [1, 0]
+    assert _record(runs["single"], "create")["weight_reads"] == [1]
 
 
 def test_a_rank_with_no_sequences_still_takes_the_global_step(runs: dict[str, Any]) -> None:
@@ -146,6 +154,17 @@ def test_the_two_rank_checkpoint_is_sharded_with_a_full_export(runs: dict[str, A
     assert (path / "export" / "tokenizer.json").is_file() and (path / "COMPLETE").is_file()
 
 
+def test_the_engine_exports_whole_weights_from_fsdp2_shards(runs: dict[str, Any]) -> None:
+    """export_weights gathers FSDP2's DTensor shards (not Accelerate's generic state dict)."""
+    from safetensors.torch import load_file
+
+    exported = load_file(runs["fsdp"]["dir"] / "export" / "model.safetensors")
+    full = _weights(runs["fsdp"], "update:1")
+    assert exported and set(exported) <= set(full)
+    for name, tensor in exported.items():
+        torch.testing.assert_close(tensor, full[name], rtol=0, atol=0)
+
+
 def test_zero3_update_equals_the_one_process_update(runs: dict[str, Any], tmp_path: Path, azr_cache: Path) -> None:
     reason = _zero3_unavailable()
     if reason:
@@ -185,3 +204,29 @@ def test_balanced_shares_cover_every_item_once_and_balance_tokens() -> None:
     assert max(loads) - min(loads) <= max(sizes)
     assert balanced_shares(sizes, 3) == shares and balanced_shares(sizes, 1) == [list(range(len(sizes)))]
     assert balanced_shares([4], 2) == [[0], []]
+
+
+def test_fsdp2_reduce_scatters_every_micro_batch(tmp_path: Path) -> None:
+    """Gradient accumulation under FSDP2 keeps only the sharded fp32 gradient: after a
+    micro-batch that does not end the update, every parameter already has its (DTensor)
+    gradient shard, instead of a whole unsharded gradient held back until the last one."""
+    import torch.distributed as dist
+    from accelerate import Accelerator
+    from torch.distributed.tensor import DTensor
+
+    from azr.engine.models.loading import tiny_model
+    from azr.engine.training.distributed import apply_fsdp2
+    from azr.engine.training.trrpp_update import TRRPPUpdate, UpdateSettings, make_optimizer
+
+    config = build_config("tiny", overrides=["model.dtype=float32"])
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        model = apply_fsdp2(tiny_model(0), torch.device("cpu"), torch.float32, 1)
+        updater = TRRPPUpdate(model, make_optimizer(model, config.trainer), Accelerator(cpu=True),
+                              UpdateSettings.from_trainer(config.trainer))
+        with updater._gradient_sync(False):  # a micro-batch that does not end the accumulation
+            model(input_ids=torch.tensor([[5, 6, 7, 8]])).logits.float().square().mean().backward()
+        grads = [p.grad for p in model.parameters()]
+        assert grads and all(isinstance(g, DTensor) for g in grads)
+    finally:
+        dist.destroy_process_group()

@@ -159,6 +159,31 @@ def test_names_and_visible_devices(monkeypatch: pytest.MonkeyPatch) -> None:
     assert gpu.visible_gpus() == ["3", "1"]
 
 
+def test_the_flow_finds_gpus_from_the_driver_not_its_torch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A flow with a CPU torch on a GPU box still holds the GPUs (`nvidia-smi -L` on PATH)."""
+    import torch
+
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text("#!/bin/sh\n[ \"$1\" = -L ] || exit 2\necho 'GPU 0: NVIDIA H100 (UUID: GPU-a)'\n"
+                   "echo 'GPU 1: NVIDIA H100 (UUID: GPU-b)'\necho 'GPU 2: NVIDIA H100 (UUID: GPU-c)'\n")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    assert gpu.visible_gpus() == ["0", "1", "2"]
+
+
+def test_a_dedicated_layout_holds_its_rollout_gpus_too() -> None:
+    from azr.config.loading import build_config
+
+    dedicated = build_config("qwen2.5-coder-7b", overrides=["rollout.vllm.mode=server", "rollout.gpus=2",
+                                                            "trainer.processes=2"])
+    assert gpu.gpus_to_hold(dedicated) == 4  # 2 trainer ranks + 2 vLLM server GPUs
+    assert gpu.gpus_to_hold(build_config("qwen2.5-coder-7b")) == 4  # trainer.gpus 4, colocated
+    assert gpu.gpus_to_hold(build_config("qwen2.5-coder-7b", overrides=["trainer.processes=2"])) == 2
+    assert gpu.gpus_to_hold(build_config("tiny")) == 0  # a CPU run holds nothing
+
+
 # --- against the server ----------------------------------------------------------------------
 
 def test_two_holders_of_one_gpu_never_overlap(server: LocalPrefect, tmp_path: Path) -> None:

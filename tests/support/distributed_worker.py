@@ -4,7 +4,7 @@ actions collectively, in order; rank 0 writes what each action returned to OUT/r
 the full weights after each update or load to OUT/weights-K.pt.
 
 Actions: `update:1`, `update:2`, `update:3` (the fixed batches below), `generate`, `save:DIR`,
-`load:DIR` (the latest checkpoint under DIR).
+`load:DIR` (the latest checkpoint under DIR), `export` (the engine's export_weights into OUT/export).
 """
 
 from __future__ import annotations
@@ -58,8 +58,12 @@ def main(out: Path, strategy: str, actions: list[str]) -> None:
     import torch.distributed as dist
 
     world = int(__import__("os").environ.get("WORLD_SIZE", "1"))
+    reads = _count_weight_reads()
     policy = Policy.create(config(strategy, world), cpu=True)
-    results: list[dict] = []
+    from azr.engine.training.distributed import all_gather_objects
+
+    results: list[dict] = [{"action": "create", "weight_reads": all_gather_objects(reads["count"]),
+                            "rank_results_equal": True}]
     weights = 0
     for action in actions:
         kind, _, arg = action.partition(":")
@@ -71,6 +75,10 @@ def main(out: Path, strategy: str, actions: list[str]) -> None:
             sampled = policy.generate(PROMPTS, SamplingSettings(max_new_tokens=6, n=2, seed=7))
             record["greedy"] = [[list(c.token_ids) for c in group] for group in greedy]
             record["sampled"] = [[list(c.token_ids) for c in group] for group in sampled]
+        elif kind == "export":  # the engine's export_weights command
+            from azr.engine.rank.service import Engine, Ranks
+
+            Engine(policy, Ranks(), out).cmd_export_weights({"out_dir": str(out / "export")})
         elif kind == "save":
             record["path"] = str(policy.save_checkpoint(Path(arg), step=len(results) + 1))
         elif kind == "load":
@@ -90,6 +98,22 @@ def main(out: Path, strategy: str, actions: list[str]) -> None:
     if dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+
+
+def _count_weight_reads() -> dict:
+    """Count the model loads of this rank that read real weights (not a meta-device build)."""
+    import azr.engine.rank.policy as policy_module
+
+    reads = {"count": 0}
+    real_load = policy_module.load_model
+
+    def counting(*args, **kwargs):
+        if not kwargs.get("empty", False):
+            reads["count"] += 1
+        return real_load(*args, **kwargs)
+
+    policy_module.load_model = counting
+    return reads
 
 
 def _same_on_every_rank(value: dict) -> bool:

@@ -244,8 +244,11 @@ def test_vllm_share_sleeps_only_when_colocated() -> None:
     server = _rows(plan_memory(build_config("qwen2.5-coder-7b", None, ["rollout.vllm.mode=server"]), facts, 80 * GIB))
     vllm_rows = [name for name in colocated if name.startswith("vLLM")]
     assert sum(colocated[name][0] for name in vllm_rows) == pytest.approx(0.4 * 80 * GIB)
-    assert all(colocated[name][1] == 0 for name in vllm_rows)
-    assert all(server[name][1] == server[name][0] > 0 for name in vllm_rows)
+    # asleep it frees its share except what sleep cannot free (issue 22, item 8): counted apart
+    assert all(colocated[name][1] == 0 for name in vllm_rows if name != "vLLM while asleep")
+    assert colocated["vLLM while asleep"] == (0.0, 1.0 * GIB)  # TP 2: cuBLAS/NCCL state + all-reduce buffers
+    assert "vLLM while asleep" not in server
+    assert all(server[name][1] == server[name][0] > 0 for name in server if name.startswith("vLLM"))
     assert colocated["vLLM weights (TP 2)"][0] == facts.parameters() * 2 / 2
     assert kv_bytes_per_token(facts, 2, 2) == 2 * 28 * 2 * 128 * 2
 
@@ -313,3 +316,77 @@ def test_a_tensor_parallel_size_that_does_not_divide_the_heads_is_refused() -> N
     assert any("must divide 4: one of [1, 2, 4]" in problem for problem in problems)
     assert plan_memory(_small_config("rollout.backend=vllm", "rollout.vllm.mode=colocate", "trainer.processes=2",
                                      "rollout.tensor_parallel_size=2"), SMALL, 64 * GIB).fits
+
+
+# --- issue 22: dedicated rollout GPUs, host RAM ---------------------------------------------------
+
+DEDICATED = ["rollout.vllm.mode=server", "rollout.gpus=2", "trainer.processes=2"]
+
+
+def test_dedicated_rollout_gpus_are_planned_apart_from_the_trainers() -> None:
+    """The 7B preset with 2 trainer ranks and 2 server GPUs: the trainer's GPUs carry no vLLM
+    share (the old plan charged 0.4 x 80 GiB to each and refused the layout at 105.5 GiB), and
+    one rollout GPU is planned at dedicated_gpu_memory_utilization."""
+    facts = KNOWN_MODELS["Qwen/Qwen2.5-Coder-7B"]
+    config = build_config("qwen2.5-coder-7b", None, DEDICATED)
+    plan = plan_memory(config, facts, 80 * GIB, vllm_importable=False)
+    assert plan.fits, plan.problems
+    assert not any(item.component.startswith("vLLM") for item in plan.items)
+    shared = plan_memory(build_config("qwen2.5-coder-7b", None, ["rollout.vllm.mode=server", "trainer.processes=2"]),
+                         facts, 80 * GIB)
+    vllm_share = sum(i.update for i in shared.items if i.component.startswith("vLLM"))
+    assert shared.update_total - plan.update_total == pytest.approx(vllm_share)
+    rollout = plan.rollout_gpu
+    assert rollout is not None and rollout.utilization == 0.9 and rollout.servers == 1
+    assert rollout.share.weights == pytest.approx(facts.parameters() * 2 / 2)  # bf16 / TP 2
+    assert rollout.share.share == pytest.approx(0.9 * 80 * GIB)
+    assert rollout.kv_cache_tokens > plan.max_model_len
+    result = runner.invoke(app, ["plan", "-p", "qwen2.5-coder-7b", "--gpu-memory", "80",
+                                 *[arg for item in DEDICATED for arg in ("-s", item)]], env=WIDE)
+    assert result.exit_code == 0, result.output
+    assert "rollout GPU: 1 vLLM server(s) x TP 2 on 2 GPU(s) of their own" in result.output
+
+
+def test_dedicated_layouts_check_tensor_parallel_and_gpus_against_rollout_gpus() -> None:
+    facts = KNOWN_MODELS["Qwen/Qwen2.5-Coder-7B"]
+    # 4 trainer ranks + 2 rollout GPUs do not fit the preset's 4 GPUs
+    crowded = plan_memory(build_config("qwen2.5-coder-7b", None, ["rollout.vllm.mode=server", "rollout.gpus=2"]),
+                          facts, 80 * GIB)
+    assert any("6 GPUs, but trainer.gpus=4" in problem for problem in crowded.problems)
+    # TP 4 on 4 dedicated GPUs next to 2 ranks on a 6-GPU machine: TP is checked against rollout.gpus
+    wide = build_config("qwen2.5-coder-7b", None, ["rollout.vllm.mode=server", "rollout.gpus=4",
+                                                   "rollout.tensor_parallel_size=4", "trainer.processes=2",
+                                                   "trainer.gpus=6"])
+    plan = plan_memory(wide, facts, 80 * GIB)
+    assert plan.fits, plan.problems
+    assert plan.rollout_gpu is not None and plan.rollout_gpu.share.tensor_parallel == 4
+    small_share = build_config("qwen2.5-coder-7b", None, [*DEDICATED, "rollout.vllm.dedicated_gpu_memory_utilization=0.1"])
+    assert any("dedicated_gpu_memory_utilization" in p for p in plan_memory(small_share, facts, 80 * GIB).problems)
+
+
+def test_host_ram_counts_one_model_copy_per_machine_and_refuses_what_does_not_fit() -> None:
+    """Rank 0 reads the model, the others receive it (issue 22, item 16): the 14B preset on 8
+    ranks needs one fp32 copy of host RAM, not eight; with kl_coef > 0 every rank holds one."""
+    facts = KNOWN_MODELS["Qwen/Qwen2.5-Coder-14B"]
+    once = plan_memory(build_config("qwen2.5-coder-14b"), facts, 80 * GIB, host_ram_bytes=128 * GIB)
+    assert once.host is not None and once.fits, once.problems
+    rows = {name: size for name, size, _ in once.host.items}
+    assert rows["model read once"] == pytest.approx(facts.parameters() * 4)
+    every = plan_memory(build_config("qwen2.5-coder-14b", None, ["trainer.kl_coef=0.01"]), facts, 80 * GIB,
+                        host_ram_bytes=128 * GIB)
+    every_rows = {name: size for name, size, _ in every.host.items}
+    assert every_rows["model read by every rank"] == pytest.approx(8 * facts.parameters() * 4)
+    assert any("of host RAM, more than its 128.0 GiB" in problem for problem in every.problems)
+    unchecked = plan_memory(build_config("qwen2.5-coder-14b", None, ["trainer.kl_coef=0.01"]), facts, 80 * GIB)
+    assert unchecked.host is not None and unchecked.host.capacity is None
+    assert not any("host RAM" in problem for problem in unchecked.problems)
+    result = runner.invoke(app, ["plan", "-p", "qwen2.5-coder-14b", "--gpu-memory", "80", "--host-memory", "128",
+                                 "-s", "trainer.kl_coef=0.01"], env=WIDE)
+    assert result.exit_code == 1 and "host RAM of machine 0" in result.output
+    assert plan_memory(build_config("tiny"), SMALL, 8 * GIB).host is None  # a CPU plan is RAM already
+
+
+def test_the_reference_model_is_a_whole_copy_on_every_rank() -> None:
+    facts = KNOWN_MODELS["Qwen/Qwen2.5-Coder-7B"]
+    rows = _rows(plan_memory(build_config("qwen2.5-coder-7b", None, ["trainer.kl_coef=0.01"]), facts, 80 * GIB))
+    assert rows["reference model (kl_coef > 0)"] == (facts.parameters() * 2, facts.parameters() * 2)

@@ -5,6 +5,12 @@ of a multi-node run the same command comes from `azr engine launch --machine-ran
 node (infra/README.md). On CPU the ranks meet over gloo: Accelerate only starts several CPU
 processes through torchrun when asked for `--multi_gpu` with no visible GPU, and
 `ACCELERATE_USE_CPU` keeps every rank on the CPU.
+
+With several ranks `--multi_gpu` is always passed, so Accelerate does not read the
+`distributed_type` of an `engine.accelerate_config` file (accelerate commands/launch.py
+`_validate_launch_command` reads it only when no such flag is given): `trainer.strategy`
+alone decides how the model is held (DDP, FSDP2 applied by the engine, or the engine's own
+DeepSpeed plugin), and the flags below override the file's process counts and precision.
 """
 
 from __future__ import annotations
@@ -117,8 +123,13 @@ def visible_gpus() -> list[str]:
     """This machine's GPUs as CUDA_VISIBLE_DEVICES names them (indices or UUIDs); [] on CPU."""
     value = os.environ.get("CUDA_VISIBLE_DEVICES")
     if value is not None:
-        names = [part.strip() for part in value.split(",") if part.strip()]
-        return names[: names.index("-1")] if "-1" in names else names  # CUDA stops at an invalid id
+        names: list[str] = []
+        for part in value.split(","):
+            part = part.strip()
+            if not part or part.startswith("-"):
+                break  # CUDA stops enumerating at the first invalid entry
+            names.append(part)
+        return names
     return [str(index) for index in range(_driver_gpu_count())]
 
 

@@ -70,18 +70,26 @@ def load_model(
     *,
     for_training: bool = True,
     seed: int = 0,
+    empty: bool = False,
 ) -> tuple[Any, Any]:
     """(model, tokenizer) for the configured source.
 
     `for_training` keeps fp32 master weights (see the module docstring) and turns on gradient
     checkpointing when configured; `seed` only matters for `tiny-random`. A GGUF source (the
     bundled model included) is converted once into the cache and loaded from the copy.
+    `empty` builds the same architecture on the meta device (no memory, no weights read): the
+    engine's ranks other than 0 do that, and receive their weights from rank 0
+    (`azr.engine.training.distributed.materialize_from_rank0`).
     """
     compute = compute_dtype(model_cfg, device)
     dtype = parameter_dtype(model_cfg, compute, for_training=for_training)
     if model_cfg.name_or_path == TINY_RANDOM_MODEL_ID:
         tokenizer = load_tokenizer(model_cfg)
-        model = tiny_model(seed, tokenizer=tokenizer, dtype=dtype)
+        with torch.device("meta") if empty else contextlib.nullcontext():
+            model = tiny_model(seed, tokenizer=tokenizer, dtype=dtype)
+    elif empty:
+        model = _empty_pretrained(model_cfg, dtype)
+        tokenizer = load_tokenizer(model_cfg)
     else:
         model = _load_pretrained(model_cfg, dtype)
         tokenizer = load_tokenizer(model_cfg)  # after the conversion, so it reads the copy
@@ -122,6 +130,23 @@ def _load_pretrained(model_cfg: ModelConfig, dtype: torch.dtype) -> Any:
             f"directory with config.json, a .gguf file, {BUNDLED_MODEL_ID!r} or "
             f"{TINY_RANDOM_MODEL_ID!r}"
         ) from exc
+
+
+def _empty_pretrained(model_cfg: ModelConfig, dtype: torch.dtype) -> Any:
+    """The configured model's architecture on the meta device, from its config.json only."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    source = resolve_model_source(model_cfg.name_or_path, model_cfg.revision)
+    if source.gguf_file is not None:
+        location, kwargs = str(ensure_converted(source)), {}
+    else:
+        location = source.path
+        kwargs = {"revision": model_cfg.revision, "trust_remote_code": model_cfg.trust_remote_code,
+                  **source.from_pretrained_kwargs()}
+    config = AutoConfig.from_pretrained(location, **kwargs)
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config, dtype=dtype,
+                                                trust_remote_code=model_cfg.trust_remote_code)
 
 
 def tiny_config(

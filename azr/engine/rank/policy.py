@@ -38,7 +38,7 @@ import torch
 from azr.pipeline.atomic_io import PathLike
 from azr.config.schema import AZRConfig
 from azr.engine.training.checkpoints import CheckpointInfo, latest_checkpoint, load_checkpoint, save_checkpoint
-from azr.engine.training.distributed import apply_fsdp2, balanced_shares
+from azr.engine.training.distributed import apply_fsdp2, balanced_shares, materialize_from_rank0
 from azr.engine.rollout.transformers_backend import (
     Completion,
     GenerationBackend,
@@ -113,13 +113,27 @@ class Policy:
         _check_world_size(config, accelerator.num_processes)
         _check_rollout_layout(config, accelerator.num_processes)
         set_seed(config.seed)
-        model, tokenizer = load_model(config.model, for_training=True, seed=config.seed)
+        ranks, device = accelerator.num_processes, accelerator.device
+        every_rank_loads = config.trainer.every_rank_loads_the_model() or ranks == 1
+        source = None
+        if every_rank_loads:
+            model, tokenizer = load_model(config.model, for_training=True, seed=config.seed)
+        else:  # one host copy per machine: rank 0 reads it, the others get it from rank 0
+            model, tokenizer = load_model(config.model, for_training=True, seed=config.seed, empty=True)
+            if accelerator.process_index == 0:
+                source, _ = load_model(config.model, for_training=True, seed=config.seed)
         reference = None
         if config.trainer.kl_coef > 0:  # replicated on every rank (frozen, in the compute dtype)
-            reference = copy.deepcopy(model).to(dtype=compute, device=accelerator.device).eval()
+            reference = copy.deepcopy(model).to(dtype=compute, device=device).eval()
             reference.requires_grad_(False)
-        if strategy == "fsdp" and accelerator.num_processes > 1:
-            model = apply_fsdp2(model.to(accelerator.device), accelerator.device, compute, accelerator.num_processes)
+        if strategy == "fsdp" and ranks > 1:
+            if every_rank_loads:
+                model = model.to(device)
+            model = apply_fsdp2(model, device, compute, ranks)
+        if not every_rank_loads:
+            model = materialize_from_rank0(model, device, source)
+            del source
+        if strategy == "fsdp" and ranks > 1:
             optimizer = make_optimizer(model, config.trainer)  # over the local shards
         else:
             optimizer = make_optimizer(model, config.trainer)

@@ -150,11 +150,11 @@ class Engine:
     def cmd_export_weights(self, command: dict[str, Any]) -> dict[str, Any]:
         """The current weights as a Hugging Face directory (compute dtype), published atomically."""
         from azr.pipeline.atomic_io import publish_directory
-        from azr.engine.training.checkpoints import export_pretrained
+        from azr.engine.training.checkpoints import export_pretrained, export_state_dict
 
         out = Path(command["out_dir"])
         accelerator = self.policy.accelerator
-        state_dict = accelerator.get_state_dict(self.policy.model)  # collective under sharding
+        state_dict = export_state_dict(accelerator, self.policy.model)  # collective under sharding
         if accelerator.is_main_process:
             out.parent.mkdir(parents=True, exist_ok=True)
             temp = out.parent / f".tmp-{out.name}"
@@ -246,9 +246,11 @@ def _loop(engine: Engine, ranks: Ranks, sock: socket.socket | None, keepalive_s:
         start = time.perf_counter()
         try:
             reply, error = engine.execute(command), None
-        except _failure_types() as exc:  # every rank's outcome is gathered and reported
+        except _failure_types() as exc:  # reported, then (several ranks) this rank exits
             reply, error = {}, own_reason(exc)
             logger.error("rank %d failed in %s:\n%s", ranks.rank, name, traceback.format_exc())
+            if ranks.size > 1:
+                _exit_group(ranks, sock, command, error)
         errors = ranks.gather(error) if ranks.size > 1 else [error]
         if sock is None:
             continue
@@ -259,6 +261,22 @@ def _loop(engine: Engine, ranks: Ranks, sock: socket.socket | None, keepalive_s:
             reply = {"id": command["id"], "ok": True, "elapsed_s": time.perf_counter() - start, **reply}
         logger.info("command %s finished in %.3f s", name, time.perf_counter() - start)
         protocol.send_message(sock, reply)
+
+
+def _exit_group(ranks: Ranks, sock: socket.socket | None, command: dict[str, Any], error: str) -> None:
+    """A rank that failed inside a command leaves at once (issue 22, item 19): its peers may be
+    inside a collective of the same command that this rank will never join, so a gather of the
+    errors would hang until the collective timeout. The launcher sees the exit and stops the
+    other ranks; rank 0 first tells the controller why."""
+    if sock is not None and "id" in command:
+        try:
+            protocol.send_message(sock, {"id": command["id"], "ok": False,
+                                         "error": f"rank {ranks.rank}: {error} (the engine stops: a rank failed)"})
+        except OSError:
+            pass
+    logger.error("rank %d leaves the engine after the failure of %s", ranks.rank, command.get("cmd"))
+    logging.shutdown()
+    os._exit(1)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -221,10 +221,9 @@ def save_checkpoint(
     barrier()
     if is_deepspeed(accelerator):  # DeepSpeed's own partitioned checkpoint
         accelerator.save_state(str(temp / STATE_DIR))
-        state_dict = accelerator.get_state_dict(model)
     else:
         save_training_state(model, _optimizer(accelerator, optimizer), temp / STATE_DIR)
-        state_dict = full_model_state_dict(model)
+    state_dict = export_state_dict(accelerator, model)
     if main:
         export_pretrained(accelerator.unwrap_model(model), tokenizer, state_dict, temp / EXPORT_DIR, export_dtype)
         layout = {"world_size": world()[1], "strategy": strategy}
@@ -296,6 +295,16 @@ def load_training_state(model: Any, optimizer: Any, directory: Path) -> None:
         torch.set_rng_state(rng["torch"])
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state(rng["cuda"])
+
+
+def export_state_dict(accelerator: Any, model: Any) -> dict[str, torch.Tensor]:
+    """The whole model's weights for an export, complete on rank 0; collective. ZeRO-3: the
+    16-bit consolidation of DeepSpeed's partitions; otherwise torch's full state dict, which
+    gathers FSDP2 shards (the engine shards with `fully_shard` itself, so Accelerate does not
+    know the model is sharded and its `get_state_dict` would return DTensor shards)."""
+    if is_deepspeed(accelerator):
+        return accelerator.get_state_dict(model)
+    return full_model_state_dict(model)
 
 
 def full_model_state_dict(model: Any) -> dict[str, torch.Tensor]:

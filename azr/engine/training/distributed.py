@@ -12,7 +12,8 @@ strategy (`trainer.strategy`) decides how the model is held:
   assigns FSDP only on accelerators, so it cannot drive CPU ranks). Parameters, gradients and
   AdamW state are sharded (1/N per rank); the fp32 master shards are all-gathered to the
   compute dtype per layer for each forward (MixedPrecisionPolicy(param_dtype=compute,
-  reduce_dtype=fp32)) and gradients are reduce-scattered in fp32.
+  reduce_dtype=fp32)) and gradients are reduce-scattered in fp32 after every micro-batch, so
+  only the 1/N gradient shard accumulates (never the whole fp32 gradient).
 - `zero3`: DeepSpeed ZeRO-3 through Accelerate's DeepSpeed plugin (see `azr.engine.training.zero3`).
 """
 
@@ -145,20 +146,6 @@ def apply_fsdp2(model: Any, device: torch.device, compute: torch.dtype, world_si
     return model
 
 
-@contextlib.contextmanager
-def fsdp2_gradient_sync(model: Any, enabled: bool) -> Iterator[None]:
-    """Skip FSDP2's reduce-scatter for all but the last micro-batch (gradients accumulate in
-    the unsharded fp32 grads meanwhile), as DDP's no_sync does."""
-    if enabled:
-        yield
-        return
-    model.set_requires_gradient_sync(False)
-    try:
-        yield
-    finally:
-        model.set_requires_gradient_sync(True)
-
-
 def fsdp2_clip_grad_norm(model: Any, max_norm: float) -> float:
     """Global gradient norm over the sharded gradients (DTensor partial norms reduced across
     ranks), then clipping; the norm before clipping."""
@@ -230,3 +217,34 @@ def full_parameters(model: Any, dtype: torch.dtype | None = None) -> Iterator[tu
                 name = f"{module_name}.{buffer_name}" if module_name else buffer_name
                 tensor = buffer.detach()
                 yield name, cast(tensor.full_tensor() if isinstance(tensor, DTensor) else tensor)
+
+
+# ----------------------------------------------------------------------------- loading once
+
+
+def materialize_from_rank0(model: Any, device: torch.device, source: Any | None) -> Any:
+    """Give `model` (built on the meta device on every rank, FSDP2-sharded or not) real memory
+    on `device` and rank 0's weights; `source` is rank 0's loaded model (None elsewhere).
+
+    Parameters and persistent buffers: torch's `set_model_state_dict` with
+    `broadcast_from_rank0`, which sends one whole tensor at a time and keeps this rank's shard
+    of it. Non-persistent buffers (RoPE's inv_freq), which no state dict holds: broadcast one by
+    one. Collective: every rank calls it. Ties (a tied LM head) are restored after `to_empty`.
+    """
+    import torch.distributed as dist
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    rank = world()[0]
+    if (source is None) != (rank != 0):
+        raise ValueError("materialize_from_rank0: rank 0 passes the loaded model, the other ranks None")
+    model.to_empty(device=device)
+    if not is_fsdp2(model) and hasattr(model, "tie_weights"):
+        model.tie_weights()  # to_empty gives each module its own copy of a shared parameter
+    full = source.state_dict() if source is not None else {}
+    set_model_state_dict(model, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+    sources = dict(source.named_buffers()) if source is not None else {}
+    for name, buffer in model.named_buffers():
+        if rank == 0:
+            buffer.copy_(sources[name].to(buffer.device))
+        dist.broadcast(buffer, src=0)
+    return model

@@ -45,7 +45,6 @@ from azr.config.schema import TrainerConfig
 from azr.engine.training.distributed import (
     all_gather_objects,
     fsdp2_clip_grad_norm,
-    fsdp2_gradient_sync,
     is_fsdp2,
     max_over_ranks,
 )
@@ -358,10 +357,10 @@ class TRRPPUpdate:
         """Whether this backward reduces gradients across ranks (the last micro-batch's)."""
         if is_deepspeed(self.accelerator):  # DeepSpeed steps in the backward that syncs
             return _deepspeed_boundary(self.accelerator, enabled)
-        if enabled:
+        if enabled or is_fsdp2(self.model):
+            # FSDP2 reduce-scatters every micro-batch: skipping it would keep whole fp32
+            # gradients (P x 4 bytes) on every rank until the last one (issue 22, item 3).
             return contextlib.nullcontext()
-        if is_fsdp2(self.model):
-            return fsdp2_gradient_sync(self.model, False)
         return self.accelerator.no_sync(self.model)
 
     def _token_terms(self, batch: _Batch) -> dict[str, torch.Tensor]:

@@ -179,7 +179,7 @@ class VLLMServerBackend(_VLLMBackend):
                     "(azr/engine/rollout/vllm/extension.py on its PYTHONPATH, saved as azr_vllm_extension.py)"
                 ) from exc
             raise
-        self.client.post("/reset_prefix_cache", {}, timeout=self.sync_timeout_s)
+        self.client.reset_prefix_cache(self.sync_timeout_s)
         if self._current_weights is not None and self._current_weights != target:
             shutil.rmtree(self._current_weights, ignore_errors=True)
         self._current_weights = target
@@ -234,11 +234,18 @@ def engine_seed(config: AZRConfig) -> int:
 
 
 def run_with_timeout(function: Callable[[], _T], timeout: float, what: str) -> _T:
-    """Run `function` in a helper thread; a VLLMError if it has not finished after `timeout`."""
+    """Run `function` in a helper thread; a VLLMError if it has not finished after `timeout`.
+
+    CUDA's current device is per thread and a new thread starts on cuda:0, so the helper takes
+    the caller's device first: otherwise on ranks > 0 vLLM's synchronize and the gathered
+    weights would go to GPU 0 (issue 22, item 4)."""
     result: dict[str, Any] = {}
+    device = torch.cuda.current_device() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
 
     def target() -> None:
         try:
+            if device is not None:
+                torch.cuda.set_device(device)
             result["value"] = function()
         except BaseException as exc:  # handed to the caller below
             result["error"] = exc

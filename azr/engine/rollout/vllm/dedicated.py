@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import torch
 
 from azr.pipeline.atomic_io import publish_directory
-from azr.config.schema import AZRConfig
+from azr.config.schema import AZRConfig, vllm_memory_share
 from azr.engine.training.distributed import broadcast_object, full_parameters, world
 from azr.engine.rollout.transformers_backend import Completion, GenerationRequest, model_eos_ids
 from azr.engine.controller.launch import server_gpu_shares
@@ -180,7 +180,7 @@ class DedicatedServerBackend(_VLLMBackend):
                     "(azr/engine/rollout/vllm/extension.py on its PYTHONPATH, saved as azr_vllm_extension.py)"
                 ) from exc
             raise
-        self._on_every_server(lambda c: c.post("/reset_prefix_cache", {}, timeout=timeout))
+        self._on_every_server(lambda c: c.reset_prefix_cache(timeout))
         if self._current_weights is not None and self._current_weights != target:
             shutil.rmtree(self._current_weights, ignore_errors=True)
         self._current_weights = target
@@ -214,7 +214,7 @@ def _start_servers(config: AZRConfig, model_dir: Path, work_dir: Path, transfer_
             model_dir, work_dir if count == 1 else work_dir / f"server-{index}",
             settings.model_copy(update={"port": port}), dtype=_DTYPE_NAMES[dtype],
             max_model_len=max_model_len(config), seed=engine_seed(config),
-            tensor_parallel_size=rollout.tensor_parallel_size, gpu_memory_utilization=rollout.gpu_memory_utilization,
+            tensor_parallel_size=rollout.tensor_parallel_size, gpu_memory_utilization=vllm_memory_share(config),
             max_num_batched_tokens=rollout.max_num_batched_tokens, weight_transfer=transfer_backend, gpu_ids=gpus,
             name="vllm-server" if count == 1 else f"vllm-server-{index}",
         ))

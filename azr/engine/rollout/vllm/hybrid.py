@@ -178,6 +178,10 @@ class VLLMColocateBackend(_VLLMBackend):
             enforce_eager=settings.enforce_eager, enable_sleep_mode=sleep.enabled, generation_config="vllm",
             enable_prefix_caching=True, load_format="dummy",
         )
+        if sleep.enabled and not settings.enforce_eager:
+            # Without it the captured CUDA graphs stay on the GPU through the update (vLLM
+            # config/model.py `sleep_mode_offload_cudagraph`); with it they wait in host RAM.
+            arguments["sleep_mode_offload_cudagraph"] = True
         if size > 1:
             arguments["distributed_executor_backend"] = "external_launcher"
         if not torch.cuda.is_available() and not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
@@ -239,7 +243,9 @@ class VLLMColocateBackend(_VLLMBackend):
                 self.llm.wake_up(tags=["kv_cache"])
                 self.sleeping = False
             self.weights_discarded = False
-            self.llm.reset_prefix_cache()
+            if self.llm.reset_prefix_cache() is False:  # nothing runs now: no block may be held
+                raise VLLMError("colocated vLLM could not reset its prefix cache after the weight sync "
+                                "(KV blocks still held), so it would serve prefixes of the old weights")
 
         run_with_timeout(load, self.sync_timeout_s, "the colocated vLLM weight sync (rollout.vllm.sync_timeout_s)")
 

