@@ -132,7 +132,7 @@ def safety_metrics(summary: dict[str, Any]) -> dict[str, float]:
 
 def _update_metrics(update: dict[str, Any]) -> dict[str, float]:
     names = ("loss", "pg_loss", "entropy", "kl", "grad_norm", "clip_frac", "tokens", "sequences", "seconds", "tokens_per_second",
-             "weight_sync_s", "world_size")
+             "weight_sync_s", "world_size", "gpu_peak_mb", "gpu_free_mb")
     metrics = {f"update/{name}": float(update[name]) for name in names if isinstance(update.get(name), (int, float))}
     # the off-policy gap (docs/algorithm.md §14): lag, log-prob mismatch, ratio percentiles
     metrics.update({f"off_policy/{name}": float(value) for name, value in (update.get("off_policy") or {}).items()

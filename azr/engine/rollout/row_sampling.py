@@ -46,6 +46,9 @@ class RowDecoding:
         return self.temperature == 0
 
 
+UNIFORM_BLOCK = 64  # decode steps whose random numbers are drawn (and copied to the device) at once
+
+
 class RowSampler:
     """A transformers logits processor: per-row temperature, top-k, top-p and random stream."""
 
@@ -60,6 +63,15 @@ class RowSampler:
         self.top_p = torch.tensor([row.top_p for row in chosen], dtype=torch.float32)
         self.limits = torch.tensor([row.max_new_tokens for row in rows], dtype=torch.long)
         self.uneven_limits = len({row.max_new_tokens for row in rows}) > 1
+        # Per-step work stays on the device: what only depends on the rows is moved there once,
+        # masks are index lists (boolean indexing waits for the device), and the rows' uniform
+        # numbers are drawn UNIFORM_BLOCK steps at a time and copied over in one transfer.
+        nucleus = [i for i, p in enumerate(self.top_p.tolist()) if p < 1]
+        self._nucleus = nucleus
+        self._plain = [i for i in range(len(chosen)) if i not in set(nucleus)]
+        self._on: dict[torch.device, dict[str, torch.Tensor]] = {}
+        self._uniform: torch.Tensor | None = None
+        self._drawn = 0  # steps taken from the current block
 
     @staticmethod
     def needed(rows: Sequence[RowDecoding]) -> bool:
@@ -70,44 +82,71 @@ class RowSampler:
         step = input_ids.shape[1] - self.prompt_width  # tokens generated so far
         out = scores
         if self.sampled:
-            rows = torch.tensor(self.sampled, device=scores.device)
+            rows = self._constants(scores.device)["rows"]
             tokens = self._draw(scores[rows].float())
             out = scores.clone()
             out[rows] = float("-inf")
             out[rows, tokens] = 0.0
         if self.uneven_limits:
-            done = (self.limits <= step).nonzero().flatten().to(scores.device)
+            done = (self.limits <= step).nonzero().flatten()  # on the host: no device wait
             if len(done):
+                done = done.to(scores.device)
                 out = out.clone() if out is scores else out
                 out[done] = float("-inf")
                 out[done, self.eos_token_id] = 0.0
         return out
 
+    def _constants(self, device: torch.device) -> dict[str, torch.Tensor]:
+        """The per-row settings on `device`, moved there once per generate call."""
+        if device not in self._on:
+            top_k = torch.tensor(self.top_k, dtype=torch.long)
+            self._on[device] = {
+                "rows": torch.tensor(self.sampled, dtype=torch.long, device=device),
+                "temperature": self.temperature.to(device)[:, None],
+                "top_p": self.top_p.to(device)[:, None],
+                "top_k": top_k.to(device),
+                "nucleus": torch.tensor(self._nucleus, dtype=torch.long, device=device),
+                "plain": torch.tensor(self._plain, dtype=torch.long, device=device),
+            }
+        return self._on[device]
+
+    def _next_uniform(self, device: torch.device) -> torch.Tensor:
+        """Each sampled row's next number of its own stream, on `device`."""
+        if self._uniform is None or self._drawn == UNIFORM_BLOCK or self._uniform.device != device:
+            block = torch.stack([torch.rand(UNIFORM_BLOCK, generator=g) for g in self.generators])
+            self._uniform, self._drawn = block.to(device), 0
+        self._drawn += 1
+        return self._uniform[:, self._drawn - 1]
+
     def _draw(self, logits: torch.Tensor) -> torch.Tensor:
         """One token per sampled row: temperature, then top-k, then top-p (the smallest set of
         most likely tokens whose mass reaches p), then the row's uniform draw."""
         device = logits.device
-        logits = logits / self.temperature.to(device)[:, None]
+        constant = self._constants(device)
+        logits = logits / constant["temperature"]
         if any(k > 0 for k in self.top_k):
-            largest = max(self.top_k)
-            kth = torch.topk(logits, min(largest, logits.shape[-1]), dim=-1).values
-            for row, k in enumerate(self.top_k):
-                if k > 0:
-                    logits[row][logits[row] < kth[row, min(k, logits.shape[-1]) - 1]] = float("-inf")
-        uniform = torch.stack([torch.rand((), generator=g) for g in self.generators]).to(device)
+            vocab = logits.shape[-1]
+            largest = min(max(self.top_k), vocab)
+            kth = torch.topk(logits, largest, dim=-1).values
+            k = constant["top_k"].clamp(max=vocab)
+            threshold = kth.gather(1, (k - 1).clamp(min=0)[:, None])
+            threshold = torch.where(k[:, None] > 0, threshold, torch.full_like(threshold, float("-inf")))
+            logits = logits.masked_fill(logits < threshold, float("-inf"))
+        uniform = self._next_uniform(device)
         # Each row takes the path its own top_p says (never its batch's): the sorted order of
         # the nucleus and the vocabulary order map one uniform number to different tokens.
         tokens = torch.empty(len(self.generators), dtype=torch.long, device=device)
-        nucleus = (self.top_p < 1).to(device)
-        if bool(nucleus.any()):
+        if self._nucleus:
+            nucleus = constant["nucleus"]
             ordered, order = torch.sort(logits[nucleus], dim=-1, descending=True, stable=True)
             probs = torch.softmax(ordered, dim=-1)
             before = torch.cumsum(probs, dim=-1) - probs  # mass of the more likely tokens
-            probs = probs.masked_fill(before >= self.top_p.to(device)[nucleus][:, None], 0.0)
+            probs = probs.masked_fill(before >= constant["top_p"][nucleus], 0.0)
             position = _invert(probs, uniform[nucleus])
             tokens[nucleus] = order.gather(1, position[:, None]).squeeze(1)
-        if not bool(nucleus.all()):
-            tokens[~nucleus] = _invert(torch.softmax(logits[~nucleus], dim=-1), uniform[~nucleus])
+        if self._plain:
+            plain = constant["plain"]
+            tokens[plain] = _invert(torch.softmax(logits[plain], dim=-1), uniform[plain])
         return tokens
 
 

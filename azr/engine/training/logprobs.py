@@ -31,14 +31,33 @@ def _chunk_logprobs(head: Head, hidden: torch.Tensor, targets: torch.Tensor) -> 
     return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
 
 
-def token_logprobs_and_entropy(
-    head: Head, hidden: torch.Tensor, targets: torch.Tensor, chunk_tokens: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token log-prob of `targets` and entropy, for hidden states of shape [tokens, dim]."""
+def chunk_starts(tokens: int, chunk_tokens: int, calls: int | None = None) -> list[int]:
+    """Where each chunk starts; `calls` pads the list with empty chunks (starting at `tokens`)
+    so that the head runs exactly that many times. Under ZeRO-3 every head call gathers the
+    head's weight collectively, so all ranks must call it equally often, whatever their token
+    counts (issue 22, item 2)."""
     if chunk_tokens < 1:
         raise ValueError(f"chunk_tokens must be >= 1, got {chunk_tokens}")
+    starts = list(range(0, tokens, chunk_tokens))
+    if calls is not None:
+        if calls < len(starts):
+            raise ValueError(f"{calls} head calls cannot cover {tokens} tokens in chunks of {chunk_tokens}")
+        starts += [tokens] * (calls - len(starts))
+    return starts
+
+
+def head_calls(tokens: int, chunk_tokens: int) -> int:
+    """How many chunks `tokens` tokens take."""
+    return -(-tokens // chunk_tokens)
+
+
+def token_logprobs_and_entropy(
+    head: Head, hidden: torch.Tensor, targets: torch.Tensor, chunk_tokens: int, calls: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token log-prob of `targets` and entropy, for hidden states of shape [tokens, dim];
+    `calls`: run the head exactly that many times (see `chunk_starts`)."""
     logprobs, entropies = [], []
-    for start in range(0, hidden.shape[0], chunk_tokens):
+    for start in chunk_starts(hidden.shape[0], chunk_tokens, calls):
         h, t = hidden[start:start + chunk_tokens], targets[start:start + chunk_tokens]
         if torch.is_grad_enabled() and h.requires_grad:
             lp, ent = checkpoint(_chunk_stats, head, h, t, use_reentrant=False)
@@ -49,14 +68,13 @@ def token_logprobs_and_entropy(
     return torch.cat(logprobs), torch.cat(entropies)
 
 
-def token_logprobs(head: Head, hidden: torch.Tensor, targets: torch.Tensor, chunk_tokens: int) -> torch.Tensor:
+def token_logprobs(head: Head, hidden: torch.Tensor, targets: torch.Tensor, chunk_tokens: int,
+                   calls: int | None = None) -> torch.Tensor:
     """Log-probs only (no entropy), without gradients: for old or reference log-probs."""
-    if chunk_tokens < 1:
-        raise ValueError(f"chunk_tokens must be >= 1, got {chunk_tokens}")
     with torch.no_grad():
         return torch.cat(
             [
                 _chunk_logprobs(head, hidden[s:s + chunk_tokens], targets[s:s + chunk_tokens])
-                for s in range(0, hidden.shape[0], chunk_tokens)
+                for s in chunk_starts(hidden.shape[0], chunk_tokens, calls)
             ]
         )

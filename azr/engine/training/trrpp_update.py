@@ -48,7 +48,7 @@ from azr.engine.training.distributed import (
     is_fsdp2,
     max_over_ranks,
 )
-from azr.engine.training.logprobs import token_logprobs, token_logprobs_and_entropy
+from azr.engine.training.logprobs import head_calls, token_logprobs, token_logprobs_and_entropy
 from azr.engine.training.off_policy import GapRecorder, behaviour_tensor, gap_metrics, truncated_is_weights
 from azr.engine.training.zero3 import is_deepspeed
 from azr.selfplay.task_types import GROUP_NAMES
@@ -367,7 +367,8 @@ class TRRPPUpdate:
         hidden = _last_hidden_state(self.model, batch.input_ids, batch.attention_mask)
         selected = hidden[batch.rows, batch.positions]
         logp, entropy = token_logprobs_and_entropy(
-            self._head(self.model), selected, batch.targets, self.settings.logits_chunk_tokens
+            self._head(self.model), selected, batch.targets, self.settings.logits_chunk_tokens,
+            self._head_calls(self.model, batch),
         )
         device = logp.device
         old = torch.cat(
@@ -411,8 +412,16 @@ class TRRPPUpdate:
         with torch.no_grad():
             hidden = _last_hidden_state(model, batch.input_ids, batch.attention_mask)
             return token_logprobs(
-                self._head(model), hidden[batch.rows, batch.positions], batch.targets, self.settings.logits_chunk_tokens
+                self._head(model), hidden[batch.rows, batch.positions], batch.targets, self.settings.logits_chunk_tokens,
+                self._head_calls(model, batch),
             )
+
+    def _head_calls(self, model: Any, batch: _Batch) -> int | None:
+        """Under ZeRO-3 with several ranks, the most head chunks any rank has in this micro-batch
+        (each call gathers the head collectively: equal counts on every rank); else None."""
+        if model is not self.model or not is_deepspeed(self.accelerator) or self.accelerator.num_processes == 1:
+            return None
+        return max_over_ranks(head_calls(len(batch.targets), self.settings.logits_chunk_tokens))
 
     def _micro_batches(self, sequences: list[TrainSequence]) -> list[_Batch]:
         """Similar lengths together (less padding); the order does not change the sum."""

@@ -311,7 +311,7 @@ def check_server_version(client: VLLMClient, where: str) -> str | None:
     return check_version(str(version), f"the vLLM server at {client.base_url} ({where})") if version else None
 
 
-# Run by the child's own Python before it execs the real command: the parent-death signal is set
+# Run by this Python in the child, before it execs the real command: the parent-death signal is set
 # in the child, after fork, without a `preexec_fn` (which can deadlock in a threaded parent:
 # only async-signal-safe calls are allowed between fork and exec). The signal survives execve.
 _DEATH_SIGNAL_SHIM = (
@@ -329,7 +329,7 @@ def with_parent_death_signal(argv: Sequence[str], signum: int) -> list[str]:
     (Linux; elsewhere `argv` as it is, and `stop()` and the exit hook are all)."""
     if not sys.platform.startswith("linux"):
         return list(argv)
-    return [argv[0], "-c", _DEATH_SIGNAL_SHIM, str(os.getpid()), str(int(signum)), *argv]
+    return [sys.executable, "-c", _DEATH_SIGNAL_SHIM, str(os.getpid()), str(int(signum)), *argv]
 
 
 def _kill_group(pgid: int) -> None:
