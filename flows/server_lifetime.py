@@ -6,12 +6,20 @@ server (~200 MB) would stay, orphaned, until killed by hand. Prefect starts it w
 Popen, so no PR_SET_PDEATHSIG can be asked for; instead this starts the same server (Prefect's
 own singleton, which every Prefect client then uses) from the main thread before the flow, and
 hands its pid to a watchdog process (azr.ops.process_watchdog) that stops it when this process is gone.
+
+It runs in a session of its own: a Ctrl-C in the terminal reaches every process of the
+foreground group, and a server killed by it would leave the interrupted run unable to record
+its end (every Prefect call refused while the run stops). It stops with this process instead.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
+import subprocess
+from collections.abc import Iterator
 
 from prefect.settings import PREFECT_API_URL
 
@@ -19,6 +27,18 @@ from azr.ops.process_watchdog import watch
 
 logger = logging.getLogger(__name__)
 _watchdogs: dict[int, object] = {}  # server pid -> its watchdog (kept: a dropped Popen warns)
+
+
+@contextlib.contextmanager
+def _own_session() -> Iterator[None]:
+    """Processes started meanwhile by this thread get a session of their own (Prefect starts
+    its server with a plain Popen, without a way to ask for that)."""
+    plain = subprocess.Popen
+    subprocess.Popen = functools.partial(plain, start_new_session=True)  # type: ignore[misc]
+    try:
+        yield
+    finally:
+        subprocess.Popen = plain  # type: ignore[misc]
 
 
 def bind_temporary_server() -> int | None:
@@ -29,7 +49,8 @@ def bind_temporary_server() -> int | None:
     from prefect.server.api.server import SubprocessASGIServer
 
     server = SubprocessASGIServer()
-    server.start()
+    with _own_session():
+        server.start()
     process = server.server_process
     if process is None:
         return None

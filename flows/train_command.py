@@ -49,6 +49,7 @@ class _ProgressView:
         self.progress = progress
         self.task = progress.add_task("starting", total=None)
         self.started = False
+        self.where = "the start of the run"  # what an interrupt interrupts
 
     def hide_unstarted(self) -> None:
         """After an early error the bar says nothing: it is not left on the screen below the error."""
@@ -61,6 +62,7 @@ class _ProgressView:
             self.progress.update(self.task, total=data["last"], completed=data["step"] - 1,
                                  description=f"iteration {data['step']}/{data['last']}")
         elif event == "stage_started":
+            self.where = f"iteration {data['step']}, stage {data['stage'].replace('_', ' ')}"
             self.progress.update(self.task, description=f"iteration {data['step']}: {data['stage'].replace('_', ' ')}")
         elif event == "iteration_finished":
             self.progress.update(self.task, completed=data["step"], description=f"iteration {data['step']} done")
@@ -79,6 +81,7 @@ class _ProgressView:
         elif event == "checkpoint":
             self.progress.console.print(f"  checkpoint: {data['path']}", markup=False)
         elif event == "seeding_progress":
+            self.where = f"the seeding of the {data['pool']} pool"
             self.progress.update(self.task, total=data["target"], completed=data["size"],
                                  description=f"seeding the {data['pool']} pool (batch {data['batch'] + 1})")
 
@@ -125,6 +128,8 @@ def train(
     _check_disk(wanted, resume, run_dir)
 
     _quiet_output()
+    from prefect.exceptions import TerminationSignal
+
     from azr.pipeline.context import set_event_hook
     from flows.server_lifetime import bind_temporary_server
     from flows.training import default_run_dir, train_flow
@@ -134,10 +139,16 @@ def train(
     with Progress(*columns, console=console, transient=False) as progress:
         view = _ProgressView(progress)
         set_event_hook(view)
+        interrupts = _Interrupts()
         try:
-            bind_temporary_server()  # a kill -9 of this process must not leave Prefect's server behind
-            summary = train_flow(preset=None, config=wanted, iterations=iterations, run_dir=str(target),
-                                 resume=resume is not None, force=force)
+            with interrupts:
+                bind_temporary_server()  # a kill -9 of this process must not leave Prefect's server behind
+                summary = train_flow(preset=None, config=wanted, iterations=iterations, run_dir=str(target),
+                                     resume=resume is not None, force=force)
+        except (KeyboardInterrupt, TerminationSignal):
+            view.hide_unstarted()
+            progress.stop()
+            _interrupted(interrupts.name, view.where, target)
         except (ConfigError, RunDirError) as exc:
             view.hide_unstarted()
             _fail(str(exc))
@@ -162,6 +173,65 @@ def train(
     console.print(f"  inspect the run:       azr runs show {run}", markup=False)
     if summary.get("verdict"):
         console.print(summary["verdict"], highlight=False, soft_wrap=True, markup=False)
+
+
+class _Interrupts:
+    """Ctrl-C and SIGTERM while `azr train` runs. The first unwinds the run as an interrupt
+    (inside the flow Prefect turns SIGTERM into its TerminationSignal, the same path a Prefect
+    cancellation takes): the engine stops its command at the next step boundary or is killed
+    after its grace period, the MLflow run is marked KILLED, every file on disk is complete. A
+    second one within that time stops at once: the engine is killed and this process ends by
+    SIGKILL, which the process watchdog cleans up after as for any kill -9."""
+
+    def __init__(self) -> None:
+        self.name: str | None = None
+        self.first_at = 0.0
+        self.saved: dict[int, Any] = {}
+
+    def __enter__(self) -> _Interrupts:
+        import signal
+
+        for number in (signal.SIGINT, signal.SIGTERM):
+            self.saved[number] = signal.signal(number, self.handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import signal
+
+        for number, handler in self.saved.items():
+            signal.signal(number, handler)
+
+    def handle(self, number: int, frame: Any) -> None:
+        import signal
+        import time
+
+        from azr.engine.interrupt import STOP_GRACE_S
+
+        if self.name is not None and time.monotonic() - self.first_at < STOP_GRACE_S + 10:
+            err_console.print("[bold red]second interrupt[/]: stopping at once (the engine is killed; "
+                              "`--resume` still continues from the last complete stage)", highlight=False)
+            from azr.engine.controller.client import kill_all_engines
+
+            kill_all_engines()
+            os.kill(os.getpid(), signal.SIGKILL)
+        self.name, self.first_at = signal.Signals(number).name, time.monotonic()
+        err_console.print(f"\n[bold yellow]{self.name}[/]: stopping the run (the engine stops its current command "
+                          f"within {STOP_GRACE_S:g} s; press Ctrl-C again to stop at once)", highlight=False)
+        raise KeyboardInterrupt(self.name)
+
+
+def _interrupted(name: str | None, where: str, target: Path) -> None:
+    """The last lines after an interrupt: what was interrupted and the exact command that continues."""
+    from azr.ops.failure_advice import resumable
+
+    name = name or "SIGTERM"
+    err_console.print(f"[bold yellow]interrupted[/] ({name}) during {escape(where)}: nothing half-written is "
+                      "kept; the iteration resumes from its last complete stage", highlight=False, soft_wrap=True)
+    if resumable(target):
+        err_console.print(f"continue with: azr train --resume {escape(str(target))}", highlight=False, soft_wrap=True)
+    else:
+        err_console.print(f"no run was started in {escape(str(target))}: start it again", highlight=False, soft_wrap=True)
+    raise typer.Exit(130 if name == "SIGINT" else 143)
 
 
 def _check_memory(wanted: Any, resume: Path | None, ignore: bool) -> None:

@@ -17,6 +17,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
+from prefect.exceptions import TerminationSignal
 from prefect.runtime import flow_run
 from pydantic import Field
 
@@ -41,7 +42,7 @@ from azr.pipeline.run import (
 from azr.config.run_form import ConfigChanges, Preset, changed_values, preset_help
 from azr.pipeline.mlflow_run import Tracker
 from flows.iteration import iteration_flow
-from flows.monitoring import emit_findings
+from flows.monitoring import emit_findings, event_id
 from flows.run_pages import artifact_key, name_flow_run, publish_iteration, publish_tracking_links
 from flows.run_slot import hold_run_slot
 from flows.server_lifetime import bind_temporary_server
@@ -197,7 +198,7 @@ def _train(root: Path, wanted: AZRConfig | None, resume: bool, force: bool, iter
             res = open_resources(run, run_config, on_event=get_event_hook())
             if run_config != stored:  # the run has really started with the new settings: keep them
                 run.write_config(run_config)
-                tracker.log_config()
+                tracker.log_config(since_step=next_step(run))
                 logger.info("%s continues with changed settings: %s", run.root.name,
                             "; ".join(config_differences(stored, run_config)) or
                             f"trainer.iterations: {stored.trainer.iterations} -> {run_config.trainer.iterations}")
@@ -222,7 +223,7 @@ def _train(root: Path, wanted: AZRConfig | None, resume: bool, force: bool, iter
                 _after_commit(res, tracker, step, last, state.state_details.flow_run_id, started=started)
                 update_progress_artifact(progress, 100.0 * step / last)
         status = "FINISHED"
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, TerminationSignal):  # Ctrl-C, SIGTERM, a cancellation: not a failure
         status = "KILLED"
         raise
     finally:
@@ -268,9 +269,11 @@ def announce_checkpoint(run: RunDir, config: AZRConfig, step: int) -> None:
     """`azr.checkpoint.completed` for every checkpoint, and one `azr.checkpoint.evaluate` per
     benchmark in `eval.on_checkpoint`, carrying the run's eval settings (the azr-eval trigger)."""
     resource = {"prefect.resource.id": f"azr.run.{run.root.name}"}
-    emit_event("azr.checkpoint.completed", resource=resource, payload={"run_dir": str(run.root.resolve()), "step": step})
+    emit_event("azr.checkpoint.completed", resource=resource, payload={"run_dir": str(run.root.resolve()), "step": step},
+               id=event_id(run.root, "azr.checkpoint.completed", step))
     for benchmark in config.eval.on_checkpoint:
-        emit_event("azr.checkpoint.evaluate", resource=resource, payload={
+        emit_event("azr.checkpoint.evaluate", resource=resource, id=event_id(run.root, "azr.checkpoint.evaluate", step, benchmark),
+                   payload={
             "run_dir": str(run.root.resolve()), "step": step, "benchmark": benchmark,
             "data": config.eval.data_source(benchmark), "limit": config.eval.limit, "prompt": config.eval.prompt,
             "max_new_tokens": config.eval.max_new_tokens,

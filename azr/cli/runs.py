@@ -140,3 +140,50 @@ def runs_show(
             console.print(f"[bold]a valid {escape(str(example['group']))} proposal[/]:")
             console.print(example["program"], markup=False, highlight=False)
     console.print(f"files: {run.iteration_dir(iteration)}", markup=False)
+
+
+@runs_app.command("verify")
+def runs_verify(run_dir: Annotated[Path, typer.Argument(help="The run directory.")]) -> None:
+    """Check every file of a run against its checksums and structure: what is intact, what
+    `azr train --resume` repairs, and what it cannot (exit 0 only when everything is intact).
+
+    Reads every stage file (Parquet page checksums), the buffer log, and every checkpoint
+    (the sha256 of each file, written in its completion marker); changes nothing.
+    """
+    from azr.pipeline.resume import RunStateError, plan_resume
+    from azr.pipeline.run_dir import RunDir, RunDirError
+
+    run = RunDir(run_dir)
+    if not (Path(run_dir) / "config.yaml").is_file():
+        _fail(f"{run_dir} is not a run directory (no config.yaml there)")
+    try:
+        config = run.read_config()
+    except RunDirError as exc:
+        _fail(f"{exc}; nothing else can be checked without the run's settings", 1)
+    counts = _verified_counts(run)
+    try:
+        plan = plan_resume(run, config)
+    except RunStateError as exc:
+        err_console.print(f"[bold red]cannot be repaired[/] (`azr train --resume` refuses until this is fixed):\n"
+                          f"{escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+    if plan.warnings or plan.repairs:
+        console.print(f"[bold yellow]can be repaired[/]: `azr train --resume {escape(str(run_dir))}` does it first:",
+                      highlight=False, soft_wrap=True)
+        for line in plan.warnings:
+            console.print(f"  - {line}", markup=False, highlight=False, soft_wrap=True)
+        console.print(f"the rest is intact: {counts}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+    console.print(f"[bold green]intact[/]: {escape(counts)}", highlight=False, soft_wrap=True)
+
+
+def _verified_counts(run: Any) -> str:
+    """What the check read, in a line: iterations, stage files, buffer steps, checkpoints."""
+    from azr.engine.training.checkpoints import marker_checksums
+    from azr.selfplay.buffer import committed_steps
+
+    files = sum(1 for step in run.steps() for path in run.iteration_dir(step).iterdir() if path.is_file())
+    checkpoints = sorted(run.checkpoint_dir.glob("step-*")) if run.checkpoint_dir.is_dir() else []
+    summed = sum(1 for path in checkpoints if marker_checksums(path))
+    return (f"{len(run.steps())} iterations ({files} files), buffer log steps {len(committed_steps(run.buffer_dir))}, "
+            f"{len(checkpoints)} checkpoints ({summed} with sha256 checksums, verified)")

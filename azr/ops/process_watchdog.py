@@ -29,6 +29,7 @@ def watch(helper_pid: int, served_pid: int | None = None) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "azr.ops.process_watchdog", str(served_pid or os.getpid()), str(helper_pid)],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=True,
+        start_new_session=True,  # a terminal's Ctrl-C (sent to the foreground group) must not end it
     )
 
 

@@ -8,6 +8,7 @@ so a reader sees either the old file or the complete new one, never a torn one.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import secrets
@@ -22,11 +23,14 @@ import pyarrow.parquet as pq
 PathLike = str | os.PathLike[str]
 
 
-def parquet_problem(path: PathLike, schema: pa.Schema | None = None) -> str | None:
-    """Why a Parquet file cannot be trusted (missing, empty, torn, another schema), or None.
+def parquet_problem(path: PathLike, schema: pa.Schema | None = None, *, content: bool = True) -> str | None:
+    """Why a Parquet file cannot be trusted (missing, empty, torn, another schema, a page whose
+    bytes differ from its checksum), or None.
 
-    Reads only the footer: a torn write (a full disk, a truncating network file system) loses
-    the footer first, so this is cheap enough to run over every stage file of a run on resume.
+    A torn write (a full disk, a truncating network file system) loses the footer first; a
+    flipped bit inside the data is caught by the CRC32 every page carries (written by
+    `write_parquet_atomic`, verified on a full read: `content`). Files written before page
+    checksums have none to verify: for them only the footer and the decoding are checked.
     """
     path = Path(path)
     try:
@@ -47,7 +51,52 @@ def parquet_problem(path: PathLike, schema: pa.Schema | None = None) -> str | No
         detail = "; ".join(part for part in (f"missing columns {missing}" if missing else "",
                                              f"unexpected columns {extra}" if extra else "") if part)
         return f"has another schema than this file should ({detail or 'column types differ'})"
+    if content:
+        try:
+            pq.read_table(path, page_checksum_verification=True)
+        except (pa.ArrowException, OSError) as exc:
+            return f"damaged inside ({size} bytes; {str(exc)[:200]})"
     return None
+
+
+# ------------------------------------------------------------------ content checksums
+
+
+def sha256_file(path: PathLike, chunk: int = 1 << 22) -> str:
+    """The file's sha256, read in 4 MiB pieces (no whole copy in memory)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def tree_checksums(directory: PathLike, *, skip: tuple[str, ...] = ()) -> dict[str, str]:
+    """sha256 of every file under `directory` by its relative path (files named in `skip`, e.g.
+    the completion marker that will hold them, are left out)."""
+    root = Path(directory)
+    return {path.relative_to(root).as_posix(): sha256_file(path)
+            for path in sorted(root.rglob("*")) if path.is_file() and path.name not in skip}
+
+
+def checksum_problems(directory: PathLike, expected: dict[str, str]) -> list[str]:
+    """The files of `directory` whose content differs from the checksums written with them
+    (or that are gone); an empty list when every one matches."""
+    root = Path(directory)
+    problems = []
+    for name, digest in sorted(expected.items()):
+        path = root / name
+        try:
+            found = sha256_file(path)
+        except FileNotFoundError:
+            problems.append(f"{path} is missing")
+            continue
+        except OSError as exc:
+            problems.append(f"{path} is unreadable ({exc.strerror})")
+            continue
+        if found != digest:
+            problems.append(f"{path} differs from the sha256 written with it (damaged on disk)")
+    return problems
 
 
 def json_problem(path: PathLike) -> str | None:
@@ -84,8 +133,9 @@ def atomic_write_json(path: PathLike, obj: Any, *, indent: int | None = 2) -> No
 
 
 def write_parquet_atomic(table: pa.Table, path: PathLike) -> None:
-    """Write `table` as Parquet with the same all-or-nothing guarantee as the other writers."""
-    _atomic_write(path, lambda handle: pq.write_table(table, handle))
+    """Write `table` as Parquet with the same all-or-nothing guarantee as the other writers,
+    every page with its CRC32 (Parquet's page checksums: parquet_problem verifies them)."""
+    _atomic_write(path, lambda handle: pq.write_table(table, handle, write_page_checksum=True))
 
 
 def _atomic_write(path: PathLike, write: Callable[[IO[bytes]], object]) -> None:

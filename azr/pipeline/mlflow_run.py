@@ -138,9 +138,23 @@ class Tracker:
         """Whether the run has a value of `key` at `step`."""
         return any(m.step == step for m in self.client.get_metric_history(self.run_id, key))
 
-    def log_config(self) -> None:
-        """The run's config.yaml as an artifact (again after a resume changed it)."""
+    def log_config(self, since_step: int | None = None) -> None:
+        """The run's config.yaml as an artifact (again after a resume changed it). MLflow params
+        cannot change: after a `--force` change each changed setting gets a tag
+        `azr.changed.KEY` = "OLD -> NEW (from iteration N)", so the run's page tells the truth."""
         self.client.log_text(self.run_id, self.run.config_path.read_text(encoding="utf-8"), "config.yaml")
+        if since_step is None:
+            return
+        from mlflow.entities import RunTag
+
+        logged = self.client.get_run(self.run_id).data.params
+        tags = []
+        for key, value in self.config.flatten().items():
+            text = (json.dumps(value) if not isinstance(value, str) else value)[:_MAX_PARAM_CHARS]
+            if key in logged and logged[key] != text:
+                tags.append(RunTag(f"azr.changed.{key}", f"{logged[key]} -> {text} (from iteration {since_step})"[:5000]))
+        for start in range(0, len(tags), 100):
+            self.client.log_batch(self.run_id, tags=tags[start:start + 100])
 
     def log_validated_tasks(self, step: int) -> str | None:
         """The iteration's valid, buffered tasks as an MLflow dataset input (context `training`,

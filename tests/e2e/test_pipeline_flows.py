@@ -212,3 +212,83 @@ def test_a_crash_is_one_paragraph_and_marks_the_mlflow_run_failed(tmp_path: Path
     assert "Still processing items" not in output  # Prefect's queues drain quietly
     info = RunDir(root).read_info()
     assert mlflow.MlflowClient(info["tracking_uri"]).get_run(info["mlflow_run_id"]).info.status == "FAILED"
+
+
+def interrupt_when(process: subprocess.Popen, log: Path, line: str, sig: signal.Signals, *, group: bool = True) -> str:
+    """Send `sig` once the engine log shows `line` (the command is running), as a terminal's
+    Ctrl-C (the whole foreground group) or a `kill` (the azr process); the run's output."""
+    deadline = time.monotonic() + 600
+    while not (log.exists() and line in log.read_text(errors="replace")):
+        assert process.poll() is None, process.communicate()[0][-3000:]
+        assert time.monotonic() < deadline, f"{line!r} never appeared in {log}"
+        time.sleep(0.05)
+    (os.killpg if group else os.kill)(process.pid, sig)  # type: ignore[operator]
+    output, _ = process.communicate(timeout=300)  # generous: the test does not time anything
+    return output
+
+
+def assert_interrupted(process: subprocess.Popen, output: str, root: Path, code: int) -> None:
+    """Stopped by the signal, the last lines say what and how to continue, MLflow says KILLED,
+    nothing of the run is left running, no temporary file is left behind."""
+    assert process.returncode == code, output[-3000:]
+    tail = " ".join(output.strip().splitlines()[-3:])
+    assert "interrupted (" in tail and f"continue with: azr train --resume {root}" in " ".join(tail.split()), output[-2000:]
+    assert "Traceback" not in output
+    info = RunDir(root).read_info()
+    assert mlflow.MlflowClient(info["tracking_uri"]).get_run(info["mlflow_run_id"]).info.status == "KILLED"
+    deadline = time.monotonic() + 30
+    while (left := session_processes(process.pid)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not left, f"processes outlived the interrupted run: {left}"
+    assert not [p for p in root.rglob("*.tmp") if p.is_file()], "a half-written file was left"
+
+
+@pytest.mark.timeout(2400)  # five runs of the tiny preset; slow when the machine is shared
+def test_interrupts_stop_the_run_and_resume_finishes_as_uninterrupted(tmp_path: Path, prefect_env: dict[str, str]) -> None:
+    """Ctrl-C during generation, SIGTERM during the update, Ctrl-C while a checkpoint is being
+    written (the rank paused there: it is killed after the grace period): each stops the run
+    with the resume command as its last line, and the resumed run ends as an uninterrupted one."""
+    reference = tmp_path / "runs" / "tiny-reference"
+    finish(azr(["train", "--preset", "tiny", "--iterations", "2", "--run-dir", str(reference)], prefect_env))
+    root = tmp_path / "runs" / "tiny-interrupted"
+    log = root / "engine" / "engine.log"
+
+    process = azr(["train", "--preset", "tiny", "--iterations", "2", "--run-dir", str(root)], prefect_env)
+    output = interrupt_when(process, log, "command generate started", signal.SIGINT)
+    assert_interrupted(process, output, root, 130)  # stopped after a token, or killed after the grace period
+
+    log.unlink()
+    process = azr(["train", "--resume", str(root)], prefect_env)
+    output = interrupt_when(process, log, "command update started", signal.SIGTERM, group=False)
+    assert_interrupted(process, output, root, 143)
+
+    pause = tmp_path / "paused-save"
+    process = start_paused(["train", "--resume", str(root)], prefect_env, ".tmp-step-00000001/meta.json", pause)
+    os.killpg(process.pid, signal.SIGINT)
+    output, _ = process.communicate(timeout=300)
+    assert_interrupted(process, output, root, 130)
+    assert not (root / "checkpoints" / "step-00000001").exists()  # the torn save is no checkpoint
+
+    output = finish(azr(["train", "--resume", str(root)], prefect_env))
+    assert "run finished: 2 iterations" in output
+    check_consistent_run_after_interrupts(root, reference)
+
+
+def check_consistent_run_after_interrupts(root: Path, reference: Path) -> None:
+    """The same stage files and updates as the uninterrupted run (the stages are seeded)."""
+    run, expected = RunDir(root), RunDir(reference)
+    assert run.completed_steps() == expected.completed_steps() == [1, 2]
+    for step in (1, 2):
+        for name in ("proposals.parquet", "validated.parquet", "scored.parquet"):
+            got = pd.read_parquet(run.stage_path(step, name))
+            want = pd.read_parquet(expected.stage_path(step, name))
+            pd.testing.assert_frame_equal(got, want, check_exact=False, rtol=1e-6)
+        loss = json.loads(run.stage_path(step, "update.json").read_text())["loss"]
+        assert loss == pytest.approx(json.loads(expected.stage_path(step, "update.json").read_text())["loss"], rel=1e-5)
+    from safetensors.torch import load_file
+
+    name = "step-00000002/export/model.safetensors"
+    ours, theirs = load_file(run.checkpoint_dir / name), load_file(expected.checkpoint_dir / name)
+    assert ours.keys() == theirs.keys() and all(ours[k].equal(theirs[k]) for k in theirs)
+    info = run.read_info()
+    assert mlflow.MlflowClient(info["tracking_uri"]).get_run(info["mlflow_run_id"]).info.status == "FINISHED"

@@ -255,6 +255,16 @@ def test_a_finding_reaches_a_prefect_server_and_the_automations_load(tmp_path: P
         assert event["payload"]["step"] == 7 and event["payload"]["threshold"] == 2.0
         assert any(r["prefect.resource.id"].startswith("prefect.flow-run.") for r in event["related"])
 
+        # a resumed run replays the iteration's post-commit work: the same event, the same id, kept once
+        again = subprocess.run([sys.executable, str(script), str(tmp_path / "runs" / "cpu-test")], cwd=ROOT,
+                               env=server.env({"PYTHONPATH": str(ROOT)}), capture_output=True, text=True, timeout=300)
+        assert again.returncode == 0 and "emitted 1" in again.stdout, again.stdout + again.stderr
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(events) == 1:
+            events = _events(server, "azr.monitor.step_time_growth")
+            time.sleep(1)
+        assert [e["id"] for e in events] == [event["id"]], "a replayed event was stored twice"
+
         # prefect.yaml's automations: all valid for this Prefect, all created disabled.
         automations = yaml.safe_load((ROOT / "prefect.yaml").read_text())["automations"]
         server.cli("automation", "create", "--from-file", str(ROOT / "prefect.yaml"))

@@ -111,6 +111,20 @@ def _garbage(path: Path) -> None:
     path.write_bytes(b"\x00garbage{not json")
 
 
+def _flip_byte(path: Path) -> None:
+    """One bit flipped inside the data (what a bad disk or memory does): the size, the headers
+    and the footer stay as they were. In a Parquet file, inside its first column's pages."""
+    data = bytearray(path.read_bytes())
+    if path.suffix == ".parquet":
+        column = pq.ParquetFile(path).metadata.row_group(0).column(0)
+        start = column.dictionary_page_offset or column.data_page_offset
+        where = start + column.total_compressed_size // 2
+    else:
+        where = len(data) // 2
+    data[where] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
 def _drop_optimizer(state_dir: Path) -> None:
     """A DCP index that lost its optimizer entries (the optimizer state is gone)."""
     metadata_path = state_dir / ".metadata"
@@ -159,6 +173,11 @@ REPAIRED = {
     "checkpoint optimizer missing": ("full", _on(f"{CK3}/state", _drop_optimizer)),
     "checkpoint COMPLETE garbage": ("partial", _on(f"{CK2}/COMPLETE", _garbage)),
     "checkpoint RNG garbage": ("full", _on(f"{CK3}/state/rng-rank-0.pt", _garbage)),
+    # a flipped bit: only the content checksums see it (the sha256 in COMPLETE, Parquet's page CRCs)
+    "checkpoint weights bit flip": ("partial", _on(f"{CK2}/state/__0_0.distcp", _flip_byte)),
+    "checkpoint export bit flip": ("full", _on(f"{CK3}/export/model.safetensors", _flip_byte)),
+    "unfinished proposals bit flip": ("partial", _on(f"{IT3}/proposals.parquet", _flip_byte)),
+    "buffer seed rows bit flip": ("full", _on("buffer/deduction/step_000000.parquet", _flip_byte)),
     # records of committed iterations
     "committed.json garbage": ("partial", _on(f"{IT2}/committed.json", _garbage)),
     "update.json garbage, replayed": ("full", lambda root: (_delete(CK3)(root), _garbage(root / IT3 / "update.json"))),
@@ -166,6 +185,7 @@ REPAIRED = {
 
 REFUSED = {
     "committed scored truncated": ("partial", _on(f"{IT1}/scored.parquet", _truncate), f"{IT1}/scored.parquet"),
+    "committed scored bit flip": ("partial", _on(f"{IT1}/scored.parquet", _flip_byte), f"{IT1}/scored.parquet"),
     "committed proposals 0-byte": ("full", _on(f"{IT2}/proposals.parquet", _zero_bytes), f"{IT2}/proposals.parquet"),
     "committed validated wrong schema": ("partial", _on(f"{IT1}/validated.parquet", _wrong_schema), f"{IT1}/validated.parquet"),
     "replay needs a deleted scored": ("full", _delete(f"{IT3}/scored.parquet", CK3), f"{IT3}/scored.parquet"),
@@ -288,3 +308,34 @@ def test_runs_list_and_show_mark_a_run_with_garbled_metrics(baseline: Baseline, 
     assert shown.exit_code == 0 and shown.exception is None and "metrics.json damaged" in shown.output, shown.output
     one = runner.invoke(app, ["runs", "show", str(damaged.root), "--iteration", str(LAST)], env=env)
     assert one.exit_code == 0 and one.exception is None, one.output
+
+
+# ---------------------------------------------------------------------------- azr runs verify
+
+
+def _verify(root: Path) -> tuple[int, str]:
+    from typer.testing import CliRunner
+
+    from flows.entry import app
+
+    result = CliRunner().invoke(app, ["runs", "verify", str(root)], env={"COLUMNS": "400"})
+    assert "Traceback" not in result.output
+    return result.exit_code, " ".join(result.output.split())
+
+
+def test_runs_verify_says_intact_repairable_or_not(baseline: Baseline, tmp_path: Path) -> None:
+    """`azr runs verify` reads every checksum and changes nothing: an intact run, a flipped bit
+    in a checkpoint (repaired by resume, named), one in a committed stage file (refused, named)."""
+    code, output = _verify(baseline.full)
+    assert code == 0 and "intact" in output and "3 checkpoints" not in output  # keep_checkpoints=2
+    assert "2 checkpoints (2 with sha256 checksums, verified)" in output and "3 iterations" in output
+    flipped = _copy(baseline, "full", tmp_path / "flipped")
+    _flip_byte(flipped.root / CK3 / "export" / "model.safetensors")
+    before = _tree(flipped.root)
+    code, output = _verify(flipped.root)
+    assert code == 1 and "can be repaired" in output and "model.safetensors differs from the sha256" in output
+    assert _tree(flipped.root) == before
+    refused = _copy(baseline, "partial", tmp_path / "refused")
+    _flip_byte(refused.root / IT1 / "scored.parquet")
+    code, output = _verify(refused.root)
+    assert code == 1 and "cannot be repaired" in output and str(refused.root / IT1 / "scored.parquet") in output

@@ -83,3 +83,27 @@ def test_prefect_queue_drain_messages_are_quiet_after_a_failure(monkeypatch: pyt
     _quiet_output()
     events = logging.getLogger("EventsWorker")
     assert not events.isEnabledFor(logging.WARNING) and events.isEnabledFor(logging.ERROR)
+
+
+def test_a_forced_change_is_tagged_on_the_mlflow_run(tmp_path: Path) -> None:
+    """MLflow params cannot change; after `--force` the run's page shows each changed setting as
+    a tag (old -> new, from which iteration), and the params keep what the run started with."""
+    from azr.pipeline.mlflow_run import Tracker
+
+    config = build_config("tiny", overrides=["trainer.iterations=3", "tracking.system_metrics=false"])
+    run, config = open_run_dir(tmp_path / "run", config, resume=False)
+    run.write_config(config)
+    first = Tracker(run, config)
+    first.start()
+    first.finish("KILLED")
+    changed = build_config("tiny", overrides=["trainer.iterations=3", "tracking.system_metrics=false",
+                                              "rollout.batch_size=3"])
+    run.write_config(changed)
+    second = Tracker(run, changed)
+    second.start()
+    second.log_config(since_step=2)
+    second.finish("FINISHED")
+    data = second.client.get_run(second.run_id).data
+    assert data.params["rollout.batch_size"] == "2"
+    assert data.tags["azr.changed.rollout.batch_size"] == "2 -> 3 (from iteration 2)"
+    assert not [key for key in data.tags if key.startswith("azr.changed.") and key != "azr.changed.rollout.batch_size"]

@@ -457,7 +457,7 @@ def test_failed_write_keeps_the_old_file_and_no_temp(
     table_path = tmp_path / "t.parquet"
     write_parquet_atomic(pa.table({"x": [1]}), table_path)
 
-    def torn_write(table: pa.Table, handle: Any) -> None:
+    def torn_write(table: pa.Table, handle: Any, **options: Any) -> None:
         handle.write(b"PAR1 half a file")
         raise OSError("disk full")
 

@@ -32,7 +32,7 @@ from typing import Any
 
 from azr.pipeline.atomic_io import PathLike, atomic_write_json, atomic_write_text
 from azr.config.schema import AZRConfig
-from azr.engine import protocol
+from azr.engine import interrupt, protocol
 from azr.engine.controller.launch import (
     SERVICE_MODULE,
     engine_dir,
@@ -258,10 +258,30 @@ class EngineClient:
                        "it was stopped")
         except OSError as exc:
             self._fail(f"lost the connection to the engine during `{name}` ({exc})")
+        except BaseException as exc:  # Ctrl-C, Prefect's TerminationSignal (SIGTERM, a cancellation)
+            if isinstance(exc, Exception):
+                raise
+            self._stop_command(name, command["id"])
+            raise
         if not reply.get("ok"):
             raise EngineError(f"the engine failed in `{name}`: {reply.get('error')} "
                               f"(tracebacks in {self.log_path})")
         return reply
+
+    def _stop_command(self, name: str, command_id: int) -> None:
+        """The controller is interrupted while the engine runs `name`: ask the engine to stop it
+        at its next step boundary (azr.engine.interrupt) and wait for its answer for
+        STOP_GRACE_S; then it is idle and shuts down cleanly. Kill it when it does not answer in
+        time, has died, or a second interrupt comes."""
+        deadline = time.monotonic() + interrupt.STOP_GRACE_S
+        try:
+            protocol.send_message(self._sock, {"cmd": interrupt.STOP_COMMAND})
+            while _receive(self._sock, self.process, deadline).get("id") != command_id:
+                pass
+        except BaseException:  # noqa: BLE001 - no answer, a dead engine or a second interrupt: kill it now
+            _kill(self.process, self.ranks, grace=1.0)
+            self._failed = f"the engine was killed when the run was interrupted during `{name}`"
+            _live.discard(self)
 
     @property
     def log_path(self) -> Path:
@@ -409,6 +429,13 @@ def _is_engine_rank(pid: int) -> bool:
 
 
 _live: set[EngineClient] = set()
+
+
+def kill_all_engines() -> None:
+    """Kill every engine this process started, now (a second interrupt: no grace)."""
+    for client in list(_live):
+        _kill(client.process, client.ranks, grace=0.5)
+        _live.discard(client)
 
 
 def _close_all() -> None:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from azr.config.schema import AZRConfig
-from azr.engine import protocol
+from azr.engine import interrupt, protocol
 from azr.engine.controller.launch import engine_dir
 from azr.ops.failure_advice import own_reason
 
@@ -260,7 +260,7 @@ def _loop(engine: Engine, ranks: Ranks, sock: socket.socket | None, keepalive_s:
             logger.info("command %s started", command["cmd"])  # before the broadcast: a stuck peer shows here
         command = ranks.broadcast(command)
         name = command["cmd"]
-        if name == "keepalive":
+        if name in ("keepalive", interrupt.STOP_COMMAND):  # a stop that came after its command ended
             continue
         if name == "shutdown":
             if sock is not None and "id" in command:
@@ -269,7 +269,11 @@ def _loop(engine: Engine, ranks: Ranks, sock: socket.socket | None, keepalive_s:
             return 0
         start = time.perf_counter()
         try:
-            reply, error = engine.execute(command), None
+            with interrupt.watch(sock):  # rank 0 reads a `stop` while the command runs
+                reply, error = engine.execute(command), None
+        except interrupt.CommandStopped as exc:
+            reply, error = {}, str(exc)
+            logger.warning("rank %d stopped %s: %s", ranks.rank, name, exc)
         except _failure_types() as exc:  # reported, then (several ranks) this rank exits
             reply, error = {}, own_reason(exc)
             logger.error("rank %d failed in %s:\n%s", ranks.rank, name, traceback.format_exc())

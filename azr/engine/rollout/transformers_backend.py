@@ -16,6 +16,7 @@ from typing import Any, Literal, NamedTuple, Protocol
 import torch
 
 from azr.config.schema import RolloutConfig
+from azr.engine import interrupt
 from azr.engine.rollout.row_sampling import RowDecoding, RowSampler, sample_seed
 
 FinishReason = Literal["stop", "length"]
@@ -399,11 +400,13 @@ class TransformersBackend:
             attention_mask=attention_mask.to(device),
             generation_config=self._generation_config(max(d.max_new_tokens for d in decodings)),
             logits_processor=processors,
+            stopping_criteria=_stop_when_asked(),  # an interrupted run: stop after this token
             # transformers turns this on for FSDP modules; the sharded backend gathers FSDP2
             # parameters first, so decoding is local. ZeRO-3 gathers per module in every
             # forward: there all ranks step together until all are done.
             synced_gpus=self.synced_gpus,
         )
+        interrupt.stop_point("generation")
         # A row with a smaller limit than the call's was ended by a forced EOS: cut it there.
         logprobs = recorder.finish(output).tolist()
         return [Decoded(tuple(row[:d.max_new_tokens]), tuple(lp[:d.max_new_tokens]))
@@ -468,3 +471,15 @@ def model_eos_ids(model: Any, tokenizer: Any) -> tuple[int, ...]:
 
 def _model_device(model: Any) -> torch.device:
     return next(model.parameters()).device
+
+
+def _stop_when_asked() -> Any:
+    """A stopping criterion that ends every row once the controller asked the engine to stop
+    (azr.engine.interrupt): generation returns at the next token, and the command fails."""
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class StopWhenAsked(StoppingCriteria):
+        def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+            return torch.full((input_ids.shape[0],), interrupt.requested(), dtype=torch.bool, device=input_ids.device)
+
+    return StoppingCriteriaList([StopWhenAsked()])

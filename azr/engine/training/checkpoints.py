@@ -34,7 +34,9 @@ from typing import Any
 
 import torch
 
-from azr.pipeline.atomic_io import PathLike, atomic_write_json, fsync_directory, publish_directory
+from azr.pipeline.atomic_io import (
+    PathLike, atomic_write_json, checksum_problems, fsync_directory, publish_directory, tree_checksums,
+)
 from azr.engine.training.distributed import barrier, world
 from azr.engine.training.zero3 import is_deepspeed
 
@@ -77,13 +79,14 @@ def is_complete(path: PathLike) -> bool:
     return isinstance(marker, dict) and (match is None or marker.get("step") == int(match.group(1)))
 
 
-def checkpoint_problems(path: PathLike) -> list[str]:
+def checkpoint_problems(path: PathLike, *, content: bool = True) -> list[str]:
     """What makes a checkpoint unusable, without loading it: an empty list when it is intact.
 
     Checks what a torn copy or a full disk damages: the marker and meta.json, every file the
     DCP index points into (present and long enough), the model and the optimizer entries, one
-    RNG file per saving rank, and the headers of the export's safetensors files. Cheap (no
-    tensor is read), so resume can check every checkpoint before choosing one.
+    RNG file per saving rank, and the headers of the export's safetensors files; then, with
+    `content`, what a flipped bit damages: every file against the sha256 its marker holds
+    (one read of the checkpoint; no tensor is deserialised).
     """
     path = Path(path)
     if not is_complete(path):
@@ -103,7 +106,20 @@ def checkpoint_problems(path: PathLike) -> list[str]:
     elif not state.is_dir() or not any(state.iterdir()):
         problems.append(f"{state} holds no training state")
     problems += _safetensors_problems(path / EXPORT_DIR)
+    if content and not problems:
+        problems += checksum_problems(path, marker_checksums(path))
     return problems
+
+
+def marker_checksums(path: PathLike) -> dict[str, str]:
+    """The sha256 of each file the completion marker lists ({} for a checkpoint written before
+    checksums, or a marker that names none)."""
+    try:
+        marker = json.loads((Path(path) / MARKER).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return {}
+    sums = marker.get("sha256") if isinstance(marker, dict) else None
+    return {str(k): str(v) for k, v in sums.items()} if isinstance(sums, dict) else {}
 
 
 def _dcp_problems(state: Path) -> list[str]:
@@ -231,7 +247,9 @@ def save_checkpoint(
             temp / META, {"step": step, "saved_at": time.time(), **layout, "metadata": dict(metadata or {})}
         )
         _fsync_files(temp)
-        atomic_write_json(temp / MARKER, {"step": step})
+        # the content checksums go into the marker, written last: a checkpoint is complete and
+        # verifiable together (checkpoint_problems compares them)
+        atomic_write_json(temp / MARKER, {"step": step, "sha256": tree_checksums(temp, skip=(MARKER,))})
         publish_directory(temp, final)
         _prune(root, keep_last)
     barrier()

@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from azr.config.schema import TrainerConfig
+from azr.engine import interrupt
 from azr.engine.training.distributed import (
     all_gather_objects,
     fsdp2_clip_grad_norm,
@@ -245,6 +246,7 @@ class TRRPPUpdate:
             batches += [self._collate([filler or sequences[0]], [0])] * (max_over_ranks(real) - real)
         self.model.train()
         for index, batch in enumerate(batches):
+            interrupt.stop_point(f"update, micro-batch {index + 1} of {len(batches)}")  # before any optimizer step
             sync = index == len(batches) - 1
             with self._gradient_sync(sync):
                 with acc.autocast():
