@@ -61,12 +61,13 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    results = {dtype: measure(dtype, args.prompts, args.new_tokens, args.repeats) for dtype in args.dtypes}
-    base = results[args.dtypes[0]]["mismatch_mean"]
-    for dtype, r in results.items():
+    base = None
+    for dtype in args.dtypes:  # each printed as soon as it is measured (a shared machine may stop the run)
+        r = measure(dtype, args.prompts, args.new_tokens, args.repeats)
+        base = r["mismatch_mean"] if base is None else base
         print(f"{dtype:9s} mean |dlogp| {r['mismatch_mean']:.2e} ({r['mismatch_mean'] / base if base else float('nan'):.0f}x "
               f"{args.dtypes[0]}), max {r['mismatch_max']:.2e}, ratio p01 {r['ratio_p01']:.4f} p99 {r['ratio_p99']:.4f}, "
-              f"{r['tokens']:.0f} tokens, {r['seconds']:.1f} s per repeat (medians of {args.repeats})")
+              f"{r['tokens']:.0f} tokens, {r['seconds']:.1f} s per repeat (medians of {args.repeats})", flush=True)
 
 
 if __name__ == "__main__":
