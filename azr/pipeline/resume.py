@@ -34,7 +34,16 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from azr.pipeline.atomic_io import atomic_write_json, json_problem
-from azr.selfplay.buffer import Buffers, committed_steps, discard_steps_after, step_problems, step_state_path
+from azr.selfplay.buffer import Buffers
+from azr.pipeline.buffer_log import (
+    commit_step,
+    committed_steps,
+    discard_steps_after,
+    load_buffer_log,
+    step_problems,
+    step_state_path,
+    write_initial,
+)
 from azr.config.schema import AZRConfig
 from azr.engine.training.checkpoints import CheckpointInfo, checkpoint_name, checkpoint_problems, list_checkpoints
 from azr.pipeline.registry import FILE_STAGES, STAGE_SCHEMAS, UPDATE, ResumeCheck, StageFile
@@ -310,9 +319,9 @@ def rebuild_buffers(run: RunDir, config: AZRConfig, plan: ResumePlan, wrapper: A
     assert first is not None
     if first == 0:
         buffers = initial_buffers(run, config)
-        buffers.write_initial(run.buffer_dir)
+        write_initial(buffers, run.buffer_dir)
     else:
-        buffers = Buffers.load(run.buffer_dir, config.buffer, up_to_step=first - 1)
+        buffers = load_buffer_log(run.buffer_dir, config.buffer, up_to_step=first - 1)
     for step in range(max(first, 1), plan.start):
         prompts = build_iteration_prompts(buffers, step, config, wrapper, count_tokens)
         for name, records in ((StageFile.PROPOSE_PROMPTS, prompts.propose), (StageFile.SOLVE_PROMPTS, prompts.solve)):
@@ -323,7 +332,7 @@ def rebuild_buffers(run: RunDir, config: AZRConfig, plan: ResumePlan, wrapper: A
                     f"{run.stage_path(step, name)}: the run's settings or seed files changed since, so the log cannot "
                     "be rebuilt. Restore the buffer log's files (buffer/state/, buffer/<type>/), or start a new run."
                 )
-        buffers.commit(run.buffer_dir, step, buffer_entries(run, step))
+        commit_step(buffers, run.buffer_dir, step, buffer_entries(run, step))
     logger.warning("rebuilt the buffer log %s: steps %d-%d", run.buffer_dir, first, plan.start - 1)
     return buffers
 

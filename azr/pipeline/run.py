@@ -15,7 +15,8 @@ from typing import Any
 import pandas as pd
 
 from azr.pipeline.atomic_io import atomic_write_json, json_problem
-from azr.selfplay.buffer import Buffers, committed_steps
+from azr.selfplay.buffer import Buffers
+from azr.pipeline.buffer_log import committed_steps, load_buffer_log, write_initial
 from azr.config.schema import AZRConfig
 from azr.ops.monitors import Finding, detect, known_programs, learning_verdict, metrics_history, monitor_metrics
 from azr.pipeline.metrics import iteration_metrics
@@ -46,11 +47,11 @@ def next_step(run: RunDir) -> int:
 def load_buffers(run: RunDir, config: AZRConfig) -> Buffers | None:
     """The run's buffers; None while its seeding stage is still to run (it sets them)."""
     if committed_steps(run.buffer_dir):
-        return Buffers.load(run.buffer_dir, config.buffer)
+        return load_buffer_log(run.buffer_dir, config.buffer)
     if seeding_needed(run, config):
         return None
     buffers = initial_buffers(run, config)  # refuses buffers smaller than a solve batch
-    buffers.write_initial(run.buffer_dir)
+    write_initial(buffers, run.buffer_dir)
     return buffers
 
 

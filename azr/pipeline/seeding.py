@@ -27,7 +27,8 @@ import pandas as pd
 import pyarrow as pa
 
 from azr.pipeline.atomic_io import atomic_write_json, write_parquet_atomic
-from azr.selfplay.buffer import Buffers, committed_steps
+from azr.selfplay.buffer import Buffers
+from azr.pipeline.buffer_log import committed_steps, write_initial
 from azr.config.schema import AZRConfig
 from azr.config.loading import ConfigError
 from azr.pipeline.context import RunContext
@@ -171,7 +172,7 @@ def run_seeding(res: RunContext) -> dict[str, Any]:
 
 def _start_buffers(run: RunDir, config: AZRConfig) -> Buffers:
     buffers = initial_buffers(run, config)
-    buffers.write_initial(run.buffer_dir)
+    write_initial(buffers, run.buffer_dir)
     return buffers
 
 

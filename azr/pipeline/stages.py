@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from azr.pipeline.atomic_io import atomic_write_json, fsync_directory, write_parquet_atomic
 from azr.selfplay.iteration_prompts import build_iteration_prompts, prompts_table
-from azr.selfplay.buffer import committed_steps
+from azr.pipeline.buffer_log import commit_step, committed_steps
 from azr.ops.disk_use import warn_before_checkpoint
 from azr.selfplay.parsing import collect_imports
 from azr.pipeline.context import RunContext
@@ -460,7 +460,7 @@ def update(res: RunContext, step: int) -> None:
 def commit(res: RunContext, step: int) -> None:
     """Append the iteration's valid tasks to the buffer log (once; the log refuses twice)."""
     if step not in committed_steps(res.run.buffer_dir):
-        res.buffers.commit(res.run.buffer_dir, step, buffer_entries(res.run, step))
+        commit_step(res.buffers, res.run.buffer_dir, step, buffer_entries(res.run, step))
     sizes = {t.value: len(res.buffers[t]) for t in TaskType}
     atomic_write_json(res.run.stage_path(step, StageFile.COMMITTED), {"step": step, "buffer_sizes": sizes})
 

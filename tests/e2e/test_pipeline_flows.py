@@ -16,7 +16,7 @@ import mlflow
 import pandas as pd
 import pytest
 
-from azr.selfplay.buffer import committed_steps
+from azr.pipeline.buffer_log import committed_steps
 from azr.pipeline.run_dir import RunDir
 from azr.pipeline.stages import advantages_by_group
 from azr.selfplay.task_types import GROUP_NAMES

@@ -16,7 +16,7 @@ import mlflow
 import pandas as pd
 import pytest
 
-from azr.selfplay.buffer import Buffers, committed_steps
+from azr.pipeline.buffer_log import committed_steps, load_buffer_log
 from azr.config.loading import build_config
 from azr.pipeline.run_dir import RunDir, open_run_dir
 from azr.pipeline.seeding import (
@@ -56,7 +56,7 @@ def test_seeding_fills_the_buffers_and_logs_its_files(tmp_path: Path, bundled_co
     assert all(len(inputs) in (6, 4) for inputs in induction["inputs"])  # the identity problem, then proposals
     run = RunDir(root)
     assert committed_steps(run.buffer_dir) == [0]
-    buffers = Buffers.load(run.buffer_dir, seeding_config().buffer)
+    buffers = load_buffer_log(run.buffer_dir, seeding_config().buffer)
     assert len(buffers[TaskType.DEDUCTION]) == len(buffers[TaskType.ABDUCTION]) == len(buffers[TaskType.INDUCTION]) == 6
     info = run.read_info()
     client = mlflow.MlflowClient(info["tracking_uri"])

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import torch
 
-from azr.selfplay.buffer import committed_steps
+from azr.pipeline.buffer_log import committed_steps
 from azr.config.loading import ConfigError, build_config
 from azr.engine.rollout.transformers_backend import Completion, SamplingSettings
 from azr.engine.rank.policy import Policy

@@ -25,7 +25,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from azr.selfplay.buffer import Buffers, committed_steps
+from azr.pipeline.buffer_log import committed_steps, load_buffer_log
 from azr.config.loading import build_config
 from azr.engine.rank.policy import Policy
 from azr.pipeline.run_dir import RunDir, open_run_dir
@@ -278,7 +278,7 @@ def _assert_same_run(run: RunDir, reference: RunDir) -> None:
         got, want = run.read_json(step, "update.json"), reference.read_json(step, "update.json")
         assert {k: v for k, v in got.items() if k not in TIMING_KEYS} == {k: v for k, v in want.items() if k not in TIMING_KEYS}, step
     assert committed_steps(run.buffer_dir) == committed_steps(reference.buffer_dir) == list(range(LAST + 1))
-    ours, theirs = Buffers.load(run.buffer_dir, CONFIG.buffer), Buffers.load(reference.buffer_dir, CONFIG.buffer)
+    ours, theirs = load_buffer_log(run.buffer_dir, CONFIG.buffer), load_buffer_log(reference.buffer_dir, CONFIG.buffer)
     for task_type, buffer in theirs.buffers.items():
         assert ours[task_type].entries == buffer.entries and ours[task_type].added_per_step == buffer.added_per_step
     assert ours.rng.bit_generator.state == theirs.rng.bit_generator.state

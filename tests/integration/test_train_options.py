@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from azr.selfplay.buffer import Buffers
+from azr.pipeline.buffer_log import commit_step, write_initial
 from flows.entry import app
 from azr.config.loading import build_config
 from azr.pipeline.run_dir import config_differences, open_run_dir
@@ -26,9 +27,9 @@ def _run_with_commits(root: Path, done: int, iterations: int = 2) -> Path:
     config = build_config("tiny", overrides=[f"trainer.iterations={iterations}"])
     run, config = open_run_dir(root, config, resume=False)
     buffers = Buffers.initial(config.buffer, config.seed)
-    buffers.write_initial(run.buffer_dir)
+    write_initial(buffers, run.buffer_dir)
     for step in range(1, done + 1):
-        buffers.commit(run.buffer_dir, step, {})
+        commit_step(buffers, run.buffer_dir, step, {})
     return run.config_path
 
 

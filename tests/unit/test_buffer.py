@@ -18,16 +18,17 @@ from azr.pipeline.atomic_io import (
     atomic_write_text,
     write_parquet_atomic,
 )
-from azr.selfplay.buffer import (
-    Buffers,
-    BufferStoreError,
-    TaskBuffer,
+from azr.selfplay.buffer import Buffers, BufferStoreError, TaskBuffer
+from azr.pipeline.buffer_log import (
+    commit_step,
     committed_steps,
     discard_steps_after,
     entries_from_table,
     entries_to_table,
+    load_buffer_log,
     step_parquet_path,
     step_state_path,
+    write_initial,
 )
 from azr.config.schema import BufferConfig
 from azr.selfplay.task_records import BufferEntry, InductionTask, Triplet
@@ -316,11 +317,11 @@ def one_step(buffers: Buffers, step: int) -> list[Any]:
 def run(directory: Path, first: int, last: int, buffers: Buffers | None = None) -> list[Any]:
     if buffers is None:
         buffers = Buffers.initial(BufferConfig(max_size=12, cap_policy="fifo"), seed=3)
-        buffers.write_initial(directory)
+        write_initial(buffers, directory)
     drawn = []
     for step in range(first, last + 1):
         drawn.append(one_step(buffers, step))
-        buffers.commit(directory, step, proposals(step))
+        commit_step(buffers, directory, step, proposals(step))
     return drawn
 
 
@@ -328,7 +329,7 @@ def test_load_continues_exactly_like_an_uninterrupted_run(tmp_path: Path) -> Non
     config = BufferConfig(max_size=12, cap_policy="fifo")
     full = run(tmp_path / "full", 1, 8)
     run(tmp_path / "killed", 1, 4)
-    resumed = Buffers.load(tmp_path / "killed", config)
+    resumed = load_buffer_log(tmp_path / "killed", config)
     assert resumed.step == 4
     assert run(tmp_path / "killed", 5, 8, buffers=resumed) == full[4:]
 
@@ -336,10 +337,10 @@ def test_load_continues_exactly_like_an_uninterrupted_run(tmp_path: Path) -> Non
 def test_load_up_to_step_then_roll_back(tmp_path: Path) -> None:
     config = BufferConfig(max_size=12, cap_policy="fifo")
     full = run(tmp_path, 1, 6)
-    buffers = Buffers.load(tmp_path, config, up_to_step=3)
+    buffers = load_buffer_log(tmp_path, config, up_to_step=3)
     assert buffers.step == 3
     with pytest.raises(BufferStoreError, match="already committed"):
-        buffers.commit(tmp_path, 4, proposals(4))
+        commit_step(buffers, tmp_path, 4, proposals(4))
     discard_steps_after(tmp_path, 3)
     assert committed_steps(tmp_path) == [0, 1, 2, 3]
     assert not step_parquet_path(tmp_path, D, 4).exists()
@@ -348,10 +349,10 @@ def test_load_up_to_step_then_roll_back(tmp_path: Path) -> None:
 
 def test_loaded_buffers_equal_the_in_memory_ones(tmp_path: Path) -> None:
     buffers = Buffers.initial(BufferConfig(max_size=5, cap_policy="keep_oldest"), seed=1)
-    buffers.write_initial(tmp_path)
+    write_initial(buffers, tmp_path)
     for step in range(1, 5):
-        buffers.commit(tmp_path, step, proposals(step))
-    loaded = Buffers.load(tmp_path, buffers.config)
+        commit_step(buffers, tmp_path, step, proposals(step))
+    loaded = load_buffer_log(tmp_path, buffers.config)
     for task_type in TaskType:
         assert loaded[task_type].entries == buffers[task_type].entries
         assert loaded[task_type].added_per_step == buffers[task_type].added_per_step
@@ -360,7 +361,7 @@ def test_loaded_buffers_equal_the_in_memory_ones(tmp_path: Path) -> None:
 
 def test_step_files_hold_every_entry_passed(tmp_path: Path) -> None:
     buffers = make_buffers([triplet(i) for i in range(5)], max_size=5)
-    buffers.commit(tmp_path, 1, {D: [triplet("x"), triplet("y")]})
+    commit_step(buffers, tmp_path, 1, {D: [triplet("x"), triplet("y")]})
     assert len(buffers[D]) == 5  # the cap dropped both
     table = pq.read_table(step_parquet_path(tmp_path, D, 1))
     assert table.column("input").to_pylist() == ["'x'", "'y'"]
@@ -373,51 +374,51 @@ def test_step_files_hold_every_entry_passed(tmp_path: Path) -> None:
 def test_uncommitted_step_is_ignored(tmp_path: Path) -> None:
     config = BufferConfig(max_size=12, cap_policy="fifo")
     run(tmp_path, 1, 2)
-    reference = Buffers.load(tmp_path, config)
+    reference = load_buffer_log(tmp_path, config)
     # A kill during step 3: some Parquet files written, no state file.
     write_parquet_atomic(entries_to_table(D, proposals(3)[D]), step_parquet_path(tmp_path, D, 3))
     write_parquet_atomic(entries_to_table(A, proposals(3)[A]), step_parquet_path(tmp_path, A, 3))
     (tmp_path / "state" / ".step_000003.json.123.abcd.tmp").write_text("{")
-    loaded = Buffers.load(tmp_path, config)
+    loaded = load_buffer_log(tmp_path, config)
     assert loaded.step == 2
     for task_type in TaskType:
         assert loaded[task_type].entries == reference[task_type].entries
     assert one_step(loaded, 3) == one_step(reference, 3)
-    loaded.commit(tmp_path, 3, proposals(3))  # the retried step replaces the leftovers
-    assert Buffers.load(tmp_path, config).step == 3
+    commit_step(loaded, tmp_path, 3, proposals(3))  # the retried step replaces the leftovers
+    assert load_buffer_log(tmp_path, config).step == 3
 
 
 def test_recommitting_a_step_raises(tmp_path: Path) -> None:
     buffers = Buffers.initial(BufferConfig(), seed=0)
-    buffers.write_initial(tmp_path)
-    buffers.commit(tmp_path, 1, proposals(1))
+    write_initial(buffers, tmp_path)
+    commit_step(buffers, tmp_path, 1, proposals(1))
     with pytest.raises(BufferStoreError):
-        buffers.commit(tmp_path, 1, proposals(1))
+        commit_step(buffers, tmp_path, 1, proposals(1))
     with pytest.raises(BufferStoreError):
-        Buffers.initial(BufferConfig(), seed=0).write_initial(tmp_path)
-    stale = Buffers.load(tmp_path, BufferConfig(), up_to_step=0)
+        write_initial(Buffers.initial(BufferConfig(), seed=0), tmp_path)
+    stale = load_buffer_log(tmp_path, BufferConfig(), up_to_step=0)
     with pytest.raises(BufferStoreError, match="already committed"):
-        stale.commit(tmp_path, 1, proposals(1))
+        commit_step(stale, tmp_path, 1, proposals(1))
     assert pq.read_table(step_parquet_path(tmp_path, D, 1)).num_rows == len(proposals(1)[D])
 
 
 def test_load_errors(tmp_path: Path) -> None:
     with pytest.raises(BufferStoreError, match="no committed"):
-        Buffers.load(tmp_path, BufferConfig())
+        load_buffer_log(tmp_path, BufferConfig())
     buffers = Buffers.initial(BufferConfig(max_size=12, cap_policy="fifo"), seed=0)
-    buffers.write_initial(tmp_path)
-    buffers.commit(tmp_path, 1, {D: [triplet(i) for i in range(12)]})
+    write_initial(buffers, tmp_path)
+    commit_step(buffers, tmp_path, 1, {D: [triplet(i) for i in range(12)]})
     with pytest.raises(BufferStoreError, match="max_size"):
-        Buffers.load(tmp_path, BufferConfig(max_size=5))
+        load_buffer_log(tmp_path, BufferConfig(max_size=5))
     step_parquet_path(tmp_path, A, 1).unlink()
     with pytest.raises(BufferStoreError, match="damaged"):
-        Buffers.load(tmp_path, BufferConfig(max_size=12, cap_policy="fifo"))
+        load_buffer_log(tmp_path, BufferConfig(max_size=12, cap_policy="fifo"))
 
 
 def test_write_initial_only_on_fresh_buffers(tmp_path: Path) -> None:
     buffers = make_buffers([triplet(0)])
     with pytest.raises(BufferStoreError, match="initial"):
-        buffers.write_initial(tmp_path)
+        write_initial(buffers, tmp_path)
 
 
 def test_table_round_trip() -> None:
@@ -474,3 +475,18 @@ def test_references_see_entries_added_after_a_sample() -> None:
     assert len(buffers.sample_references(D, 10)) == 3
     buffers[D].append([triplet("late")], step=1)
     assert triplet("late", step=1) in buffers.sample_references(D, 10)
+
+
+def test_the_buffers_do_no_io() -> None:
+    """Sampling lives in azr/selfplay/buffer.py; the on-disk log in azr/pipeline/buffer_log.py."""
+    import ast
+
+    import azr.selfplay.buffer as module
+
+    tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    io = {"json", "pathlib", "pyarrow", "pyarrow.parquet", "azr.pipeline.atomic_io", "os", "shutil"}
+    assert not imported & io and not any(name.startswith("azr.pipeline") for name in imported)
+    calls = {node.func.id for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)}
+    assert "open" not in calls
