@@ -33,7 +33,7 @@ from azr.config.schema import AZRConfig
 from azr.config.loading import ConfigError
 from azr.pipeline.context import RunContext
 from azr.pipeline.run_dir import RunDir
-from azr.pipeline.stages import stage_seed
+from azr.selfplay.iteration import stage_seed
 from azr.selfplay.prompts.paper import propose_prompt_for
 from azr.selfplay.proposals import check_proposals
 from azr.selfplay.task_records import InductionTask, Triplet

@@ -1,7 +1,8 @@
 """The stages of one self-play iteration, as plain functions: Parquet in, Parquet out.
 
 Each stage reads the files of the stages before it, calls the algorithm, and writes its own
-files atomically. Which stages there are, and which files each reads and writes, is the table
+files atomically: the steps of azr/selfplay/iteration.py (read that first), with files so that
+a run can be resumed and inspected. Which stages there are, and which files each reads and writes, is the table
 in registry.py; `run_stage` skips a stage whose files are complete (`stage_done`), so a killed
 iteration resumes from its last complete stage. Nothing here knows about Prefect (flows/ and
 tasks/ wrap these).
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import os
 import time
-import zlib
 from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
@@ -46,12 +46,7 @@ from azr.selfplay.rewards import proposer_reward
 from azr.pipeline.schemas import MC_ROLLOUTS_SCHEMA, SAFETY_SCHEMA, SCORED_SCHEMA, VALIDATED_SCHEMA
 from azr.selfplay.solution_scoring import estimate_learnability, score_solutions
 from azr.selfplay.task_types import Group, Role, TaskType
-from azr.selfplay.advantages import trrpp_advantages
-
-
-def stage_seed(seed: int, step: int, stage: str) -> int:
-    """A sampling seed per (run seed, iteration, stage): a re-run stage samples the same."""
-    return zlib.crc32(f"{seed}:{step}:{stage}".encode()) & 0x7FFFFFFF
+from azr.selfplay.iteration import mc_prompt_limit, stage_seed, trained_advantages
 
 
 def _read(res: RunContext, step: int, name: str) -> pd.DataFrame:
@@ -211,11 +206,6 @@ def task_from_row(task_type: TaskType, row: Any) -> Triplet | InductionTask:
     if task_type is TaskType.INDUCTION:
         return InductionTask(row["program"], tuple(row["inputs"]), tuple(row["outputs"]), row["message"], imports or collect_imports(row["program"]))
     return Triplet(row["program"], row["input"], row["output"], imports or collect_imports(row["program"]))
-
-
-def mc_prompt_limit(rollout: Any) -> int:
-    """Tokens a Monte-Carlo solve prompt may have (`rollout.mc_prompt_limit`)."""
-    return rollout.max_prompt_tokens if rollout.mc_prompt_limit == "max_prompt_tokens" else rollout.content_max_tokens
 
 
 def mc_rollouts(res: RunContext, step: int) -> None:
@@ -387,11 +377,11 @@ def rewards(res: RunContext, step: int) -> None:
     for _, solution in solutions.iterrows():
         reward = float(solution["reward"]) - penalties.get(("solutions", solution["group"], int(solution["index"])), 0.0)
         rows.append(_scored_row(step, solution, Role.SOLVE, reward, True))
-    trained = [r for r in rows if r["trained"]]
-    advantages, _ = trrpp_advantages([r["group"] for r in trained], [r["reward"] for r in trained],
-                                     [r["response_tokens"] for r in trained], res.config.trainer.advantage_eps)
-    for row, advantage in zip(trained, advantages):
-        row["advantage"] = float(advantage)
+    advantages = trained_advantages([r["group"] for r in rows], [r["reward"] for r in rows],
+                                    [r["response_tokens"] for r in rows], [r["trained"] for r in rows],
+                                    res.config.trainer.advantage_eps)
+    for row, advantage in zip(rows, advantages):
+        row["advantage"] = advantage
     _write(res, step, StageFile.SCORED, rows, SCORED_SCHEMA)
 
 
