@@ -37,7 +37,8 @@ from typing import Any
 import torch
 
 from azr.config.schema import ModelConfig, TaskConfig
-from azr.engine.rollout.transformers_backend import GenerationRequest, SamplingSettings, TransformersBackend
+from azr.engine.api import GenerationRequest, SamplingSettings
+from azr.engine.rollout.transformers_backend import TransformersBackend
 from azr.engine.models.loading import load_model
 from azr.selfplay.prompts.paper import propose_prompt_for
 from azr.selfplay.task_records import Triplet

@@ -36,8 +36,8 @@ def peak_rss_mib(pid: int) -> float | None:
 def measure(layout: str, model: str, python: str, repeats: int, prompts: int, new_tokens: int) -> dict[str, object]:
     from azr.config.loading import build_config
     from azr.engine.controller.client import EngineClient
-    from azr.engine.rollout.transformers_backend import SamplingSettings
-    from azr.engine.training.trrpp_update import TrainSequence
+    from azr.engine.api import SamplingSettings
+    from azr.engine.api import TrainSequence
 
     ranks, tp = (int(part) for part in layout.split("x"))
     config = build_config("cpu", None, [

@@ -30,8 +30,8 @@ QUESTIONS = [
 def measure(dtype: str, prompts: int, new_tokens: int, repeats: int) -> dict[str, float]:
     from azr.config.loading import build_config
     from azr.engine.rank.policy import Policy
-    from azr.engine.rollout.transformers_backend import SamplingSettings
-    from azr.engine.training.trrpp_update import TrainSequence
+    from azr.engine.api import SamplingSettings
+    from azr.engine.api import TrainSequence
     from azr.selfplay.prompts.chat_format import ChatWrapper
 
     config = build_config("cpu", None, [f"model.dtype={dtype}", "model.gradient_checkpointing=false"])

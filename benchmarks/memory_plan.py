@@ -39,7 +39,7 @@ def child(args: argparse.Namespace) -> None:
     import azr.engine.models.loading as models
     from azr.config.loading import build_config
     from azr.engine.rank.policy import Policy
-    from azr.engine.training.trrpp_update import TrainSequence
+    from azr.engine.api import TrainSequence
     from azr.ops.memory_plan import CPU_RUNTIME_OVERHEAD, GIB, plan_memory
     from azr.ops.model_facts import ModelFacts
     from azr.selfplay.task_types import GROUP_NAMES

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from azr.config.schema import ModelConfig
 from azr.engine.models.loading import load_model
-from azr.engine.rollout.transformers_backend import SamplingSettings, TransformersBackend
+from azr.engine.api import SamplingSettings
+from azr.engine.rollout.transformers_backend import TransformersBackend
 from azr.ops.safety.evaluation import measure, read_excerpts, rule_flags
 from azr.ops.safety.judge import judge_prompt, judge_reasoning, judge_says_yes
 from azr.selfplay.prompts.chat_format import make_wrapper

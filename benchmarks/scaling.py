@@ -43,7 +43,7 @@ def rank_main(args: argparse.Namespace) -> None:
     from azr.config.loading import build_config
     from azr.engine.training.distributed import all_gather_objects
     from azr.engine.rank.policy import Policy
-    from azr.engine.training.trrpp_update import TrainSequence
+    from azr.engine.api import TrainSequence
     from azr.selfplay.task_types import GROUP_NAMES
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -108,8 +108,8 @@ def launch(ranks: int, strategy: str, args: argparse.Namespace) -> dict:
 
 def _iteration_calls(policy: Any, prompts: list[str], args: argparse.Namespace, root: Path, step: int) -> list[tuple[str, float]]:
     """One iteration's engine calls; (name, seconds) of each, measured by the caller."""
-    from azr.engine.rollout.transformers_backend import SamplingSettings
-    from azr.engine.training.trrpp_update import TrainSequence
+    from azr.engine.api import SamplingSettings
+    from azr.engine.api import TrainSequence
     from azr.selfplay.task_types import GROUP_NAMES
 
     timed: list[tuple[str, float]] = []

@@ -24,7 +24,7 @@ def child(args: argparse.Namespace) -> None:
 
     from azr.config.loading import build_config
     from azr.engine.rank.policy import Policy
-    from azr.engine.training.trrpp_update import TrainSequence
+    from azr.engine.api import TrainSequence
     from azr.selfplay.task_types import GROUP_NAMES
 
     config = build_config("cpu")

@@ -198,8 +198,8 @@ def logprob_gap(backend: Any, updater: Any, prompts: list[str], new_tokens: int)
     weights (lag 0: kernels and bf16 only)."""
     import numpy as np
 
-    from azr.engine.rollout.transformers_backend import SamplingSettings
-    from azr.engine.training.trrpp_update import TrainSequence
+    from azr.engine.api import SamplingSettings
+    from azr.engine.api import TrainSequence
 
     samples = backend.generate(prompts, SamplingSettings(max_new_tokens=new_tokens, temperature=1.0, n=2, seed=7))
     completions = [c for group in samples for c in group if c.logprobs is not None]

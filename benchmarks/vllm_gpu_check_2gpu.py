@@ -51,7 +51,7 @@ MATCH = 0.75
 
 def two_ranks(args: argparse.Namespace) -> dict[str, Any]:
     from azr.engine.controller.client import EngineClient
-    from azr.engine.rollout.transformers_backend import SamplingSettings
+    from azr.engine.api import SamplingSettings
 
     work = Path(args.work)
     config = check_config(model_dir(work), "trainer.gpus=2", "trainer.processes=2", "trainer.strategy=fsdp",
@@ -85,7 +85,7 @@ def _contexts_per_rank(pids: list[int]) -> dict[str, list[str]]:
 
 def long_wait(args: argparse.Namespace) -> dict[str, Any]:
     from azr.engine.controller.client import EngineClient
-    from azr.engine.rollout.transformers_backend import SamplingSettings
+    from azr.engine.api import SamplingSettings
 
     work = Path(args.work)
     config = check_config(model_dir(work), "trainer.gpus=2", "trainer.processes=2", "trainer.strategy=fsdp",

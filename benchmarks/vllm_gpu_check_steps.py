@@ -260,7 +260,7 @@ def prompts_for(tokenizer: Any, count: int = 8) -> list[str]:
 
 def training_batch(tokenizer: Any, prompts: list[str]) -> list[Any]:
     """Every prompt answered with TARGET at advantage 1: one step at lr 1e-3 moves greedy output."""
-    from azr.engine.training.trrpp_update import TrainSequence
+    from azr.engine.api import TrainSequence
 
     target = tokenizer(TARGET, add_special_tokens=False)["input_ids"]
     ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
@@ -268,7 +268,7 @@ def training_batch(tokenizer: Any, prompts: list[str]) -> list[Any]:
 
 
 def greedy(max_new_tokens: int = 24) -> Any:
-    from azr.engine.rollout.transformers_backend import SamplingSettings
+    from azr.engine.api import SamplingSettings
 
     return SamplingSettings(max_new_tokens=max_new_tokens, temperature=0.0)
 

@@ -27,7 +27,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from azr.config.loading import build_config
-    from azr.engine.rollout.transformers_backend import SamplingSettings, TransformersBackend
+    from azr.engine.api import SamplingSettings
+    from azr.engine.rollout.transformers_backend import TransformersBackend
     from azr.engine.rank.policy import Policy
 
     overrides = [f"model.dtype={args.dtype}", "rollout.backend=vllm", "rollout.vllm.mode=server",

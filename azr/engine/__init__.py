@@ -1,17 +1,16 @@
-"""The model side of AZR: loading, generation backends, the TRR++ update, checkpoints.
+"""The model side of AZR, split by the process each part runs in.
 
-Modules: `models` (load_model, tiny_model, dtypes), `conversion` (GGUF -> cached safetensors),
-`tokenizer`, `generation` (SamplingSettings, Completion, GenerationBackend,
-TransformersBackend), `update` (TrainSequence, TRRPPUpdate), `logprobs` (chunked head),
-`checkpoints`, `policy` (the Policy every engine rank holds), `sequences` (the update's batch
-from scored.parquet), `service` (the engine's rank loop, run by `accelerate launch`), `launch`
-(that command), `client` (the controller's EngineClient: the Policy interface, no model),
-`protocol` (JSON messages and exchange files between them), `vllm_backend` (what the vLLM
-modes share), `vllm_hybrid` (colocate mode: vLLM inside every engine rank), `vllm_dedicated`
-(server mode on any rank count: dedicated, data-parallel servers), `weight_transfer` (the
-trainer's side of vLLM's weight-transfer API: NCCL, gloo), `vllm_server` (the `vllm serve`
-process), `vllm_version` (the supported vLLM range, checked at start), `vllm_common`,
-`vllm_extension` (in-place weight loading inside vLLM; `vllm_worker/` holds the file the
-server imports to register the gloo engine). Nothing is imported here, so
-`import azr.engine.models.sources` stays free of torch.
+- `api`: the policy boundary (`PolicyHandle`, `SamplingSettings`, `GenerationRequest`,
+  `Completion`, `TrainSequence`, `UpdateMetrics`, `CheckpointInfo`); no torch.
+- `protocol`: the controller-engine commands and replies (typed), and the exchange files; no torch.
+- `controller/`: the flow process's side: `client.EngineClient` (a `PolicyHandle` with no
+  model) and `launch` (the `accelerate launch` command); no torch.
+- `rank/`: every engine rank: `service` (the command loop) and `policy.Policy` (model,
+  optimizer, rollout backend).
+- `training/`: the TRR++ update (`trrpp_loss` the per-token terms, `trrpp_update` the step),
+  log-probs, the update's batch, FSDP2/ZeRO-3, checkpoints.
+- `rollout/`: generation backends: transformers (one process or sharded over ranks) and vLLM.
+- `models/`: loading, tokenizer, model sources, GGUF conversion.
+
+Nothing is imported here, so `import azr.engine.models.sources` stays free of torch.
 """

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from azr.config.schema import AZRConfig
+from azr.engine.api import PolicyHandle
 from azr.pipeline.run_dir import RunDir
 from azr.sandbox.api import Executor
 from azr.selfplay.buffer import Buffers
@@ -27,7 +28,7 @@ class RunContext:
 
     config: AZRConfig
     run: RunDir
-    policy: Any  # azr.engine.controller.client.EngineClient (an in-process Policy in unit tests); untyped: no torch import
+    policy: PolicyHandle  # the run's EngineClient (an in-process Policy in tests and benchmarks)
     executor: Executor
     buffers: Buffers | None  # None until the seeding stage has filled them (pipeline/seeding.py)
     wrapper: PromptWrapper

@@ -282,7 +282,7 @@ def _prompts(res: RunContext, prefix: str, make: Any, task_type: TaskType) -> pd
 
 def _validated(res: RunContext, prefix: str, task_type: TaskType, prompts: pd.DataFrame) -> list[dict]:
     """The batch's responses (generated once, by the base model) and their validation."""
-    from azr.engine.rollout.transformers_backend import SamplingSettings
+    from azr.engine.api import SamplingSettings
 
     directory = seeding_dir(res.run)
     validated_path = directory / f"{prefix}_validated.parquet"

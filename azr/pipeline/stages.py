@@ -26,6 +26,7 @@ from azr.selfplay.iteration_prompts import build_iteration_prompts, prompts_tabl
 from azr.pipeline.buffer_log import commit_step, committed_steps
 from azr.ops.disk_use import warn_before_checkpoint
 from azr.selfplay.parsing import collect_imports
+from azr.engine.api import PolicyHandle
 from azr.pipeline.context import RunContext
 from azr.pipeline.registry import (
     GENERATE_PROPOSE_SOLVE,
@@ -96,7 +97,7 @@ def _generation_rows(keys: list[dict], prompts: list[str], completions: Iterable
 
 
 def _sampling(res: RunContext, step: int, stage: str, *, monte_carlo: bool = False) -> Any:
-    from azr.engine.rollout.transformers_backend import SamplingSettings
+    from azr.engine.api import SamplingSettings
 
     seed = stage_seed(res.config.seed, step, stage)
     if monte_carlo:
@@ -107,7 +108,7 @@ def _sampling(res: RunContext, step: int, stage: str, *, monte_carlo: bool = Fal
 def _answer_request(res: RunContext, step: int, stage: Stage) -> tuple[pd.DataFrame, Any]:
     """The prompts file a generation stage answers (its one input) and the request that answers
     each prompt once, with the stage's seed."""
-    from azr.engine.rollout.transformers_backend import GenerationRequest
+    from azr.engine.api import GenerationRequest
 
     [prompts_file] = stage.reads
     frame = _read(res, step, prompts_file)
@@ -130,14 +131,12 @@ def _answer_rows(step: int, frame: pd.DataFrame, completions: list) -> list[dict
 def _generate(res: RunContext, requests: list) -> list:
     """The completions of each request: one engine call for all (`rollout.merge_calls`), else
     one call per request. Either way a request gets the same samples (its seeds are keyed by
-    its own prompts' indices, `azr.engine.rollout.transformers_backend.GenerationRequest`)."""
-    from azr.engine.rollout.transformers_backend import generate_requests
-
+    its own prompts' indices, `azr.engine.api.GenerationRequest`)."""
     if not requests:
         return []
     if res.config.rollout.merge_calls:
-        return generate_requests(res.policy, requests)
-    return [generate_requests(res.policy, [request])[0] for request in requests]
+        return res.policy.generate_many(requests)
+    return [res.policy.generate_many([request])[0] for request in requests]
 
 
 # ------------------------------------------------------------------------------ the stages
@@ -215,7 +214,7 @@ def mc_rollouts(res: RunContext, step: int) -> None:
     A task whose solve prompt is over the length limit gets solve rate 0 and stays out of the
     buffer (docs/algorithm.md §7.2, step 4).
     """
-    from azr.engine.rollout.transformers_backend import GenerationRequest
+    from azr.engine.api import GenerationRequest
 
     validated = _read(res, step, StageFile.VALIDATED)
     valid = validated[validated["valid"]]
@@ -399,9 +398,9 @@ def has_trained_rows(scored: pd.DataFrame) -> bool:
     return bool(len(scored)) and bool(scored["trained"].any())
 
 
-def engine_layout(policy: Any) -> dict[str, Any]:
+def engine_layout(policy: PolicyHandle) -> dict[str, Any]:
     """`world_size` and `strategy` of the engine that trains (recorded in update.json)."""
-    return {"world_size": int(getattr(policy, "world_size", 1)), "strategy": str(getattr(policy, "strategy", "ddp"))}
+    return {"world_size": int(policy.world_size), "strategy": str(policy.strategy)}
 
 
 def policy_lag(scored: pd.DataFrame, step: int) -> dict[str, float]:
@@ -435,9 +434,8 @@ def update(res: RunContext, step: int) -> None:
     else:
         metrics = {"skipped": True, "sequences": 0, "tokens": 0, **engine_layout(res.policy)}
     last_step = res.last_step
-    sync = getattr(res.policy, "sync_rollout_weights", None)
-    if sync is not None and step < last_step:  # after the last update, only an evaluation would need it
-        seconds = sync()
+    if step < last_step:  # after the last update, only an evaluation would need it
+        seconds = res.policy.sync_rollout_weights()
         if seconds is not None:
             metrics["weight_sync_s"] = seconds
     if checkpoint_due(res.config, step, last_step):

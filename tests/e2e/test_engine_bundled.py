@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from azr.config.loading import build_config
-from azr.engine.rollout.transformers_backend import SamplingSettings
+from azr.engine.api import SamplingSettings
 from azr.engine.models.loading import cpu_supports_bf16
 from azr.engine.rank.policy import Policy
-from azr.engine.training.trrpp_update import TrainSequence
+from azr.engine.api import TrainSequence
 from azr.selfplay.prompts.paper import propose_prompt_for
 from azr.selfplay.seed_tasks import zero_triplet
 from azr.selfplay.task_types import TaskType

@@ -16,10 +16,10 @@ import pytest
 from azr.config.loading import build_config
 from azr.engine import protocol
 from azr.engine.controller.client import EngineClient
-from azr.engine.rollout.transformers_backend import Completion, SamplingSettings
+from azr.engine.api import Completion, SamplingSettings
 from azr.engine.controller.launch import SERVICE_MODULE, launch_command
 from azr.engine.protocol import EngineError
-from azr.engine.training.trrpp_update import TrainSequence
+from azr.engine.api import TrainSequence
 
 
 def test_messages_round_trip_and_refuse_what_is_not_json() -> None:

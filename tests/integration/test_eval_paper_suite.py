@@ -142,7 +142,7 @@ def test_the_suite_can_be_the_benchmarks_of_a_training_run(data_dir: Path) -> No
 
 def test_in_training_a_part_of_the_suite_is_scored_with_its_rules(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from azr.config.loading import build_config
-    from azr.engine.rollout.transformers_backend import Completion
+    from azr.engine.api import Completion
     from azr.eval.in_training import evaluate_policy
     from azr.eval.prompting.azr_prompts import build_prompt
     from azr.sandbox import SandboxExecutor

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from azr.config.loading import build_config
-from azr.engine.rollout.transformers_backend import Completion, SamplingSettings
+from azr.engine.api import Completion, SamplingSettings
 from azr.eval.benchmarks.registry import get_benchmark
 from azr.eval.in_training import evaluate_policy
 from azr.eval.prompting.azr_prompts import build_prompt

@@ -20,7 +20,8 @@ import pytest
 import torch
 
 from azr.config.loading import build_config
-from azr.engine.rollout.transformers_backend import Completion, GenerationRequest, SamplingSettings, TransformersBackend
+from azr.engine.api import Completion, GenerationRequest, SamplingSettings
+from azr.engine.rollout.transformers_backend import SharedWeightsBackend, TransformersBackend
 from azr.engine.models.loading import tiny_model
 from azr.engine.rank.policy import Policy
 from azr.engine.rollout.row_sampling import RowDecoding, RowSampler, sample_seed
@@ -141,7 +142,7 @@ def executor() -> Iterator[SandboxExecutor]:
         yield ex
 
 
-class ValidProposals:
+class ValidProposals(SharedWeightsBackend):
     """The real tiny-model backend, except that every deduction and abduction proposal is a
     fixed valid one (a random model writes none), so that the Monte-Carlo stage has two task
     types to merge; every solve and Monte-Carlo sample is the model's own, seeded sampling."""

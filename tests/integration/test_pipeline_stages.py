@@ -18,7 +18,8 @@ import torch
 
 from azr.pipeline.buffer_log import committed_steps
 from azr.config.loading import ConfigError, build_config
-from azr.engine.rollout.transformers_backend import Completion, SamplingSettings
+from azr.engine.api import Completion, GenerationRequest, SamplingSettings
+from azr.engine.rollout.transformers_backend import SharedWeightsBackend
 from azr.engine.rank.policy import Policy
 from azr.pipeline.run_dir import RunDirError, open_run_dir
 from azr.pipeline.stages import STAGE_FUNCTIONS, advantages_by_group, run_iteration
@@ -35,7 +36,7 @@ def executor() -> Iterator[SandboxExecutor]:
         yield ex
 
 
-class ScriptedBackend:
+class ScriptedBackend(SharedWeightsBackend):
     """Answers by what the prompt asks for: a valid deduction proposal, a broken abduction
     one, and a right answer for the identity seed task."""
 
@@ -66,6 +67,9 @@ class ScriptedBackend:
                 samples.append(Completion(text, ids, prompt_ids, "stop"))
             results.append(samples)
         return results
+
+    def generate_many(self, requests: Sequence[GenerationRequest]) -> list[list[list[Completion]]]:
+        return [self.generate(r.prompts, r.settings) for r in requests]
 
 
 def test_stages_with_scripted_answers(tmp_path: Path, executor: SandboxExecutor) -> None:

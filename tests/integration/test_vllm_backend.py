@@ -17,7 +17,7 @@ import torch
 
 from azr.config.schema import VLLMConfig
 from azr.config.loading import build_config
-from azr.engine.rollout.transformers_backend import Completion, SamplingSettings
+from azr.engine.api import Completion, GenerationRequest, RequestGenerator, SamplingSettings
 from azr.engine.rollout.vllm.backend import max_model_len, run_with_timeout
 from azr.engine.rollout.vllm.common import make_completion, prompt_seed, sampling_fields, write_weight_files
 from azr.engine.rollout.vllm.hybrid import VLLMColocateBackend
@@ -275,16 +275,19 @@ def test_a_sync_that_hangs_is_an_error_after_its_timeout() -> None:
         run_with_timeout(lambda: {}["missing"], 5, "x")
 
 
-class _RecordingEngine:
+class _RecordingEngine(RequestGenerator):
     """Stands in for a vLLM engine in a unit test of the policy's bookkeeping."""
+
+    separate_weights = True
+    weights_discarded = False
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.events: list[str] = []
 
-    def generate(self, prompts: Sequence[str], settings: SamplingSettings) -> list[list[Completion]]:
+    def generate_many(self, requests: Sequence[GenerationRequest]) -> list[list[list[Completion]]]:
         self.events.append("generate")
-        return self.inner.generate(prompts, settings)
+        return self.inner.generate_many(requests)
 
     def prepare_for_update(self) -> None:
         self.events.append("prepare")
@@ -299,7 +302,7 @@ class _RecordingEngine:
 def test_the_policy_syncs_once_per_change_before_generating(fresh_accelerate: None) -> None:
     from azr.engine.rollout.transformers_backend import TransformersBackend
     from azr.engine.rank.policy import Policy
-    from azr.engine.training.trrpp_update import TrainSequence
+    from azr.engine.api import TrainSequence
 
     config = build_config("tiny")
     policy = Policy.create(config, cpu=True)

@@ -199,7 +199,7 @@ class _RecordingClient:
 
 def test_data_parallel_servers_share_the_prompts_with_the_seeds_of_one_server(tmp_path: Path) -> None:
     from azr.config.schema import ModelConfig
-    from azr.engine.rollout.transformers_backend import SamplingSettings
+    from azr.engine.api import SamplingSettings
     from azr.engine.models.tokenizer import load_tokenizer
     from azr.engine.rollout.vllm.dedicated import DedicatedServerBackend
 

@@ -28,8 +28,8 @@ import pytest
 
 from azr.config.schema import AZRConfig
 from azr.config.loading import build_config
-from azr.engine.rollout.transformers_backend import SamplingSettings
-from azr.engine.training.trrpp_update import TrainSequence
+from azr.engine.api import SamplingSettings
+from azr.engine.api import TrainSequence
 from tests.integration.test_vllm_server import VLLM_PYTHON
 from tests.support.vllm_models import save_vllm_llama
 

@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 
 from azr.config.loading import build_config
-from azr.engine.rollout.transformers_backend import SamplingSettings, TransformersBackend
-from azr.engine.training.trrpp_update import TrainSequence
+from azr.engine.api import SamplingSettings
+from azr.engine.rollout.transformers_backend import TransformersBackend
+from azr.engine.api import TrainSequence
 from azr.engine.rollout.vllm.server import find_vllm_python
 
 ROOT = Path(__file__).resolve().parents[2]

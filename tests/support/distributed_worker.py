@@ -17,9 +17,9 @@ import torch
 
 from azr.config.loading import build_config
 from azr.engine.training.checkpoints import full_model_state_dict, latest_checkpoint
-from azr.engine.rollout.transformers_backend import SamplingSettings
+from azr.engine.api import SamplingSettings
 from azr.engine.rank.policy import Policy
-from azr.engine.training.trrpp_update import TrainSequence
+from azr.engine.api import TrainSequence
 
 BATCHES = {
     "1": [

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from azr.config.schema import AZRConfig
 from azr.config.loading import build_config
-from azr.engine.rollout.transformers_backend import Completion, SamplingSettings
+from azr.engine.api import Completion, SamplingSettings
 
 SEEDING_OVERRIDES = ["buffer.seeding=model", "buffer.allow_small_buffers=false", "buffer.seed_batch_factor=3",
                      "rollout.batch_size=2", "tasks.induction_inputs=4", "sandbox.timeout_s=5"]

@@ -17,9 +17,10 @@ import time
 
 def main(model_dir: str, work_dir: str) -> dict[str, object]:
     from azr.config.loading import build_config
-    from azr.engine.rollout.transformers_backend import SamplingSettings, TransformersBackend
+    from azr.engine.api import SamplingSettings
+    from azr.engine.rollout.transformers_backend import TransformersBackend
     from azr.engine.rank.policy import Policy
-    from azr.engine.training.trrpp_update import TrainSequence
+    from azr.engine.api import TrainSequence
     from azr.selfplay.prompts.chat_format import ChatWrapper
 
     config = build_config("cpu", None, [

@@ -21,9 +21,10 @@ import torch
 
 from azr.config.loading import build_config
 from azr.engine.training.checkpoints import full_model_state_dict
-from azr.engine.rollout.transformers_backend import SamplingSettings, TransformersBackend
+from azr.engine.api import SamplingSettings
+from azr.engine.rollout.transformers_backend import TransformersBackend
 from azr.engine.rank.policy import Policy
-from azr.engine.training.trrpp_update import TrainSequence
+from azr.engine.api import TrainSequence
 
 PROMPTS = ["def f(a):", "x = 1\nprint(", "# add two numbers\n", "import", "class A:"]
 SYNC_TIMEOUT_S = 20.0

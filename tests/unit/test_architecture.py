@@ -61,9 +61,10 @@ def test_the_algorithm_imports_no_torch() -> None:
 
 
 def test_the_controller_side_of_the_engine_imports_no_torch() -> None:
-    files = sorted((AZR / "engine" / "controller").rglob("*.py")) + [AZR / "engine" / "protocol.py"]
+    files = sorted((AZR / "engine" / "controller").rglob("*.py")) + [AZR / "engine" / "protocol.py", AZR / "engine" / "api.py"]
     assert _offenders(files, HEAVY) == {}
-    assert not _modules_loaded_by(["azr.engine.controller.client", "azr.engine.controller.launch"]) & set(HEAVY)
+    controller = ["azr.engine.controller.client", "azr.engine.controller.launch", "azr.engine.api", "azr.engine.protocol"]
+    assert not _modules_loaded_by(controller) & set(HEAVY)
 
 
 def test_the_top_level_of_azr_stays_small() -> None:

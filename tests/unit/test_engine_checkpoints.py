@@ -20,10 +20,11 @@ from azr.engine.training.checkpoints import (
     log_checkpoint_to_mlflow,
     save_checkpoint,
 )
-from azr.engine.rollout.transformers_backend import SamplingSettings
+from azr.engine.api import SamplingSettings
 from azr.engine.models.loading import tiny_model
 from azr.engine.rank.policy import Policy
-from azr.engine.training.trrpp_update import TrainSequence, TRRPPUpdate, UpdateSettings
+from azr.engine.api import TrainSequence
+from azr.engine.training.trrpp_update import TRRPPUpdate, UpdateSettings
 
 pytestmark = pytest.mark.usefixtures("fresh_accelerate")
 

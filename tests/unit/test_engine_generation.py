@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from azr.config.schema import RolloutConfig
-from azr.engine.rollout.transformers_backend import Completion, SamplingSettings, TransformersBackend, plan_batches
+from azr.engine.api import Completion, SamplingSettings
+from azr.engine.rollout.transformers_backend import TransformersBackend, plan_batches
 from azr.engine.models.loading import tiny_model
 
 PROMPTS = [

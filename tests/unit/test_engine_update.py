@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from azr.engine.models.loading import tiny_model
-from azr.engine.training.trrpp_update import TrainSequence, TRRPPUpdate, UpdateSettings
+from azr.engine.api import TrainSequence
+from azr.engine.training.trrpp_update import TRRPPUpdate, UpdateSettings
 
 pytestmark = pytest.mark.usefixtures("fresh_accelerate")
 

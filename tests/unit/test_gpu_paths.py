@@ -179,7 +179,7 @@ def test_a_rank_that_fails_in_a_command_leaves_at_once(monkeypatch: pytest.Monke
     from azr.engine.rank import service
 
     engine_side, controller_side = socket.socketpair()
-    commands = iter([{"cmd": "update", "id": 7, "scored": "x"}])
+    commands = iter([protocol.Update(id=7, scored="x")])
     monkeypatch.setattr(service, "_next_command", lambda sock, keepalive: next(commands))
 
     def leave(code: int) -> None:

@@ -14,9 +14,10 @@ import torch
 
 from azr.engine import protocol
 from azr.engine.models.loading import tiny_model
-from azr.engine.rollout.transformers_backend import Completion, GenerationRequest, SamplingSettings, TransformersBackend
+from azr.engine.api import Completion, GenerationRequest, SamplingSettings, TrainSequence
+from azr.engine.rollout.transformers_backend import TransformersBackend
 from azr.engine.training.off_policy import GapRecorder, gap_metrics, truncated_is_weights
-from azr.engine.training.trrpp_update import TrainSequence, TRRPPUpdate, UpdateSettings
+from azr.engine.training.trrpp_update import TRRPPUpdate, UpdateSettings
 
 PROMPTS = ["def f(a):\n    return a", "Hi", "x = [1, 2, 3]"]
 

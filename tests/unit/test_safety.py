@@ -186,7 +186,7 @@ def test_the_stage_keeps_flagged_responses_and_counts(tmp_path) -> None:  # noqa
 def test_a_penalty_applies_only_when_asked_and_the_judge_is_consulted(tmp_path) -> None:  # noqa: ANN001
     import pandas as pd
 
-    from azr.engine.rollout.transformers_backend import Completion
+    from azr.engine.api import Completion
     from azr.pipeline.stages import safety, safety_penalties
 
     class YesToExploits:  # scripted judge: it tests the stage's wiring around generation

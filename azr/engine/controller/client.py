@@ -28,7 +28,9 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import JsonValue, ValidationError
 
 from azr.pipeline.atomic_io import PathLike, atomic_write_json, atomic_write_text
 from azr.config.schema import AZRConfig
@@ -41,6 +43,14 @@ from azr.engine.controller.launch import (
     launch_environment,
     on_cpu,
 )
+from azr.engine.api import (
+    CheckpointInfo,
+    GenerationRequest,
+    PromptCompletions,
+    RequestGenerator,
+    TrainSequence,
+    UpdateMetrics,
+)
 from azr.engine.protocol import EngineError
 from azr.engine.rank.service import CONFIG_FILE
 from azr.engine.rollout.vllm.server import free_port
@@ -51,21 +61,12 @@ RANKS_FILE = "ranks.json"
 _POLL_S = 0.2
 
 
-class EngineMetrics(dict):
-    """The metrics an update returned (update.json's content); `as_dict()` as UpdateMetrics has."""
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self)
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
+_R = TypeVar("_R", bound=protocol.Reply)
 
 
-class EngineClient:
-    """A running engine, driven from the controller. Build it with `EngineClient.start`."""
+class EngineClient(RequestGenerator):
+    """A running engine, driven from the controller (a `PolicyHandle`). Build it with
+    `EngineClient.start`."""
 
     def __init__(self, config: AZRConfig, run_root: Path, process: subprocess.Popen, sock: socket.socket,
                  tokenizer: Any, ranks: list[dict[str, Any]], ready: dict[str, Any]) -> None:
@@ -136,15 +137,7 @@ class EngineClient:
 
     # -------------------------------------------------------------------- the Policy interface
 
-    def generate(self, prompts: Sequence[str], settings: Any) -> list[list[Any]]:
-        """`settings.n` completions for each prompt, in prompt order (as Policy.generate)."""
-        if isinstance(prompts, str):
-            raise TypeError("prompts must be a sequence of strings, not one string")
-        from azr.engine.rollout.transformers_backend import GenerationRequest
-
-        return self.generate_many([GenerationRequest(tuple(prompts), settings)])[0]
-
-    def generate_many(self, requests: Sequence[Any]) -> list[list[list[Any]]]:
+    def generate_many(self, requests: Sequence[GenerationRequest]) -> list[PromptCompletions]:
         """Several GenerationRequests in one round trip and one engine call (as
         Policy.generate_many): one prompts file, the requests' sizes and settings in the message."""
         prompts = [prompt for request in requests for prompt in request.prompts]
@@ -155,8 +148,9 @@ class EngineClient:
         prompts_path, out_path = io / f"{number:08d}-prompts.parquet", io / f"{number:08d}-completions.parquet"
         try:
             protocol.write_prompts(prompts_path, prompts)
-            self._call({"cmd": "generate", "prompts": str(prompts_path), "completions": str(out_path),
-                        "requests": protocol.requests_message(requests)}, "generate_timeout_s")
+            command = protocol.Generate(prompts=prompts_path, completions=out_path,
+                                        requests=protocol.request_parts(requests))
+            self._call(command, protocol.GenerateReply, "generate_timeout_s")
             completions = protocol.read_completions(out_path, len(prompts))
         finally:
             prompts_path.unlink(missing_ok=True)
@@ -167,16 +161,19 @@ class EngineClient:
             start += len(request.prompts)
         return results
 
-    def update_scored(self, scored: PathLike) -> dict[str, Any]:
+    def update_scored(self, scored: PathLike) -> dict[str, JsonValue]:
         """One TRR++ step on the trained rows of a scored.parquet; update.json's metrics."""
-        return dict(self._call({"cmd": "update", "scored": str(Path(scored).resolve())}, "update_timeout_s")["metrics"])
+        reply = self._call(protocol.Update(scored=Path(scored).resolve()), protocol.UpdateReply, "update_timeout_s")
+        return dict(reply.metrics)
 
-    def update(self, sequences: Sequence[Any]) -> EngineMetrics:
+    def update(self, sequences: Sequence[TrainSequence]) -> UpdateMetrics:
         """One TRR++ step on these sequences (written to a file for the ranks to read)."""
         import pyarrow as pa
 
         from azr.pipeline.atomic_io import write_parquet_atomic
 
+        if not sequences:
+            raise ValueError("an update needs at least one sequence")
         path = engine_dir(self.run_root) / "io" / f"{next(self._ids):08d}-sequences.parquet"
         table = pa.table({
             "trained": [True] * len(sequences),
@@ -187,41 +184,44 @@ class EngineClient:
         })
         try:
             write_parquet_atomic(table, path)
-            return EngineMetrics(self.update_scored(path))
+            return UpdateMetrics.from_dict(self.update_scored(path))
         finally:
             path.unlink(missing_ok=True)
 
     def sync_rollout_weights(self) -> float | None:
-        return self._call({"cmd": "sync_rollout_weights"}, "checkpoint_timeout_s")["seconds"]
+        return self._call(protocol.SyncRolloutWeights(), protocol.SyncReply, "checkpoint_timeout_s").seconds
 
-    def save_checkpoint(self, root: PathLike, step: int, metadata: Mapping[str, Any] | None = None) -> Path:
-        reply = self._call({"cmd": "save_checkpoint", "root": str(Path(root).resolve()), "step": int(step),
-                            "metadata": dict(metadata or {})}, "checkpoint_timeout_s")
-        return Path(reply["path"])
+    def save_checkpoint(self, root: PathLike, step: int, metadata: Mapping[str, JsonValue] | None = None) -> Path:
+        command = protocol.SaveCheckpoint(root=Path(root).resolve(), step=step, metadata=dict(metadata or {}))
+        return self._call(command, protocol.PathReply, "checkpoint_timeout_s").path
 
-    def load_checkpoint(self, path: PathLike) -> Any:
-        return _checkpoint_info(self._call({"cmd": "load_checkpoint", "path": str(Path(path).resolve())},
-                                           "checkpoint_timeout_s")["info"])
+    def load_checkpoint(self, path: PathLike) -> CheckpointInfo:
+        reply = self._call(protocol.LoadCheckpoint(path=Path(path).resolve()), protocol.CheckpointReply,
+                           "checkpoint_timeout_s")
+        if reply.info is None:
+            raise EngineError(f"the engine loaded {path} but did not say which checkpoint it was")
+        return reply.info.info()
 
-    def resume(self, root: PathLike) -> Any:
+    def resume(self, root: PathLike) -> CheckpointInfo | None:
         """Load the newest complete checkpoint under `root`, if any (None when there is none)."""
-        return _checkpoint_info(self._call({"cmd": "resume", "root": str(Path(root).resolve())},
-                                           "checkpoint_timeout_s")["info"])
+        reply = self._call(protocol.Resume(root=Path(root).resolve()), protocol.CheckpointReply, "checkpoint_timeout_s")
+        return reply.info.info() if reply.info is not None else None
 
     def export_weights(self, out_dir: PathLike) -> Path:
         """The current weights as a Hugging Face model directory."""
-        reply = self._call({"cmd": "export_weights", "out_dir": str(Path(out_dir).resolve())}, "checkpoint_timeout_s")
-        return Path(reply["path"])
+        return self._call(protocol.ExportWeights(out_dir=Path(out_dir).resolve()), protocol.PathReply,
+                          "checkpoint_timeout_s").path
 
-    def ping(self) -> dict[str, Any]:
-        return self._call({"cmd": "ping"}, "control_timeout_s")
+    def ping(self) -> dict[str, JsonValue]:
+        """The engine's rank count, strategy and weights version (and the reply's own fields)."""
+        return self._call(protocol.Ping(), protocol.PingReply, "control_timeout_s").model_dump(mode="json")
 
     def close(self) -> None:
         """Shut the engine down (every rank exits); kills what is left after the timeout. Idempotent."""
         with self._lock:
             if self._failed is None and self.process.poll() is None:
                 try:
-                    self._request({"cmd": "shutdown", "id": next(self._ids)}, "control_timeout_s")
+                    self._request(protocol.Shutdown(id=next(self._ids)), "control_timeout_s")
                     self.process.wait(timeout=self.config.engine.control_timeout_s)
                 except (EngineError, OSError, subprocess.TimeoutExpired):
                     pass
@@ -232,22 +232,25 @@ class EngineClient:
 
     # -------------------------------------------------------------------- the wire
 
-    def _call(self, command: dict[str, Any], timeout_setting: str) -> dict[str, Any]:
+    def _call(self, command: protocol.EngineCommand, reply_type: type[_R], timeout_setting: str) -> _R:
         with self._lock:
             if self._failed is not None:
-                raise EngineError(f"the engine cannot take `{command['cmd']}`: {self._failed}")
-            command["id"] = next(self._ids)
-            return self._request(command, timeout_setting)
+                raise EngineError(f"the engine cannot take `{command.cmd}`: {self._failed}")
+            reply = self._request(command.model_copy(update={"id": next(self._ids)}), timeout_setting)
+        try:
+            return reply_type.model_validate(reply)
+        except ValidationError as exc:
+            raise EngineError(f"the engine's reply to `{command.cmd}` is malformed: {exc}") from None
 
-    def _request(self, command: dict[str, Any], timeout_setting: str) -> dict[str, Any]:
+    def _request(self, command: protocol.EngineCommand, timeout_setting: str) -> dict[str, JsonValue]:
         timeout = float(getattr(self.config.engine, timeout_setting))
         deadline = time.monotonic() + timeout
-        name = command["cmd"]
+        name = command.cmd
         try:
-            protocol.send_message(self._sock, command)
+            protocol.send_message(self._sock, protocol.command_message(command))
             while True:
                 reply = _receive(self._sock, self.process, deadline)
-                if reply.get("id") == command["id"]:
+                if reply.get("id") == command.id:
                     break
         except _Died:
             code = self.process.poll()
@@ -261,7 +264,7 @@ class EngineClient:
         except BaseException as exc:  # Ctrl-C, Prefect's TerminationSignal (SIGTERM, a cancellation)
             if isinstance(exc, Exception):
                 raise
-            self._stop_command(name, command["id"])
+            self._stop_command(name, _number(command))
             raise
         if not reply.get("ok"):
             raise EngineError(f"the engine failed in `{name}`: {reply.get('error')} "
@@ -275,7 +278,7 @@ class EngineClient:
         time, has died, or a second interrupt comes."""
         deadline = time.monotonic() + interrupt.STOP_GRACE_S
         try:
-            protocol.send_message(self._sock, {"cmd": interrupt.STOP_COMMAND})
+            protocol.send_message(self._sock, protocol.command_message(protocol.Stop()))
             while _receive(self._sock, self.process, deadline).get("id") != command_id:
                 pass
         except BaseException:  # noqa: BLE001 - no answer, a dead engine or a second interrupt: kill it now
@@ -292,6 +295,13 @@ class EngineClient:
         self._failed = message
         _live.discard(self)
         raise EngineError(f"{message}; {log_reason_or_tail(self.log_path)}")
+
+
+def _number(command: protocol.EngineCommand) -> int:
+    """The id the controller gave `command` (every command it sends has one)."""
+    if command.id is None:
+        raise EngineError(f"`{command.cmd}` was sent without an id")
+    return command.id
 
 
 class _Died(Exception):
@@ -371,14 +381,6 @@ class _Starting:
 
     def kill(self) -> None:
         _kill(self.process, self.ranks)
-
-
-def _checkpoint_info(info: dict[str, Any] | None) -> Any:
-    if info is None:
-        return None
-    from azr.engine.training.checkpoints import CheckpointInfo
-
-    return CheckpointInfo(Path(info["path"]), int(info["step"]), dict(info.get("metadata") or {}))
 
 
 def _die_with_parent() -> None:

@@ -29,33 +29,35 @@ import copy
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import JsonValue
 
 from azr.pipeline.atomic_io import PathLike
 from azr.config.schema import AZRConfig
-from azr.engine.training.checkpoints import CheckpointInfo, latest_checkpoint, load_checkpoint, save_checkpoint
+from azr.engine.training.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
 from azr.engine.training.distributed import apply_fsdp2, balanced_shares, materialize_from_rank0
-from azr.engine.rollout.transformers_backend import (
-    Completion,
-    GenerationBackend,
+from azr.engine.api import (
+    CheckpointInfo,
     GenerationRequest,
-    SamplingSettings,
-    TransformersBackend,
-    generate_requests,
+    PromptCompletions,
+    RequestGenerator,
+    TrainSequence,
+    UpdateMetrics,
 )
+from azr.engine.rollout.transformers_backend import GenerationBackend, TransformersBackend
 from azr.engine.models.loading import compute_dtype, load_model, parameter_dtype
 from azr.engine.rollout.sharded import ShardedTransformersBackend
-from azr.engine.training.trrpp_update import TrainSequence, TRRPPUpdate, UpdateMetrics, UpdateSettings, make_optimizer
+from azr.engine.training.trrpp_update import TRRPPUpdate, UpdateSettings, make_optimizer
 
 _MIXED_PRECISION = {torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 
 @dataclass(eq=False)
-class Policy:
+class Policy(RequestGenerator):
     """Everything model-side of one run. Build it with `Policy.create`."""
 
     config: AZRConfig
@@ -167,15 +169,11 @@ class Policy:
     def unwrapped_model(self) -> Any:
         return self.accelerator.unwrap_model(self.model)
 
-    def generate(self, prompts: Sequence[str], settings: SamplingSettings) -> list[list[Completion]]:
-        self.sync_rollout_weights()
-        return self.backend.generate(prompts, settings)
-
-    def generate_many(self, requests: Sequence[GenerationRequest]) -> list[list[list[Completion]]]:
+    def generate_many(self, requests: Sequence[GenerationRequest]) -> list[PromptCompletions]:
         """Several requests (prompts with their own sampling settings) in one backend call, so
         the batches are fuller; each request's completions as `generate` gives them."""
         self.sync_rollout_weights()
-        return generate_requests(self.backend, requests)
+        return self.backend.generate_many(requests)
 
     @property
     def rank(self) -> int:
@@ -187,14 +185,11 @@ class Policy:
         sequences = list(sequences)
         if not sequences:
             raise ValueError("an update needs at least one sequence")
-        prepare = getattr(self.backend, "prepare_for_update", None)
-        if prepare is not None:
-            prepare()
+        self.backend.prepare_for_update()
         shares = balanced_shares([len(s.prompt_ids) + len(s.response_ids) for s in sequences], self.world_size)
         metrics = self.updater.step([sequences[i] for i in shares[self.rank]], filler=sequences[0])
-        metrics.strategy = self.strategy
         self.weights_version += 1
-        return metrics
+        return replace(metrics, strategy=self.strategy)
 
     @property
     def world_size(self) -> int:
@@ -204,35 +199,33 @@ class Policy:
     def strategy(self) -> str:
         return self.config.trainer.strategy
 
-    def update_scored(self, scored: PathLike) -> dict[str, Any]:
+    def update_scored(self, scored: PathLike) -> dict[str, JsonValue]:
         """The update on the trained rows of a `scored.parquet`: the metrics of update.json,
         with the layout that produced them."""
         from azr.engine.training.sequences import read_train_sequences
 
         sequences = read_train_sequences(scored)
-        metrics = self.update(sequences).as_dict() if sequences else {"skipped": True, "sequences": 0, "tokens": 0}
+        metrics: dict[str, JsonValue] = (self.update(sequences).as_dict() if sequences
+                                         else {"skipped": True, "sequences": 0, "tokens": 0})
         return {**metrics, "world_size": self.world_size, "strategy": self.strategy}
 
     def sync_rollout_weights(self) -> float | None:
         """Give a separate rollout engine (vLLM) the current weights if it holds older ones;
         the seconds it took, or None when nothing was due. Generation calls it first, so a
         rollout never uses stale weights; the update stage calls it to time it."""
-        sync = getattr(self.backend, "sync_weights", None)
-        discarded = getattr(self.backend, "weights_discarded", False)  # vLLM slept at level 2
-        if sync is None or (self.synced_version == self.weights_version and not discarded):
+        backend = self.backend
+        if not backend.separate_weights or (self.synced_version == self.weights_version and not backend.weights_discarded):
             return None
         start = time.perf_counter()
-        sync(self.unwrapped_model)
+        backend.sync_weights(self.unwrapped_model)
         self.synced_version = self.weights_version
         return time.perf_counter() - start
 
     def close(self) -> None:
         """Stop the rollout engine (a vLLM server process); the policy cannot generate after."""
-        close = getattr(self.backend, "close", None)
-        if close is not None:
-            close()
+        self.backend.close()
 
-    def save_checkpoint(self, root: PathLike, step: int, metadata: Mapping[str, Any] | None = None) -> Path:
+    def save_checkpoint(self, root: PathLike, step: int, metadata: Mapping[str, JsonValue] | None = None) -> Path:
         return save_checkpoint(
             self.accelerator,
             self.model,

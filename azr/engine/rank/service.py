@@ -27,13 +27,19 @@ import socket
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from azr.config.schema import AZRConfig
 from azr.engine import interrupt, protocol
 from azr.engine.controller.launch import engine_dir
 from azr.ops.failure_advice import own_reason
+
+if TYPE_CHECKING:
+    from azr.engine.rank.policy import Policy
+
+_T = TypeVar("_T")
 
 logger = logging.getLogger("azr.engine")
 
@@ -84,77 +90,86 @@ class Ranks:
         self.rank = dist.get_rank() if self.active else 0
         self.size = dist.get_world_size() if self.active else 1
 
-    def broadcast(self, obj: Any) -> Any:
+    def broadcast(self, obj: _T) -> _T:
         if not self.active:
             return obj
         box = [obj]
         self.dist.broadcast_object_list(box, src=0)
         return box[0]
 
-    def gather(self, obj: Any) -> list[Any]:
+    def gather(self, obj: _T) -> list[_T]:
         if not self.active:
             return [obj]
-        out: list[Any] = [None] * self.size
+        out: list[_T | None] = [None] * self.size
         self.dist.all_gather_object(out, obj)
         return out
 
 
 class Engine:
-    """Executes commands on the resident policy; every rank runs the same calls."""
+    """Executes commands on the resident policy; every rank runs the same calls. `handlers`
+    is the dispatch table: one method per `protocol.Command` the controller may send."""
 
-    def __init__(self, policy: Any, ranks: Ranks, run_root: Path) -> None:
+    def __init__(self, policy: Policy, ranks: Ranks, run_root: Path) -> None:
         self.policy = policy
         self.ranks = ranks
         self.run_root = run_root
+        self.handlers: dict[protocol.Command, Callable[[Any], protocol.Reply]] = {
+            protocol.Command.PING: self.ping,
+            protocol.Command.GENERATE: self.generate,
+            protocol.Command.UPDATE: self.update,
+            protocol.Command.SYNC_ROLLOUT_WEIGHTS: self.sync_rollout_weights,
+            protocol.Command.SAVE_CHECKPOINT: self.save_checkpoint,
+            protocol.Command.LOAD_CHECKPOINT: self.load_checkpoint,
+            protocol.Command.RESUME: self.resume,
+            protocol.Command.EXPORT_WEIGHTS: self.export_weights,
+        }
 
-    def execute(self, command: dict[str, Any]) -> dict[str, Any]:
-        name = command["cmd"]
-        handler = getattr(self, f"cmd_{name}", None)
+    def execute(self, command: protocol.EngineCommand) -> protocol.Reply:
+        handler = self.handlers.get(command.cmd)
         if handler is None:
-            raise ValueError(f"unknown engine command {name!r}")
+            raise protocol.EngineError(f"the engine's ranks do not execute `{command.cmd}`")
         return handler(command)
 
-    def cmd_ping(self, command: dict[str, Any]) -> dict[str, Any]:
-        return {"world_size": self.ranks.size, "strategy": self.policy.strategy,
-                "weights_version": self.policy.weights_version}
+    def ping(self, command: protocol.Ping) -> protocol.PingReply:
+        return protocol.PingReply(id=_id(command), world_size=self.ranks.size, strategy=self.policy.strategy,
+                                  weights_version=self.policy.weights_version)
 
-    def cmd_generate(self, command: dict[str, Any]) -> dict[str, Any]:
-        """One merged call: `requests` split the prompts file into parts with their own settings
-        (a lone `settings` is one part); the completions file lists them all in prompt order."""
-        from azr.engine.rollout.transformers_backend import generate_requests
-
-        prompts = protocol.read_prompts(Path(command["prompts"]))
-        parts = command.get("requests") or [{"prompts": len(prompts), "settings": command["settings"]}]
-        results = generate_requests(self.policy, protocol.split_requests(prompts, parts))
+    def generate(self, command: protocol.Generate) -> protocol.GenerateReply:
+        """One merged call: `requests` split the prompts file into parts with their own
+        settings; the completions file lists them all in prompt order."""
+        prompts = protocol.read_prompts(command.prompts)
+        results = self.policy.generate_many(protocol.split_requests(prompts, command.requests))
         completions = [samples for result in results for samples in result]
         if self.ranks.rank == 0:
-            protocol.write_completions(Path(command["completions"]), completions)
-        return {"prompts": len(prompts)}
+            protocol.write_completions(command.completions, completions)
+        return protocol.GenerateReply(id=_id(command), prompts=len(prompts))
 
-    def cmd_update(self, command: dict[str, Any]) -> dict[str, Any]:
+    def update(self, command: protocol.Update) -> protocol.UpdateReply:
         reset_gpu_peak()
-        metrics = self.policy.update_scored(Path(command["scored"]))
-        return {"metrics": {**metrics, **gpu_memory(self.ranks)}}
+        metrics = self.policy.update_scored(command.scored)
+        return protocol.UpdateReply(id=_id(command), metrics={**metrics, **gpu_memory(self.ranks)})
 
-    def cmd_sync_rollout_weights(self, command: dict[str, Any]) -> dict[str, Any]:
-        return {"seconds": self.policy.sync_rollout_weights()}
+    def sync_rollout_weights(self, command: protocol.SyncRolloutWeights) -> protocol.SyncReply:
+        return protocol.SyncReply(id=_id(command), seconds=self.policy.sync_rollout_weights())
 
-    def cmd_save_checkpoint(self, command: dict[str, Any]) -> dict[str, Any]:
-        path = self.policy.save_checkpoint(command["root"], int(command["step"]), command.get("metadata"))
-        return {"path": str(path)}
+    def save_checkpoint(self, command: protocol.SaveCheckpoint) -> protocol.PathReply:
+        path = self.policy.save_checkpoint(command.root, command.step, command.metadata)
+        return protocol.PathReply(id=_id(command), path=path)
 
-    def cmd_load_checkpoint(self, command: dict[str, Any]) -> dict[str, Any]:
-        return {"info": _info(self.policy.load_checkpoint(command["path"]))}
+    def load_checkpoint(self, command: protocol.LoadCheckpoint) -> protocol.CheckpointReply:
+        info = self.policy.load_checkpoint(command.path)
+        return protocol.CheckpointReply(id=_id(command), info=protocol.CheckpointRecord.of(info))
 
-    def cmd_resume(self, command: dict[str, Any]) -> dict[str, Any]:
-        return {"info": _info(self.policy.resume(command["root"]))}
+    def resume(self, command: protocol.Resume) -> protocol.CheckpointReply:
+        info = self.policy.resume(command.root)
+        return protocol.CheckpointReply(id=_id(command), info=protocol.CheckpointRecord.of(info))
 
-    def cmd_export_weights(self, command: dict[str, Any]) -> dict[str, Any]:
+    def export_weights(self, command: protocol.ExportWeights) -> protocol.PathReply:
         """The current weights as a Hugging Face directory (compute dtype), published atomically."""
-        from azr.pipeline.atomic_io import publish_directory
         from azr.engine.training.checkpoints import export_pretrained, export_state_dict
+        from azr.pipeline.atomic_io import publish_directory
 
-        out = Path(command["out_dir"])
+        out = command.out_dir
         accelerator = self.policy.accelerator
         state_dict = export_state_dict(accelerator, self.policy.model)  # collective under sharding
         if accelerator.is_main_process:
@@ -165,7 +180,7 @@ class Engine:
                               self.policy.compute_dtype)
             publish_directory(temp, out)
         accelerator.wait_for_everyone()
-        return {"path": str(out)}
+        return protocol.PathReply(id=_id(command), path=out)
 
 
 def reset_gpu_peak() -> None:
@@ -190,10 +205,9 @@ def gpu_memory(ranks: Ranks) -> dict[str, Any]:
             "gpu_free_mb_per_rank": [round(r["free"], 1) for r in every]}
 
 
-def _info(info: Any) -> dict[str, Any] | None:
-    if info is None:
-        return None
-    return {"path": str(info.path), "step": int(info.step), "metadata": dict(info.metadata)}
+def _id(command: protocol.EngineCommand) -> int:
+    """The number the reply carries back (0 on the ranks that do not reply)."""
+    return command.id if command.id is not None else 0
 
 
 def _connect(ranks: Ranks) -> socket.socket | None:
@@ -207,16 +221,21 @@ def _connect(ranks: Ranks) -> socket.socket | None:
     return sock
 
 
-def _next_command(sock: socket.socket, keepalive_s: float) -> dict[str, Any]:
-    """Rank 0: the controller's next command; a keep-alive after a quiet spell; shutdown when
-    the controller has gone."""
+def _next_command(sock: socket.socket, keepalive_s: float) -> protocol.EngineCommand | protocol.Failure:
+    """Rank 0: the controller's next command, or the failure to answer when it is not one; a
+    keep-alive after a quiet spell; shutdown when the controller has gone."""
     ready, _, _ = select.select([sock], [], [], keepalive_s)
     if not ready:
-        return {"cmd": "keepalive"}
+        return protocol.Keepalive()
     try:
-        return protocol.recv_message(sock)
+        message = protocol.recv_message(sock)
     except (OSError, protocol.EngineError):
-        return {"cmd": "shutdown", "reason": "the controller closed the connection"}
+        return protocol.Shutdown(reason="the controller closed the connection")
+    try:
+        return protocol.parse_command(message)
+    except protocol.EngineError as exc:
+        number = message.get("id")
+        return protocol.Failure(id=number if isinstance(number, int) else 0, error=str(exc))
 
 
 def serve(run_root: Path) -> int:
@@ -255,54 +274,60 @@ def serve(run_root: Path) -> int:
 
 def _loop(engine: Engine, ranks: Ranks, sock: socket.socket | None, keepalive_s: float) -> int:
     while True:
-        command = _next_command(sock, keepalive_s) if sock is not None else None
-        if command is not None and command["cmd"] != "keepalive":
-            logger.info("command %s started", command["cmd"])  # before the broadcast: a stuck peer shows here
-        command = ranks.broadcast(command)
-        name = command["cmd"]
-        if name in ("keepalive", interrupt.STOP_COMMAND):  # a stop that came after its command ended
+        received = _next_command(sock, keepalive_s) if sock is not None else None
+        if isinstance(received, protocol.Failure):  # nothing to broadcast: the other ranks wait on
+            logger.error("refused a command: %s", received.error)
+            protocol.send_message(sock, received.model_dump(mode="json"))
             continue
-        if name == "shutdown":
-            if sock is not None and "id" in command:
-                protocol.send_message(sock, {"id": command["id"], "ok": True})
-            logger.info("shutting down (%s)", command.get("reason", "asked by the controller"))
+        if received is not None and received.cmd != protocol.Command.KEEPALIVE:
+            logger.info("command %s started", received.cmd)  # before the broadcast: a stuck peer shows here
+        command: protocol.EngineCommand = ranks.broadcast(received)
+        if isinstance(command, (protocol.Keepalive, protocol.Stop)):  # a stop that came after its command ended
+            continue
+        if isinstance(command, protocol.Shutdown):
+            if sock is not None and command.id is not None:
+                protocol.send_message(sock, protocol.Reply(id=command.id).model_dump(mode="json"))
+            logger.info("shutting down (%s)", command.reason)
             return 0
         start = time.perf_counter()
+        reply: protocol.Reply | None = None
+        error: str | None = None
         try:
             with interrupt.watch(sock):  # rank 0 reads a `stop` while the command runs
-                reply, error = engine.execute(command), None
+                reply = engine.execute(command)
         except interrupt.CommandStopped as exc:
-            reply, error = {}, str(exc)
-            logger.warning("rank %d stopped %s: %s", ranks.rank, name, exc)
+            error = str(exc)
+            logger.warning("rank %d stopped %s: %s", ranks.rank, command.cmd, exc)
         except _failure_types() as exc:  # reported, then (several ranks) this rank exits
-            reply, error = {}, own_reason(exc)
-            logger.error("rank %d failed in %s:\n%s", ranks.rank, name, traceback.format_exc())
+            error = own_reason(exc)
+            logger.error("rank %d failed in %s:\n%s", ranks.rank, command.cmd, traceback.format_exc())
             if ranks.size > 1:
                 _exit_group(ranks, sock, command, error)
         errors = ranks.gather(error) if ranks.size > 1 else [error]
         if sock is None:
             continue
         failed = [(r, e) for r, e in enumerate(errors) if e]
-        if failed:
-            reply = {"id": command["id"], "ok": False, "error": "; ".join(f"rank {r}: {e}" for r, e in failed)}
+        if failed or reply is None:
+            answer: protocol.Reply | protocol.Failure = protocol.Failure(
+                id=_id(command), error="; ".join(f"rank {r}: {e}" for r, e in failed))
         else:
-            reply = {"id": command["id"], "ok": True, "elapsed_s": time.perf_counter() - start, **reply}
-        logger.info("command %s finished in %.3f s", name, time.perf_counter() - start)
-        protocol.send_message(sock, reply)
+            answer = reply.model_copy(update={"elapsed_s": time.perf_counter() - start})
+        logger.info("command %s finished in %.3f s", command.cmd, time.perf_counter() - start)
+        protocol.send_message(sock, answer.model_dump(mode="json"))
 
 
-def _exit_group(ranks: Ranks, sock: socket.socket | None, command: dict[str, Any], error: str) -> None:
+def _exit_group(ranks: Ranks, sock: socket.socket | None, command: protocol.EngineCommand, error: str) -> None:
     """A rank that failed inside a command leaves at once (issue 22, item 19): its peers may be
     inside a collective of the same command that this rank will never join, so a gather of the
     errors would hang until the collective timeout. The launcher sees the exit and stops the
     other ranks; rank 0 first tells the controller why."""
-    if sock is not None and "id" in command:
+    if sock is not None and command.id is not None:
+        failure = protocol.Failure(id=command.id, error=f"rank {ranks.rank}: {error} (the engine stops: a rank failed)")
         try:
-            protocol.send_message(sock, {"id": command["id"], "ok": False,
-                                         "error": f"rank {ranks.rank}: {error} (the engine stops: a rank failed)"})
+            protocol.send_message(sock, failure.model_dump(mode="json"))
         except OSError:
             pass
-    logger.error("rank %d leaves the engine after the failure of %s", ranks.rank, command.get("cmd"))
+    logger.error("rank %d leaves the engine after the failure of %s", ranks.rank, command.cmd)
     logging.shutdown()
     os._exit(1)
 

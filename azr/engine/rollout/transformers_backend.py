@@ -11,15 +11,14 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import torch
 
 from azr.config.schema import RolloutConfig
 from azr.engine import interrupt
+from azr.engine.api import Completion, GenerationRequest, Generator, PromptCompletions, RequestGenerator, SamplingSettings
 from azr.engine.rollout.row_sampling import RowDecoding, RowSampler, sample_seed
-
-FinishReason = Literal["stop", "length"]
 
 PAD_MULTIPLE = 64
 """Batches are left-padded to a multiple of this many tokens. A row's padding is then fixed by
@@ -30,110 +29,40 @@ bfloat16 and on GPUs the rounding can still depend on the batch (most rows agree
 most 63 padding tokens a row."""
 
 
-@dataclass(frozen=True)
-class SamplingSettings:
-    """How to decode. temperature 0 is greedy; top_k -1 and top_p 1.0 are off."""
+class GenerationBackend(Generator, Protocol):
+    """A rollout engine the policy drives. `separate_weights` backends (vLLM) hold a copy of
+    the weights that `sync_weights` refreshes; the others decode with the trained model itself."""
 
-    max_new_tokens: int
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = -1
-    n: int = 1
-    seed: int | None = None  # None: the global torch RNG, not reproducible
+    separate_weights: bool
+    weights_discarded: bool  # the copy was dropped (vLLM slept at level 2): a sync is due
 
-    def __post_init__(self) -> None:
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.top_k < -1 or self.top_k == 0:
-            raise ValueError(f"top_k must be -1 (off) or >= 1, got {self.top_k}")
-        if self.n < 1:
-            raise ValueError(f"n must be >= 1, got {self.n}")
+    def prepare_for_update(self) -> None:
+        """Free what the update needs (vLLM sleeps); called before every update."""
+        ...
 
-    @property
-    def greedy(self) -> bool:
-        return self.temperature == 0
+    def sync_weights(self, model: torch.nn.Module) -> None:
+        """Load the trained model's current weights into the engine's copy."""
+        ...
 
-    @classmethod
-    def from_rollout(
-        cls,
-        rollout: RolloutConfig,
-        *,
-        n: int = 1,
-        temperature: float | None = None,
-        seed: int | None = None,
-    ) -> SamplingSettings:
-        """Propose/solve sampling of the run config; `seed` overrides `rollout.seed`."""
-        return cls(
-            max_new_tokens=rollout.max_new_tokens,
-            temperature=rollout.temperature if temperature is None else temperature,
-            top_p=rollout.top_p,
-            top_k=rollout.top_k,
-            n=n,
-            seed=rollout.seed if seed is None else seed,
-        )
-
-    @classmethod
-    def monte_carlo(cls, rollout: RolloutConfig, *, seed: int | None = None) -> SamplingSettings:
-        """`mc_samples` solves per proposal at `mc_temperature` (sampled, docs/algorithm.md §10.4)."""
-        return cls.from_rollout(rollout, n=rollout.mc_samples, temperature=rollout.mc_temperature, seed=seed)
-
-
-@dataclass(frozen=True)
-class Completion:
-    """One sampled response.
-
-    `token_ids` are the response tokens without padding, ending with the EOS token when
-    `finish_reason` is 'stop'; 'length' means it was cut at max_new_tokens. `text` is decoded
-    without special tokens. `logprobs` are the behaviour log-probs the engine gave each token
-    of `token_ids` (the raw, temperature-1 distribution of the weights that sampled it: what the
-    trainer computes, docs/algorithm.md §11); None where the engine did not record them.
-    """
-
-    text: str
-    token_ids: tuple[int, ...]
-    prompt_token_ids: tuple[int, ...]
-    finish_reason: FinishReason
-    logprobs: tuple[float, ...] | None = None
-
-
-@dataclass(frozen=True)
-class GenerationRequest:
-    """Prompts that share sampling settings: one part of a merged generate call.
-
-    A request samples the same whether it is sent alone or merged with others: a sample's
-    random stream is keyed by (settings.seed, its prompt's index in the request, its sample
-    number), never by its position in the call (`azr.engine.rollout.row_sampling.sample_seed`).
-    """
-
-    prompts: tuple[str, ...]
-    settings: SamplingSettings
-
-    def __post_init__(self) -> None:
-        if isinstance(self.prompts, str):
-            raise TypeError("prompts must be a sequence of strings, not one string")
-        object.__setattr__(self, "prompts", tuple(self.prompts))
-
-
-class GenerationBackend(Protocol):
-    """What the rollout stages need from a generation engine."""
-
-    def generate(self, prompts: Sequence[str], settings: SamplingSettings) -> list[list[Completion]]:
-        """`settings.n` completions for each prompt, in prompt order."""
+    def close(self) -> None:
         ...
 
 
-def generate_requests(generator: Any, requests: Sequence[GenerationRequest]) -> list[list[list[Completion]]]:
-    """The completions of each request, in request order: one merged call where `generator`
-    has `generate_many` (the backends, the policy, the engine client), else one `generate`
-    per request (a plain generator, e.g. a scripted one in a unit test)."""
-    many = getattr(generator, "generate_many", None)
-    if many is not None:
-        return many(list(requests))
-    return [generator.generate(list(r.prompts), r.settings) if r.prompts else [] for r in requests]
+class SharedWeightsBackend(RequestGenerator):
+    """A `GenerationBackend` that decodes with the trained model itself: nothing to free
+    before an update, no copy to sync, nothing to stop."""
+
+    separate_weights = False
+    weights_discarded = False
+
+    def prepare_for_update(self) -> None:
+        """Nothing to free: the model is the trainer's."""
+
+    def sync_weights(self, model: torch.nn.Module) -> None:
+        """Nothing to copy: the model is the trainer's."""
+
+    def close(self) -> None:
+        """Nothing runs outside this process."""
 
 
 def encode_prompts(tokenizer: Any, prompts: Sequence[str]) -> list[list[int]]:
@@ -283,7 +212,7 @@ class SampledLogprobs:
         return torch.stack(self.chosen, dim=1)
 
 
-class TransformersBackend:
+class TransformersBackend(SharedWeightsBackend):
     """Batched `model.generate`: left padding, length-grouped micro-batches, KV cache.
 
     Sampling parameters come only from `SamplingSettings`: the checkpoint's
@@ -330,12 +259,7 @@ class TransformersBackend:
             **kwargs,
         )
 
-    def generate(self, prompts: Sequence[str], settings: SamplingSettings) -> list[list[Completion]]:
-        if isinstance(prompts, str):
-            raise TypeError("prompts must be a sequence of strings, not one string")
-        return self.generate_many([GenerationRequest(tuple(prompts), settings)])[0]
-
-    def generate_many(self, requests: Sequence[GenerationRequest]) -> list[list[list[Completion]]]:
+    def generate_many(self, requests: Sequence[GenerationRequest]) -> list[PromptCompletions]:
         """The completions of each request, decoded together: rows of all requests share the
         generate calls (fuller batches), each with its request's sampling and length limit."""
         plan = self.plan(requests)

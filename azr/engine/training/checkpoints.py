@@ -28,7 +28,6 @@ import re
 import shutil
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,29 +36,18 @@ import torch
 from azr.pipeline.atomic_io import (
     PathLike, atomic_write_json, checksum_problems, fsync_directory, publish_directory, tree_checksums,
 )
+from azr.engine.api import EXPORT_DIR, CheckpointInfo
 from azr.engine.training.distributed import barrier, world
 from azr.engine.training.zero3 import is_deepspeed
 
 MARKER = "COMPLETE"
 META = "meta.json"
 STATE_DIR = "state"
-EXPORT_DIR = "export"
 _NAME = re.compile(r"^step-(\d{8,})$")
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint cannot be used; the message says why."""
-
-
-@dataclass(frozen=True)
-class CheckpointInfo:
-    path: Path
-    step: int
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def export_dir(self) -> Path:
-        return self.path / EXPORT_DIR
 
 
 def checkpoint_name(step: int) -> str:

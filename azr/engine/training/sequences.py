@@ -11,7 +11,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from azr.pipeline.atomic_io import PathLike
-from azr.engine.training.trrpp_update import TrainSequence
+from azr.engine.api import TrainSequence
 
 _COLUMNS = ["trained", "prompt_token_ids", "response_token_ids", "group", "advantage"]
 _BEHAVIOUR = "behaviour_logprobs"  # absent from the files of runs before it was recorded

@@ -35,7 +35,7 @@ import contextlib
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -43,6 +43,7 @@ import torch
 
 from azr.config.schema import TrainerConfig
 from azr.engine import interrupt
+from azr.engine.api import GroupMetrics, TrainSequence, UpdateMetrics
 from azr.engine.training.distributed import (
     all_gather_objects,
     fsdp2_clip_grad_norm,
@@ -56,39 +57,6 @@ from azr.selfplay.task_types import GROUP_NAMES
 
 _LOG_RATIO_LIMIT = 20.0  # exp() of a larger log-ratio overflows; the original clamps likewise
 _KL_LIMIT = 10.0
-
-
-@dataclass(frozen=True)
-class TrainSequence:
-    """One trained response: its prompt, group, advantage (constant over its tokens, from
-    `azr.selfplay.advantages`), when given the old per-token log-probs of the PPO ratio, and
-    when the rollout engine recorded them the behaviour log-probs of its tokens."""
-
-    prompt_ids: Sequence[int]
-    response_ids: Sequence[int]
-    group: str
-    advantage: float
-    old_logprobs: Sequence[float] | None = None
-    behaviour_logprobs: Sequence[float] | None = None
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "prompt_ids", tuple(int(i) for i in self.prompt_ids))
-        object.__setattr__(self, "response_ids", tuple(int(i) for i in self.response_ids))
-        object.__setattr__(self, "advantage", float(self.advantage))
-        if not self.prompt_ids:
-            raise ValueError("a trained sequence needs a non-empty prompt (it predicts the first response token)")
-        if not self.response_ids:
-            raise ValueError("a trained sequence needs at least one response token")
-        if self.group not in GROUP_NAMES:
-            raise ValueError(f"unknown group {self.group!r}; groups are: {', '.join(GROUP_NAMES)}")
-        if not math.isfinite(self.advantage):
-            raise ValueError(f"advantage must be finite, got {self.advantage}")
-        for name in ("old_logprobs", "behaviour_logprobs"):
-            if getattr(self, name) is not None:
-                values = tuple(float(x) for x in getattr(self, name))
-                if len(values) != len(self.response_ids):
-                    raise ValueError(f"{name} has {len(values)} values for {len(self.response_ids)} response tokens")
-                object.__setattr__(self, name, values)
 
 
 @dataclass(frozen=True)
@@ -116,39 +84,6 @@ class UpdateSettings:
             rollout_is=trainer.rollout_is,
             rollout_is_cap=trainer.rollout_is_cap,
         )
-
-
-@dataclass
-class GroupMetrics:
-    sequences: int
-    tokens: int
-    pg_loss: float  # token-mean inside the group
-    entropy: float
-
-
-@dataclass
-class UpdateMetrics:
-    """What one update did; `as_dict()` is JSON-ready (update.json)."""
-
-    loss: float
-    pg_loss: float
-    entropy: float  # per-group token-mean, averaged over groups (the loss's weighting)
-    kl: float | None  # same weighting; None when no reference model
-    grad_norm: float  # before clipping
-    clip_frac: float  # share of all response tokens whose ratio was clipped
-    tokens: int
-    sequences: int
-    seconds: float
-    tokens_per_second: float
-    learning_rate: float
-    skipped: bool  # a non-finite gradient norm: no optimizer step was taken
-    groups: dict[str, GroupMetrics] = field(default_factory=dict)
-    world_size: int = 1  # engine ranks the batch was split over
-    strategy: str = "ddp"  # trainer.strategy: ddp, fsdp or zero3 (nothing is wrapped on one rank)
-    off_policy: dict[str, float] = field(default_factory=dict)  # the gap to the rollout engine (off_policy.py)
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def make_optimizer(model: Any, trainer: TrainerConfig) -> torch.optim.Optimizer:
@@ -215,12 +150,10 @@ class TRRPPUpdate:
         started = time.perf_counter()
         metrics = self.accumulate(sequences, filler=filler)
         grad_norm, skipped = self.apply_gradients()
-        metrics.grad_norm = grad_norm
-        metrics.skipped = skipped
-        metrics.seconds = time.perf_counter() - started
-        metrics.tokens_per_second = metrics.tokens / metrics.seconds if metrics.seconds > 0 else 0.0
-        metrics.world_size = self.accelerator.num_processes
-        return metrics
+        seconds = time.perf_counter() - started
+        return replace(metrics, grad_norm=grad_norm, skipped=skipped, seconds=seconds,
+                       tokens_per_second=metrics.tokens / seconds if seconds > 0 else 0.0,
+                       world_size=self.accelerator.num_processes)
 
     def accumulate(self, sequences: Sequence[TrainSequence], *, filler: TrainSequence | None = None) -> UpdateMetrics:
         """Backward of the full-batch loss into the parameters' .grad (no optimizer step)."""

@@ -48,7 +48,7 @@ def judge_reasoning(generator: Any, wrap: Any, reasonings: Sequence[str], max_ne
     """The judge's verdict on each reasoning text, decoded greedily; `wrap` turns a question into
     the model's prompt (the run's chat or R1 wrapper), after which the verdict is prefilled
     (`judge_input`)."""
-    from azr.engine.rollout.transformers_backend import SamplingSettings
+    from azr.engine.api import SamplingSettings
 
     if not reasonings:
         return []

@@ -15,7 +15,7 @@ import importlib.util
 import shutil
 import tempfile
 import threading
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,7 +25,8 @@ import torch
 
 from azr.pipeline.atomic_io import publish_directory
 from azr.config.schema import AZRConfig
-from azr.engine.rollout.transformers_backend import Completion, GenerationRequest, SamplingSettings, encode_prompts, model_eos_ids
+from azr.engine.api import Completion, GenerationRequest, PromptCompletions, RequestGenerator, SamplingSettings
+from azr.engine.rollout.transformers_backend import encode_prompts, model_eos_ids
 from azr.engine.rollout.vllm.common import iter_weights, make_completion, prompt_seed, sampling_fields, write_weight_files
 from azr.engine.rollout.vllm.server import SERVED_MODEL_NAME, VLLMClient, VLLMError, VLLMServer
 
@@ -41,8 +42,12 @@ _T = TypeVar("_T")
 _DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 
 
-class _VLLMBackend(ABC):
-    """Tokenizing, greedy de-duplication and completion records; subclasses run the engine."""
+class _VLLMBackend(RequestGenerator):
+    """Tokenizing, greedy de-duplication and completion records; subclasses run the engine
+    (a `GenerationBackend` that holds a copy of the weights)."""
+
+    separate_weights = True
+    weights_discarded = False
 
     def __init__(self, tokenizer: Any, eos_token_ids: Sequence[int]) -> None:
         if not eos_token_ids:
@@ -50,12 +55,18 @@ class _VLLMBackend(ABC):
         self.tokenizer = tokenizer
         self.eos_token_ids = tuple(eos_token_ids)
 
-    def generate(self, prompts: Sequence[str], settings: SamplingSettings) -> list[list[Completion]]:
-        if isinstance(prompts, str):
-            raise TypeError("prompts must be a sequence of strings, not one string")
-        return self.generate_many([GenerationRequest(tuple(prompts), settings)])[0]
+    def prepare_for_update(self) -> None:
+        """A server on GPUs of its own needs nothing freed (the colocated engine sleeps)."""
 
-    def generate_many(self, requests: Sequence[GenerationRequest]) -> list[list[list[Completion]]]:
+    @abstractmethod
+    def sync_weights(self, model: torch.nn.Module) -> None:
+        """Load the trained model's current weights into vLLM."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Stop the engine (idempotent)."""
+
+    def generate_many(self, requests: Sequence[GenerationRequest]) -> list[PromptCompletions]:
         """The prompts of all requests in one engine call, each with its request's sampling; a
         prompt's seed is keyed by its index in its own request, so merging moves no sample."""
         encoded: list[list[int]] = []

@@ -16,7 +16,8 @@ from typing import Any
 import torch
 
 from azr.pipeline.atomic_io import publish_directory
-from azr.engine.rollout.transformers_backend import Completion, SamplingSettings, completion_record
+from azr.engine.api import Completion, SamplingSettings
+from azr.engine.rollout.transformers_backend import completion_record
 
 WEIGHTS_GLOB = "*.safetensors"
 

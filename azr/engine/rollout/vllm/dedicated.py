@@ -26,7 +26,8 @@ import torch
 from azr.pipeline.atomic_io import publish_directory
 from azr.config.schema import AZRConfig, vllm_memory_share
 from azr.engine.training.distributed import broadcast_object, full_parameters, world
-from azr.engine.rollout.transformers_backend import Completion, GenerationRequest, model_eos_ids
+from azr.engine.api import GenerationRequest, PromptCompletions
+from azr.engine.rollout.transformers_backend import model_eos_ids
 from azr.engine.controller.launch import server_gpu_shares
 from azr.engine.rollout.vllm.backend import (
     _DTYPE_NAMES,
@@ -135,7 +136,7 @@ class DedicatedServerBackend(_VLLMBackend):
 
     # -------------------------------------------------------------------- generation
 
-    def generate_many(self, requests: Sequence[GenerationRequest]) -> list[list[list[Completion]]]:
+    def generate_many(self, requests: Sequence[GenerationRequest]) -> list[PromptCompletions]:
         """Rank 0 asks the servers (all requests in one call); every rank returns the completions."""
         return _on_rank0(lambda: super(DedicatedServerBackend, self).generate_many(requests))
 
