@@ -1,17 +1,15 @@
 """The TRR++ policy update (docs/algorithm.md §9.2-§9.3) on Accelerate.
 
-Loss, for the groups g present in the batch (at most the six (task, role) groups), each with
-response-token set T_g of size N_g:
+The loss, for the groups g present in the batch (at most the six (task, role) groups), each
+with response-token set T_g of size N_g, is
 
-    loss = 1/G * sum_g [ 1/N_g * sum_{t in T_g} ( pg_t - entropy_coef * H_t + kl_coef * kl_t ) ]
-    pg_t = max(-A_t * r_t, -A_t * clip(r_t, 1 - eps, 1 + eps)),   r_t = exp(logp_t - logp_old_t)
+    loss = 1/G * sum_g [ 1/N_g * sum_{t in T_g} objective_t ]
 
-i.e. the PPO clipped surrogate, a token-mean inside each group and equal weight per group (the
-original's 16-sequence micro-batches never straddle groups, so each group gets 1/6 of the
-gradient). The entropy bonus and the KL term use the same per-group token-mean weighting, and
-so do the reported `entropy` and `kl`. Without old log-probs the ratio is 1 (the detached
-current log-probs): on-policy REINFORCE with normalised advantages, as the original ran. The
-KL, when on, is the k3 estimator exp(ref - logp) - (ref - logp) - 1 against a frozen reference.
+with objective_t the PPO clipped surrogate, the entropy bonus and the KL term of
+`azr.engine.training.trrpp_loss`: a token-mean inside each group and equal weight per group
+(the original's 16-sequence micro-batches never straddle groups, so each group gets 1/6 of the
+gradient). The reported `entropy` and `kl` use the same weighting. Without old log-probs the
+ratio is 1: on-policy REINFORCE with normalised advantages, as the original ran.
 
 The rollout engine's log-probs of the sampled tokens (`behaviour_logprobs`) measure the
 off-policy gap every update (`UpdateMetrics.off_policy`), and correct it when asked: the
@@ -35,7 +33,7 @@ import contextlib
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -52,11 +50,10 @@ from azr.engine.training.distributed import (
 )
 from azr.engine.training.logprobs import head_calls, token_logprobs, token_logprobs_and_entropy
 from azr.engine.training.off_policy import GapRecorder, behaviour_tensor, gap_metrics, truncated_is_weights
+from azr.engine.training.trrpp_loss import LossSettings, TokenLoss, trrpp_token_loss
 from azr.engine.training.zero3 import is_deepspeed
 from azr.selfplay.task_types import GROUP_NAMES
 
-_LOG_RATIO_LIMIT = 20.0  # exp() of a larger log-ratio overflows; the original clamps likewise
-_KL_LIMIT = 10.0
 
 
 @dataclass(frozen=True)
@@ -70,6 +67,10 @@ class UpdateSettings:
     ratio_base: str = "trainer"  # trainer: the detached current log-probs (on-policy); behaviour: the engine's
     rollout_is: str = "none"  # none | token | sequence: truncated importance weights (docs/algorithm.md §14)
     rollout_is_cap: float = 2.0
+
+    @property
+    def loss(self) -> LossSettings:
+        return LossSettings(clip_ratio=self.clip_ratio, entropy_coef=self.entropy_coef, kl_coef=self.kl_coef)
 
     @classmethod
     def from_trainer(cls, trainer: TrainerConfig, async_level: int = 0) -> UpdateSettings:
@@ -107,6 +108,55 @@ class _Batch:
     targets: torch.Tensor  # [tokens] the response token
     sequences: list[TrainSequence]
     indices: list[int]  # positions of `sequences` in the caller's list
+
+
+@dataclass
+class _LossSums:
+    """This rank's weighted sums over its micro-batches (float64), before the all-reduce:
+    the batch's loss terms, its clipped tokens, and each group's unweighted token sums."""
+
+    loss: float = 0.0
+    policy_loss: float = 0.0
+    entropy: float = 0.0
+    kl: float = 0.0
+    clipped_tokens: float = 0.0
+    group_policy_loss: dict[str, float] = field(default_factory=lambda: dict.fromkeys(GROUP_NAMES, 0.0))
+    group_entropy: dict[str, float] = field(default_factory=lambda: dict.fromkeys(GROUP_NAMES, 0.0))
+
+    @torch.no_grad()
+    def add(self, terms: TokenLoss, sequences: Sequence[TrainSequence]) -> None:
+        """One micro-batch's terms; `sequences` in the order of its tokens."""
+        self.loss += float(terms.loss.detach())
+        self.policy_loss += terms.weighted(terms.policy_loss)
+        self.entropy += terms.weighted(terms.entropy)
+        if terms.kl is not None:
+            self.kl += terms.weighted(terms.kl)
+        self.clipped_tokens += terms.clipped_tokens
+        offset = 0
+        for seq in sequences:
+            span = slice(offset, offset + len(seq.response_ids))
+            self.group_policy_loss[seq.group] += float(terms.policy_loss[span].double().sum())
+            self.group_entropy[seq.group] += float(terms.entropy[span].double().sum())
+            offset += len(seq.response_ids)
+
+    def totals(self) -> torch.Tensor:
+        """[loss, policy loss, entropy, kl, clipped tokens]"""
+        return torch.tensor([self.loss, self.policy_loss, self.entropy, self.kl, self.clipped_tokens],
+                            dtype=torch.float64)
+
+    def group_totals(self) -> torch.Tensor:
+        """[group, (policy loss, entropy)] in GROUP_NAMES order"""
+        return torch.tensor([[self.group_policy_loss[g], self.group_entropy[g]] for g in GROUP_NAMES],
+                            dtype=torch.float64)
+
+
+@dataclass(frozen=True)
+class _BatchTerms:
+    """A micro-batch's loss and what the off-policy gap is measured on."""
+
+    loss: TokenLoss
+    logprobs: torch.Tensor  # the trainer's, detached
+    behaviour: torch.Tensor  # the rollout engine's (NaN where not recorded)
 
 
 class TRRPPUpdate:
@@ -161,62 +211,64 @@ class TRRPPUpdate:
         sequences = list(sequences)
         if not sequences and (filler is None or self.accelerator.num_processes == 1):
             raise ValueError("an update needs at least one sequence")
-        acc = self.accelerator
         group_tokens = self._global_group_tokens(sequences)
         present = sum(1 for n in group_tokens.values() if n > 0)
         if present == 0:
             raise ValueError("an update needs at least one sequence (every rank's share is empty)")
-        # DDP and FSDP average gradients over processes; the loss is a global sum, so undo that.
-        scale = float(acc.num_processes)
         weight_of = {g: 1.0 / (present * n) for g, n in group_tokens.items() if n > 0}
-
-        sums = torch.zeros(5, dtype=torch.float64)  # loss, pg, entropy, kl, clipped tokens
-        per_group = {g: torch.zeros(2, dtype=torch.float64) for g in GROUP_NAMES}  # pg, entropy sums
+        # DDP and FSDP average gradients over processes; the loss is a global sum, so undo that.
+        scale = float(self.accelerator.num_processes)
         batches = self._micro_batches(sequences)
-        gap = GapRecorder()
         real = len(batches)
-        if acc.num_processes > 1:  # the same micro-batch count on every rank
+        if self.accelerator.num_processes > 1:  # the same micro-batch count on every rank
             batches += [self._collate([filler or sequences[0]], [0])] * (max_over_ranks(real) - real)
+        sums, gap = _LossSums(), GapRecorder()
         self.model.train()
         for index, batch in enumerate(batches):
             interrupt.stop_point(f"update, micro-batch {index + 1} of {len(batches)}")  # before any optimizer step
-            sync = index == len(batches) - 1
-            with self._gradient_sync(sync):
-                with acc.autocast():
-                    terms = self._token_terms(batch)
-                weights = torch.tensor(
-                    [weight_of.get(s.group, 0.0) if index < real else 0.0 for s in batch.sequences for _ in s.response_ids],
-                    dtype=torch.float32,
-                    device=terms["pg"].device,
-                )
-                objective = terms["pg"] - self.settings.entropy_coef * terms["entropy"]
-                if self.reference_model is not None:
-                    objective = objective + self.settings.kl_coef * terms["kl"]
-                loss = (weights * objective).sum()
-                acc.backward(loss * scale)
-            if index >= real:
-                continue
-            with torch.no_grad():
-                w = weights.double()
-                sums[0] += float(loss.detach())
-                sums[1] += float((w * terms["pg"].double()).sum())
-                sums[2] += float((w * terms["entropy"].double()).sum())
-                if self.reference_model is not None:
-                    sums[3] += float((w * terms["kl"].double()).sum())
-                sums[4] += float(terms["clipped"].sum())
-                gap.add(terms["logp"], terms["behaviour"], terms.get("is_weight"), self.settings.rollout_is_cap)
-                offset = 0
-                for seq in batch.sequences:
-                    span = slice(offset, offset + len(seq.response_ids))
-                    per_group[seq.group][0] += float(terms["pg"][span].double().sum())
-                    per_group[seq.group][1] += float(terms["entropy"][span].double().sum())
-                    offset += len(seq.response_ids)
-        sums = self._reduce(sums)
+            with self._gradient_sync(index == len(batches) - 1):
+                terms = self._batch_loss(batch, weight_of if index < real else {})
+                self.accelerator.backward(terms.loss.loss * scale)
+            if index < real:
+                sums.add(terms.loss, batch.sequences)
+                gap.add(terms.logprobs, terms.behaviour, terms.loss.is_weights, self.settings.rollout_is_cap)
+        return self._metrics(sums, gap, group_tokens, sequences, started)
+
+    def _batch_loss(self, batch: _Batch, weight_of: dict[str, float]) -> _BatchTerms:
+        """The micro-batch's loss; a token's weight is its group's (0 for a group not listed)."""
+        with self.accelerator.autocast():
+            logprobs, entropy = self._logprobs_and_entropy(batch)
+            reference = self._logprobs_only(self.reference_model, batch) if self.reference_model is not None else None
+        device = logprobs.device
+        tokens = [(s, i) for s in batch.sequences for i in range(len(s.response_ids))]
+        old = torch.tensor(
+            [s.old_logprobs[i] if s.old_logprobs is not None else float("nan") for s, i in tokens],
+            dtype=torch.float32, device=device,
+        )
+        lengths = [len(s.response_ids) for s in batch.sequences]
+        behaviour = behaviour_tensor([s.behaviour_logprobs for s in batch.sequences], lengths, device)
+        if self.settings.ratio_base == "behaviour":  # the ratio against the policy that sampled
+            old = torch.where(torch.isnan(old), behaviour, old)
+        is_weights = None
+        if self.settings.rollout_is != "none":
+            is_weights = truncated_is_weights(logprobs, behaviour, lengths, self.settings.rollout_is,
+                                              self.settings.rollout_is_cap)
+        advantages = torch.tensor([s.advantage for s, _ in tokens], dtype=torch.float32, device=device)
+        weights = torch.tensor([weight_of.get(s.group, 0.0) for s, _ in tokens], dtype=torch.float32, device=device)
+        loss = trrpp_token_loss(logprobs, entropy, advantages, weights, self.settings.loss, old_logprobs=old,
+                                reference_logprobs=reference, is_weights=is_weights)
+        return _BatchTerms(loss, logprobs.detach(), behaviour)
+
+    def _metrics(self, sums: _LossSums, gap: GapRecorder, group_tokens: dict[str, int],
+                 sequences: list[TrainSequence], started: float) -> UpdateMetrics:
+        """The batch's metrics from this rank's sums (all-reduced here) and the global counts."""
+        totals = self._reduce(sums.totals())
         off_policy = gap_metrics(all_gather_objects(gap.local()), self.settings.rollout_is)
-        group_sums = self._reduce(torch.stack([per_group[g] for g in GROUP_NAMES]))
+        group_sums = self._reduce(sums.group_totals())
         group_sequences = self._reduce(
             torch.tensor([sum(s.group == g for s in sequences) for g in GROUP_NAMES], dtype=torch.float64)
         )
+        loss, policy_loss, entropy, kl, clipped = (float(x) for x in totals)
         total_tokens = sum(group_tokens.values())
         groups = {
             g: GroupMetrics(
@@ -230,12 +282,12 @@ class TRRPPUpdate:
         }
         seconds = time.perf_counter() - started
         return UpdateMetrics(
-            loss=float(sums[0]),
-            pg_loss=float(sums[1]),
-            entropy=float(sums[2]),
-            kl=float(sums[3]) if self.reference_model is not None else None,
+            loss=loss,
+            pg_loss=policy_loss,
+            entropy=entropy,
+            kl=kl if self.reference_model is not None else None,
             grad_norm=float("nan"),
-            clip_frac=float(sums[4]) / total_tokens,
+            clip_frac=clipped / total_tokens,
             tokens=total_tokens,
             sequences=int(group_sequences.sum()),
             seconds=seconds,
@@ -298,50 +350,13 @@ class TRRPPUpdate:
             return contextlib.nullcontext()
         return self.accelerator.no_sync(self.model)
 
-    def _token_terms(self, batch: _Batch) -> dict[str, torch.Tensor]:
+    def _logprobs_and_entropy(self, batch: _Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-probs (with gradient) and entropies of the batch's response tokens."""
         hidden = _last_hidden_state(self.model, batch.input_ids, batch.attention_mask)
-        selected = hidden[batch.rows, batch.positions]
-        logp, entropy = token_logprobs_and_entropy(
-            self._head(self.model), selected, batch.targets, self.settings.logits_chunk_tokens,
+        return token_logprobs_and_entropy(
+            self._head(self.model), hidden[batch.rows, batch.positions], batch.targets, self.settings.logits_chunk_tokens,
             self._head_calls(self.model, batch),
         )
-        device = logp.device
-        old = torch.cat(
-            [
-                torch.tensor(s.old_logprobs, dtype=torch.float32, device=device)
-                if s.old_logprobs is not None
-                else torch.full((len(s.response_ids),), float("nan"), device=device)
-                for s in batch.sequences
-            ]
-        )
-        lengths = [len(s.response_ids) for s in batch.sequences]
-        behaviour = behaviour_tensor([s.behaviour_logprobs for s in batch.sequences], lengths, device)
-        if self.settings.ratio_base == "behaviour":  # the ratio against the policy that sampled
-            old = torch.where(torch.isnan(old), behaviour, old)
-        old = torch.where(torch.isnan(old), logp.detach(), old)  # on-policy: ratio 1
-        advantages = torch.tensor(
-            [s.advantage for s in batch.sequences for _ in s.response_ids], dtype=torch.float32, device=device
-        )
-        ratio = torch.exp(torch.clamp(logp - old, -_LOG_RATIO_LIMIT, _LOG_RATIO_LIMIT))
-        eps = self.settings.clip_ratio
-        unclipped = -advantages * ratio
-        clipped = -advantages * torch.clamp(ratio, 1.0 - eps, 1.0 + eps)
-        terms = {
-            "pg": torch.maximum(unclipped, clipped),
-            "entropy": entropy,
-            "clipped": (clipped > unclipped).detach(),
-            "logp": logp.detach(),
-            "behaviour": behaviour,
-        }
-        if self.settings.rollout_is != "none":
-            terms["is_weight"] = truncated_is_weights(logp, behaviour, lengths, self.settings.rollout_is,
-                                                      self.settings.rollout_is_cap)
-            terms["pg"] = terms["is_weight"] * terms["pg"]
-        if self.reference_model is not None:
-            ref = self._logprobs_only(self.reference_model, batch)
-            log_ratio = ref - logp
-            terms["kl"] = torch.clamp(torch.exp(log_ratio) - log_ratio - 1.0, -_KL_LIMIT, _KL_LIMIT)
-        return terms
 
     def _logprobs_only(self, model: Any, batch: _Batch) -> torch.Tensor:
         with torch.no_grad():
