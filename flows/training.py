@@ -41,6 +41,7 @@ from azr.pipeline.run import (
 )
 from azr.config.run_form import ConfigChanges, Preset, changed_values, preset_help
 from azr.pipeline.mlflow_run import Tracker
+from flows.gpu import gpus_to_hold, hold_gpus
 from flows.iteration import iteration_flow
 from flows.monitoring import emit_findings, event_id
 from flows.run_pages import artifact_key, name_flow_run, publish_iteration, publish_tracking_links
@@ -97,16 +98,6 @@ def probe_task(res: RunContext, step: int, current: bool = True) -> dict[str, fl
 def evaluate_task(res: RunContext, step: int) -> dict[str, float]:
     """The configured benchmarks on the current policy, when `trainer.eval_every` is due."""
     return evaluate_if_due(res, step, res.tracker)
-
-
-def _gpu_hold(config: AZRConfig):  # noqa: ANN202 - a context manager
-    try:
-        from flows.gpu import gpus_to_hold, hold_gpus
-    except ModuleNotFoundError:
-        import contextlib
-
-        return contextlib.nullcontext()
-    return hold_gpus(gpus_to_hold(config))
 
 
 @flow(name="azr-train", persist_result=False, log_prints=False)
@@ -194,7 +185,7 @@ def _train(root: Path, wanted: AZRConfig | None, resume: bool, force: bool, iter
     status = "FAILED"
     res = None
     try:
-        with _gpu_hold(run_config):
+        with hold_gpus(gpus_to_hold(run_config)):
             res = open_resources(run, run_config, on_event=get_event_hook())
             if run_config != stored:  # the run has really started with the new settings: keep them
                 run.write_config(run_config)

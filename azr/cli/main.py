@@ -37,12 +37,8 @@ app.add_typer(sandbox_app, name="sandbox")
 
 def _mount_eval_commands() -> None:
     """`azr eval ...` lives in azr/cli/eval.py (the evaluation commands)."""
-    try:
-        from azr.cli.eval import eval_app
-    except ModuleNotFoundError as exc:
-        if exc.name != "azr.cli.eval":
-            raise
-        return
+    from azr.cli.eval import eval_app
+
     app.add_typer(eval_app, name="eval")
 
 

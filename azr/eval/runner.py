@@ -35,7 +35,7 @@ from azr.eval.benchmarks.problems import (
 )
 from azr.eval.prompting.azr_prompts import PROMPT_STYLES, PromptStyle
 from azr.eval.results import (
-    RESULTS_FILE, RESULTS_JSONL, SUMMARY_FILE, ResultRow, metrics_from_summary, read_results, summarise, write_results,
+    RESULTS_FILE, RESULTS_JSONL, SUMMARY_FILE, ResultRow, metrics_from_summary, summarise, write_results,
     write_summary,
 )
 from azr.eval.targets import ModelTarget, RunInfo, pin_export, resolve_target
@@ -451,7 +451,3 @@ def log(out_dir: Path) -> str | None:
     )
     atomic_write_json(done, {"run_id": run_id, "tracking_uri": target.tracking_uri, "parent_run_id": target.parent_run_id})
     return run_id
-
-
-def load_results(out_dir: Path) -> list[ResultRow]:
-    return read_results(Path(out_dir) / RESULTS_FILE)

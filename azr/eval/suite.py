@@ -146,11 +146,6 @@ def generate_suite(directories: Sequence[Path], *, on_start: Callable[[str, int]
             backend.close()
 
 
-def score_suite(directories: Sequence[Path], *, on_progress: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
-    """Score every benchmark in the sandbox (each with the limits its tests need)."""
-    return [runner.score(directory, on_progress=on_progress) for directory in directories]
-
-
 def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 

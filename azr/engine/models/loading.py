@@ -11,8 +11,7 @@ paper's lr 1e-6 moves a weight of size 0.05 by ~1e-6, far below bf16's rounding 
 
 from __future__ import annotations
 
-import contextlib
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -21,6 +20,9 @@ from azr.engine.models.gguf import ensure_converted
 from azr.engine.models.sources import resolve_model_source
 from azr.engine.models.tokenizer import load_tokenizer
 from azr.ops.cpu_features import cpu_dtype_choice
+
+if TYPE_CHECKING:
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
@@ -71,7 +73,7 @@ def load_model(
     for_training: bool = True,
     seed: int = 0,
     empty: bool = False,
-) -> tuple[Any, Any]:
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """(model, tokenizer) for the configured source.
 
     `for_training` keeps fp32 master weights (see the module docstring) and turns on gradient
@@ -100,7 +102,7 @@ def load_model(
     return model, tokenizer
 
 
-def enable_activation_checkpointing(model: Any) -> None:
+def enable_activation_checkpointing(model: PreTrainedModel) -> None:
     """Recompute each decoder layer in backward (non-reentrant, so it nests with the chunked
     head's checkpoints). transformers 5 renamed gradient_checkpointing_enable; both work."""
     kwargs = {"use_reentrant": False}
@@ -110,7 +112,7 @@ def enable_activation_checkpointing(model: Any) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
-def _load_pretrained(model_cfg: ModelConfig, dtype: torch.dtype) -> Any:
+def _load_pretrained(model_cfg: ModelConfig, dtype: torch.dtype) -> PreTrainedModel:
     from transformers import AutoModelForCausalLM
 
     source = resolve_model_source(model_cfg.name_or_path, model_cfg.revision)
@@ -154,7 +156,7 @@ def tiny_config(
     bos_token_id: int = BUNDLED_BOS_ID,
     eos_token_id: int = BUNDLED_EOS_ID,
     pad_token_id: int = BUNDLED_EOS_ID,
-) -> Any:
+) -> LlamaConfig:
     """A 2-layer Llama (hidden 64) over a full-size vocabulary: the same code paths as a real
     model (tied embeddings, GQA, RoPE), at a cost dominated by the vocabulary."""
     from transformers import LlamaConfig
@@ -174,7 +176,8 @@ def tiny_config(
     )
 
 
-def tiny_model(seed: int = 0, *, tokenizer: Any = None, dtype: torch.dtype = torch.float32) -> Any:
+def tiny_model(seed: int = 0, *, tokenizer: PreTrainedTokenizerBase | None = None,
+               dtype: torch.dtype = torch.float32) -> LlamaForCausalLM:
     """A tiny randomly initialised LlamaForCausalLM, identical for the same seed; no download.
 
     With a tokenizer it takes that tokenizer's vocabulary and special tokens, else the bundled
@@ -193,10 +196,3 @@ def tiny_model(seed: int = 0, *, tokenizer: Any = None, dtype: torch.dtype = tor
         torch.manual_seed(seed)
         model = LlamaForCausalLM(config)
     return model.to(dtype)
-
-
-def autocast_context(device: torch.device, compute: torch.dtype, parameters: torch.dtype) -> Any:
-    """Autocast to `compute` when the parameters are stored wider; a no-op otherwise."""
-    if compute == parameters:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=compute)
