@@ -62,6 +62,7 @@ _POLL_S = 0.2
 
 
 _R = TypeVar("_R", bound=protocol.Reply)
+Tokenizer = Any  # a transformers PreTrainedTokenizerBase; the controller side imports no transformers
 
 
 class EngineClient(RequestGenerator):
@@ -69,7 +70,7 @@ class EngineClient(RequestGenerator):
     `EngineClient.start`."""
 
     def __init__(self, config: AZRConfig, run_root: Path, process: subprocess.Popen, sock: socket.socket,
-                 tokenizer: Any, ranks: list[dict[str, Any]], ready: dict[str, Any]) -> None:
+                 tokenizer: Tokenizer, ranks: list[dict[str, JsonValue]], ready: dict[str, JsonValue]) -> None:
         self.config = config
         self.run_root = run_root
         self.process = process
@@ -87,7 +88,7 @@ class EngineClient(RequestGenerator):
     # -------------------------------------------------------------------- start
 
     @classmethod
-    def start(cls, config: AZRConfig, run_root: PathLike, *, tokenizer: Any = None) -> EngineClient:
+    def start(cls, config: AZRConfig, run_root: PathLike, *, tokenizer: Tokenizer | None = None) -> EngineClient:
         """Launch the engine for this run and wait until every rank holds the policy."""
         run_root = Path(run_root)
         directory = engine_dir(run_root)
@@ -308,7 +309,7 @@ class _Died(Exception):
     pass
 
 
-def _receive(sock: socket.socket, process: subprocess.Popen, deadline: float) -> dict[str, Any]:
+def _receive(sock: socket.socket, process: subprocess.Popen[bytes], deadline: float) -> dict[str, JsonValue]:
     """The next message, watching the launcher: `_Died` as soon as it exits, a timeout at the deadline."""
     while True:
         left = deadline - time.monotonic()
@@ -336,7 +337,7 @@ class _Starting:
         self.log_path = log_path
         self.timeout = timeout
         self.deadline = time.monotonic() + timeout
-        self.ranks: list[dict[str, Any]] = []
+        self.ranks: list[dict[str, JsonValue]] = []
 
     def accept(self, listener: socket.socket, token: str) -> socket.socket:
         while True:
@@ -355,7 +356,7 @@ class _Starting:
                 return sock
             sock.close()  # not our engine
 
-    def expect(self, sock: socket.socket, event: str) -> dict[str, Any]:
+    def expect(self, sock: socket.socket, event: str) -> dict[str, JsonValue]:
         try:
             message = _receive(sock, self.process, self.deadline)
         except _Died:
@@ -391,7 +392,7 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
 
 
-def _kill(process: subprocess.Popen, ranks: Sequence[Mapping[str, Any]], grace: float = 5.0) -> None:
+def _kill(process: subprocess.Popen[bytes], ranks: Sequence[Mapping[str, JsonValue]], grace: float = 5.0) -> None:
     """Stop the launcher's group, then every rank it started that is still an engine rank
     (torchrun starts each rank in a session of its own, outside the launcher's group); the
     ranks of other machines belong to their own launchers."""

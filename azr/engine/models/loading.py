@@ -11,6 +11,7 @@ paper's lr 1e-6 moves a weight of size 0.05 by ~1e-6, far below bf16's rounding 
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING
 
 import torch
@@ -134,7 +135,7 @@ def _load_pretrained(model_cfg: ModelConfig, dtype: torch.dtype) -> PreTrainedMo
         ) from exc
 
 
-def _empty_pretrained(model_cfg: ModelConfig, dtype: torch.dtype) -> Any:
+def _empty_pretrained(model_cfg: ModelConfig, dtype: torch.dtype) -> PreTrainedModel:
     """The configured model's architecture on the meta device, from its config.json only."""
     from transformers import AutoConfig, AutoModelForCausalLM
 

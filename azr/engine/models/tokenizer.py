@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from azr.config.schema import ModelConfig
 from azr.engine.models.gguf import find_converted, require_gguf_package
 from azr.engine.models.sources import resolve_tokenizer_source
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
-def load_tokenizer(model: ModelConfig) -> Any:
+
+def load_tokenizer(model: ModelConfig) -> PreTrainedTokenizerBase:
     """The model's tokenizer (left padding, a pad token), from the hub, a directory or GGUF.
 
     A GGUF source reads from its converted safetensors copy when one exists (0.1 s instead of
@@ -33,7 +36,7 @@ def load_tokenizer(model: ModelConfig) -> Any:
     return prepare_tokenizer(tokenizer)
 
 
-def prepare_tokenizer(tokenizer: Any) -> Any:
+def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
     """Left padding (generation appends on the right) and a pad token (eos when none)."""
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:

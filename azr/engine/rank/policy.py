@@ -31,7 +31,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from pydantic import JsonValue
@@ -53,6 +53,10 @@ from azr.engine.models.loading import compute_dtype, load_model, parameter_dtype
 from azr.engine.rollout.sharded import ShardedTransformersBackend
 from azr.engine.training.trrpp_update import TRRPPUpdate, UpdateSettings, make_optimizer
 
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
 _MIXED_PRECISION = {torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 
@@ -61,14 +65,14 @@ class Policy(RequestGenerator):
     """Everything model-side of one run. Build it with `Policy.create`."""
 
     config: AZRConfig
-    model: Any  # DDP-wrapped by accelerator.prepare, fully_shard-ed (FSDP2), or plain on one rank
-    tokenizer: Any
-    accelerator: Any
+    model: torch.nn.Module  # DDP-wrapped by accelerator.prepare, fully_shard-ed (FSDP2), or plain on one rank
+    tokenizer: PreTrainedTokenizerBase
+    accelerator: Accelerator
     optimizer: torch.optim.Optimizer
     updater: TRRPPUpdate
     backend: GenerationBackend
     compute_dtype: torch.dtype
-    reference_model: Any = None
+    reference_model: torch.nn.Module | None = None
     weights_version: int = field(default=0, init=False)  # bumped by every update or load
     synced_version: int = field(default=0, init=False)  # what the rollout engine holds
 
@@ -166,7 +170,7 @@ class Policy(RequestGenerator):
         return cls(config, model, tokenizer, accelerator, optimizer, updater, backend, compute, reference)
 
     @property
-    def unwrapped_model(self) -> Any:
+    def unwrapped_model(self) -> PreTrainedModel:
         return self.accelerator.unwrap_model(self.model)
 
     def generate_many(self, requests: Sequence[GenerationRequest]) -> list[PromptCompletions]:

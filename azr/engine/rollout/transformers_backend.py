@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import torch
 
@@ -19,6 +19,9 @@ from azr.config.schema import RolloutConfig
 from azr.engine import interrupt
 from azr.engine.api import Completion, GenerationRequest, Generator, PromptCompletions, RequestGenerator, SamplingSettings
 from azr.engine.rollout.row_sampling import RowDecoding, RowSampler, sample_seed
+
+if TYPE_CHECKING:
+    from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 PAD_MULTIPLE = 64
 """Batches are left-padded to a multiple of this many tokens. A row's padding is then fixed by
@@ -65,7 +68,7 @@ class SharedWeightsBackend(RequestGenerator):
         """Nothing runs outside this process."""
 
 
-def encode_prompts(tokenizer: Any, prompts: Sequence[str]) -> list[list[int]]:
+def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str]) -> list[list[int]]:
     """Token ids of formatted prompts (no special tokens added: the wrapper placed them)."""
     if isinstance(prompts, str):
         raise TypeError("prompts must be a sequence of strings, not one string")
@@ -83,7 +86,7 @@ def completion_record(
     prompt: Sequence[int],
     eos_token_ids: Sequence[int],
     max_new_tokens: int,
-    tokenizer: Any,
+    tokenizer: PreTrainedTokenizerBase,
     *,
     finish_reason: str = "length",
     logprobs: Sequence[float] | None = None,
@@ -227,8 +230,8 @@ class TransformersBackend(SharedWeightsBackend):
 
     def __init__(
         self,
-        model: Any,
-        tokenizer: Any,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
         *,
         max_batch_tokens: int = 65536,
         max_batch_size: int = 64,
@@ -250,13 +253,14 @@ class TransformersBackend(SharedWeightsBackend):
         self.pad_token_id = pad if pad is not None else self.eos_token_ids[0]
 
     @classmethod
-    def from_rollout(cls, model: Any, tokenizer: Any, rollout: RolloutConfig, **kwargs: Any) -> TransformersBackend:
+    def from_rollout(cls, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rollout: RolloutConfig, *,
+                     compute_dtype: torch.dtype | None = None) -> TransformersBackend:
         return cls(
             model,
             tokenizer,
             max_batch_tokens=rollout.generation_batch_tokens,
             max_batch_size=rollout.generation_batch_size,
-            **kwargs,
+            compute_dtype=compute_dtype,
         )
 
     def generate_many(self, requests: Sequence[GenerationRequest]) -> list[PromptCompletions]:
@@ -336,7 +340,7 @@ class TransformersBackend(SharedWeightsBackend):
         return [Decoded(tuple(row[:d.max_new_tokens]), tuple(lp[:d.max_new_tokens]))
                 for row, lp, d in zip(output[:, width:].tolist(), logprobs, decodings)]
 
-    def _generation_config(self, max_new_tokens: int) -> Any:
+    def _generation_config(self, max_new_tokens: int) -> GenerationConfig:
         """Greedy selection: sampled rows reach it as one-hot scores from `RowSampler`."""
         from transformers import GenerationConfig
 
@@ -372,7 +376,7 @@ class TransformersBackend(SharedWeightsBackend):
             model.train(was_training)
 
 
-def _neutral_generation_config(config: Any) -> Any:
+def _neutral_generation_config(config: GenerationConfig) -> GenerationConfig:
     """Only the special-token ids of the checkpoint's generation config."""
     from transformers import GenerationConfig
 
@@ -380,7 +384,7 @@ def _neutral_generation_config(config: Any) -> Any:
     return GenerationConfig(**{k: getattr(config, k, None) for k in keep if getattr(config, k, None) is not None})
 
 
-def model_eos_ids(model: Any, tokenizer: Any) -> tuple[int, ...]:
+def model_eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> tuple[int, ...]:
     """EOS ids of the model's generation config (may be several, e.g. Llama 3) and tokenizer."""
     ids: list[int] = []
     configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
@@ -393,7 +397,7 @@ def model_eos_ids(model: Any, tokenizer: Any) -> tuple[int, ...]:
     return tuple(dict.fromkeys(ids))
 
 
-def _model_device(model: Any) -> torch.device:
+def _model_device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 

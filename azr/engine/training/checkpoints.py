@@ -12,8 +12,8 @@ Layout of `ROOT/step-00000010/`:
 The state is keyed by parameter names (torch's `get_state_dict`), not by rank layout, so DCP
 reshards on load: a checkpoint written by 2 FSDP2 ranks loads into 1 process or into DDP, and
 the other way round, with the same weights and optimizer state. Every rank must see `ROOT`
-(a shared filesystem across machines). Checkpoints written by Accelerate's save_state (before
-DCP) still load, on the same layout.
+(a shared filesystem across machines). A checkpoint in Accelerate's save_state layout also
+loads, on the rank layout that wrote it.
 
 Everything is written into `ROOT/.tmp-step-00000010/`, the marker last, and the directory is
 then renamed into place: a kill during a save leaves a temporary directory, never a checkpoint
@@ -29,9 +29,10 @@ import shutil
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
+from pydantic import JsonValue
 
 from azr.pipeline.atomic_io import (
     PathLike, atomic_write_json, checksum_problems, fsync_directory, publish_directory, tree_checksums,
@@ -39,6 +40,10 @@ from azr.pipeline.atomic_io import (
 from azr.engine.api import EXPORT_DIR, CheckpointInfo
 from azr.engine.training.distributed import barrier, world
 from azr.engine.training.zero3 import is_deepspeed
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 MARKER = "COMPLETE"
 META = "meta.json"
@@ -193,16 +198,16 @@ def latest_checkpoint(root: PathLike) -> Path | None:
 
 
 def save_checkpoint(
-    accelerator: Any,
-    model: Any,
-    tokenizer: Any,
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
     root: PathLike,
     step: int,
     *,
-    optimizer: Any = None,
+    optimizer: torch.optim.Optimizer | None = None,
     keep_last: int = 1,
     export_dtype: torch.dtype | None = None,
-    metadata: Mapping[str, Any] | None = None,
+    metadata: Mapping[str, JsonValue] | None = None,
     strategy: str | None = None,
 ) -> Path:
     """Write checkpoint `step` under `root` and prune to the newest `keep_last`.
@@ -244,7 +249,8 @@ def save_checkpoint(
     return final
 
 
-def load_checkpoint(accelerator: Any, path: PathLike, *, model: Any = None, optimizer: Any = None) -> CheckpointInfo:
+def load_checkpoint(accelerator: Accelerator, path: PathLike, *, model: torch.nn.Module | None = None,
+                    optimizer: torch.optim.Optimizer | None = None) -> CheckpointInfo:
     """Restore the model, AdamW and RNG states saved by `save_checkpoint`, on any rank count.
 
     Collective: call it on every rank. `model` and `optimizer` default to the ones prepared
@@ -270,7 +276,7 @@ def load_checkpoint(accelerator: Any, path: PathLike, *, model: Any = None, opti
 _DCP_METADATA = ".metadata"
 
 
-def save_training_state(model: Any, optimizer: Any, directory: Path) -> None:
+def save_training_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, directory: Path) -> None:
     """DCP save of the model and optimizer state by parameter name, plus this rank's RNG."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict
@@ -285,7 +291,7 @@ def save_training_state(model: Any, optimizer: Any, directory: Path) -> None:
     torch.save(rng, directory / f"rng-rank-{world()[0]}.pt")
 
 
-def load_training_state(model: Any, optimizer: Any, directory: Path) -> None:
+def load_training_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, directory: Path) -> None:
     """DCP load into this rank's layout (DCP reads the slices it needs), then the RNG of this
     rank if the saving run had a rank with this number."""
     import torch.distributed.checkpoint as dcp
@@ -303,7 +309,7 @@ def load_training_state(model: Any, optimizer: Any, directory: Path) -> None:
             torch.cuda.set_rng_state(rng["cuda"])
 
 
-def export_state_dict(accelerator: Any, model: Any) -> dict[str, torch.Tensor]:
+def export_state_dict(accelerator: Accelerator, model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The whole model's weights for an export, complete on rank 0; collective. ZeRO-3: the
     16-bit consolidation of DeepSpeed's partitions; otherwise torch's full state dict, which
     gathers FSDP2 shards (the engine shards with `fully_shard` itself, so Accelerate does not
@@ -313,7 +319,7 @@ def export_state_dict(accelerator: Any, model: Any) -> dict[str, torch.Tensor]:
     return full_model_state_dict(model)
 
 
-def full_model_state_dict(model: Any) -> dict[str, torch.Tensor]:
+def full_model_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The whole model's weights on CPU, gathered from FSDP2 shards; collective. Complete on
     rank 0 (other ranks of a sharded model get an empty dict)."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
@@ -321,13 +327,15 @@ def full_model_state_dict(model: Any) -> dict[str, torch.Tensor]:
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
-def _optimizer(accelerator: Any, optimizer: Any) -> Any:
+def _optimizer(accelerator: Accelerator, optimizer: torch.optim.Optimizer | None) -> torch.optim.Optimizer:
     """The torch optimizer (unwrapped from Accelerate's AcceleratedOptimizer)."""
     if optimizer is None:
         if not accelerator._optimizers:
             raise ValueError("no optimizer: pass optimizer= or prepare one with the accelerator")
         optimizer = accelerator._optimizers[0]
-    return getattr(optimizer, "optimizer", optimizer)
+    from accelerate.optimizer import AcceleratedOptimizer
+
+    return optimizer.optimizer if isinstance(optimizer, AcceleratedOptimizer) else optimizer
 
 
 def log_checkpoint_to_mlflow(
@@ -376,7 +384,8 @@ def log_checkpoint_to_mlflow(
 
 
 def export_pretrained(
-    model: Any, tokenizer: Any, state_dict: dict[str, torch.Tensor], target: Path, dtype: torch.dtype | None
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, state_dict: dict[str, torch.Tensor], target: Path,
+    dtype: torch.dtype | None,
 ) -> None:
     """save_pretrained with the weights cast to `dtype` (the compute dtype: what serving uses)."""
     if dtype is not None:
@@ -404,7 +413,7 @@ def _fsync_files(directory: Path) -> None:
         fsync_directory(sub)
 
 
-def _read_meta(path: Path) -> dict[str, Any]:
+def _read_meta(path: Path) -> dict[str, JsonValue]:
     try:
         meta = json.loads((path / META).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import torch
 
@@ -60,7 +60,7 @@ def all_gather_objects(value: T) -> list[T]:
     rank, size = world()
     if size == 1:
         return [value]
-    gathered: list[Any] = [None] * size
+    gathered: list[T | None] = [None] * size
     dist.all_gather_object(gathered, value)
     return gathered
 
@@ -71,7 +71,7 @@ def broadcast_object(value: T) -> T:
 
     if world()[1] == 1:
         return value
-    box: list[Any] = [value]
+    box: list[T] = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]
 
@@ -106,13 +106,13 @@ def _collective_device() -> torch.device:
 # ----------------------------------------------------------------------------- FSDP2
 
 
-def is_fsdp2(model: Any) -> bool:
+def is_fsdp2(model: torch.nn.Module) -> bool:
     from torch.distributed.fsdp import FSDPModule
 
     return isinstance(model, FSDPModule)
 
 
-def decoder_layers(model: Any) -> list[torch.nn.Module]:
+def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
     """The modules FSDP2 shards one by one: the classes transformers names in
     `_no_split_modules` (LlamaDecoderLayer, Qwen2DecoderLayer, ...)."""
     names = set(getattr(model, "_no_split_modules", None) or [])
@@ -125,7 +125,7 @@ def decoder_layers(model: Any) -> list[torch.nn.Module]:
     return layers
 
 
-def apply_fsdp2(model: Any, device: torch.device, compute: torch.dtype, world_size: int) -> Any:
+def apply_fsdp2(model: torch.nn.Module, device: torch.device, compute: torch.dtype, world_size: int) -> torch.nn.Module:
     """Shard `model` (already on `device`) in place over all ranks; returns it.
 
     Layers reshard after their forward (the memory saving); the root keeps its parameters
@@ -146,7 +146,7 @@ def apply_fsdp2(model: Any, device: torch.device, compute: torch.dtype, world_si
     return model
 
 
-def fsdp2_clip_grad_norm(model: Any, max_norm: float) -> float:
+def fsdp2_clip_grad_norm(model: torch.nn.Module, max_norm: float) -> float:
     """Global gradient norm over the sharded gradients (DTensor partial norms reduced across
     ranks), then clipping; the norm before clipping."""
     from torch.distributed.tensor import DTensor
@@ -158,7 +158,7 @@ def fsdp2_clip_grad_norm(model: Any, max_norm: float) -> float:
 
 
 @contextlib.contextmanager
-def gathered_parameters(model: Any) -> Iterator[None]:
+def gathered_parameters(model: torch.nn.Module) -> Iterator[None]:
     """Hold FSDP2's full (compute-dtype) parameters for the duration, on every rank.
 
     All ranks all-gather every sharded module once, together, here; then forwards run without
@@ -185,7 +185,7 @@ def gathered_parameters(model: Any) -> Iterator[None]:
             module.reshard()
 
 
-def full_parameters(model: Any, dtype: torch.dtype | None = None) -> Iterator[tuple[str, torch.Tensor]]:
+def full_parameters(model: torch.nn.Module, dtype: torch.dtype | None = None) -> Iterator[tuple[str, torch.Tensor]]:
     """(name, whole tensor) of every parameter and persistent buffer, one at a time, in
     checkpoint names and the same order on every rank; each tied tensor once.
 
@@ -222,7 +222,8 @@ def full_parameters(model: Any, dtype: torch.dtype | None = None) -> Iterator[tu
 # ----------------------------------------------------------------------------- loading once
 
 
-def materialize_from_rank0(model: Any, device: torch.device, source: Any | None) -> Any:
+def materialize_from_rank0(model: torch.nn.Module, device: torch.device,
+                           source: torch.nn.Module | None) -> torch.nn.Module:
     """Give `model` (built on the meta device on every rank, FSDP2-sharded or not) real memory
     on `device` and rank 0's weights; `source` is rank 0's loaded model (None elsewhere).
 

@@ -6,23 +6,27 @@ rank to train on it (the file is the command's payload; docs/architecture.md, pr
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from azr.pipeline.atomic_io import PathLike
 from azr.engine.api import TrainSequence
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 _COLUMNS = ["trained", "prompt_token_ids", "response_token_ids", "group", "advantage"]
 _BEHAVIOUR = "behaviour_logprobs"  # absent from the files of runs before it was recorded
 
 
-def train_sequences(scored: Any) -> list[TrainSequence]:
+def train_sequences(scored: pa.Table | pd.DataFrame) -> list[TrainSequence]:
     """The trained rows of a scored table (a pandas DataFrame or a pyarrow Table), with the
     rollout engine's behaviour log-probs where it recorded them."""
-    names = list(scored.column_names if hasattr(scored, "column_names") else scored.columns)
+    names = list(scored.column_names if isinstance(scored, pa.Table) else scored.columns)
     wanted = _COLUMNS + ([_BEHAVIOUR] if _BEHAVIOUR in names else [])
-    columns = scored.to_pydict() if hasattr(scored, "to_pydict") else {c: scored[c].tolist() for c in wanted}
+    columns = scored.to_pydict() if isinstance(scored, pa.Table) else {c: scored[c].tolist() for c in wanted}
     behaviour = columns.get(_BEHAVIOUR) or [None] * len(columns["trained"])
     return [
         TrainSequence(list(prompt), list(response), group, float(advantage),

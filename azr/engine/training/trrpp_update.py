@@ -32,9 +32,9 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -53,6 +53,9 @@ from azr.engine.training.off_policy import GapRecorder, behaviour_tensor, gap_me
 from azr.engine.training.trrpp_loss import LossSettings, TokenLoss, trrpp_token_loss
 from azr.engine.training.zero3 import is_deepspeed
 from azr.selfplay.task_types import GROUP_NAMES
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
 
 
 
@@ -87,7 +90,7 @@ class UpdateSettings:
         )
 
 
-def make_optimizer(model: Any, trainer: TrainerConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: torch.nn.Module, trainer: TrainerConfig) -> torch.optim.Optimizer:
     """AdamW over all parameters (docs/algorithm.md §9.3: constant lr, decay on every weight)."""
     return torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad],
@@ -169,14 +172,14 @@ class TRRPPUpdate:
 
     def __init__(
         self,
-        model: Any,
+        model: torch.nn.Module,
         optimizer: torch.optim.Optimizer,
-        accelerator: Any,
+        accelerator: Accelerator,
         settings: UpdateSettings,
         *,
         pad_token_id: int = 0,
-        scheduler: Any = None,
-        reference_model: Any = None,
+        scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+        reference_model: torch.nn.Module | None = None,
     ) -> None:
         if settings.kl_coef > 0 and reference_model is None:
             raise ValueError("kl_coef > 0 needs a frozen reference model")
@@ -340,7 +343,7 @@ class TRRPPUpdate:
 
     # ----------------------------------------------------------------- internals
 
-    def _gradient_sync(self, enabled: bool) -> Any:
+    def _gradient_sync(self, enabled: bool) -> contextlib.AbstractContextManager[None]:
         """Whether this backward reduces gradients across ranks (the last micro-batch's)."""
         if is_deepspeed(self.accelerator):  # DeepSpeed steps in the backward that syncs
             return _deepspeed_boundary(self.accelerator, enabled)
@@ -358,7 +361,7 @@ class TRRPPUpdate:
             self._head_calls(self.model, batch),
         )
 
-    def _logprobs_only(self, model: Any, batch: _Batch) -> torch.Tensor:
+    def _logprobs_only(self, model: torch.nn.Module, batch: _Batch) -> torch.Tensor:
         with torch.no_grad():
             hidden = _last_hidden_state(model, batch.input_ids, batch.attention_mask)
             return token_logprobs(
@@ -366,7 +369,7 @@ class TRRPPUpdate:
                 self._head_calls(model, batch),
             )
 
-    def _head_calls(self, model: Any, batch: _Batch) -> int | None:
+    def _head_calls(self, model: torch.nn.Module, batch: _Batch) -> int | None:
         """Under ZeRO-3 with several ranks, the most head chunks any rank has in this micro-batch
         (each call gathers the head collectively: equal counts on every rank); else None."""
         if model is not self.model or not is_deepspeed(self.accelerator) or self.accelerator.num_processes == 1:
@@ -416,10 +419,10 @@ class TRRPPUpdate:
             return tensor
         return self.accelerator.reduce(tensor.to(self.accelerator.device), reduction="sum").cpu()
 
-    def _head(self, model: Any) -> Any:
+    def _head(self, model: torch.nn.Module) -> torch.nn.Module:
         return self.accelerator.unwrap_model(model).get_output_embeddings()
 
-    def _check_head(self, model: Any) -> None:
+    def _check_head(self, model: torch.nn.Module) -> None:
         """The chunked update applies the output embedding itself: make sure that is exactly
         what the model's forward does (no logit scaling or soft-capping in between)."""
         unwrapped = self.accelerator.unwrap_model(model)
@@ -444,7 +447,7 @@ class TRRPPUpdate:
 
 
 @contextlib.contextmanager
-def _deepspeed_boundary(accelerator: Any, boundary: bool) -> Any:
+def _deepspeed_boundary(accelerator: Accelerator, boundary: bool) -> Iterator[None]:
     """Tell Accelerate's DeepSpeed wrapper whether this backward ends the accumulation (then
     DeepSpeed clips and steps inside it)."""
     accelerator.gradient_state._set_sync_gradients(boundary)
@@ -454,7 +457,7 @@ def _deepspeed_boundary(accelerator: Any, boundary: bool) -> Any:
         accelerator.gradient_state._set_sync_gradients(True)
 
 
-def _last_hidden_state(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+def _last_hidden_state(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """The final (normed) hidden states through the model's own forward (so DDP/FSDP hooks
     run), with logits for one position only."""
     out = model(

@@ -17,9 +17,15 @@ CUDA toolchain, and Accelerate enables it only on accelerators (never with `cpu=
 from __future__ import annotations
 
 import importlib.util
-from typing import Any
+from typing import TYPE_CHECKING
+
+from pydantic import JsonValue
 
 from azr.config.schema import AZRConfig
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+    from accelerate.utils import DeepSpeedPlugin
 
 
 def zero3_unavailable_reason(*, cpu: bool) -> str | None:
@@ -34,7 +40,7 @@ def zero3_unavailable_reason(*, cpu: bool) -> str | None:
     return None
 
 
-def zero3_config(config: AZRConfig, ranks: int) -> dict[str, Any]:
+def zero3_config(config: AZRConfig, ranks: int) -> dict[str, JsonValue]:
     """The DeepSpeed config the engine hands to Accelerate, with no `auto` left in it.
 
     Accelerate fills `auto` batch sizes only from a DataLoader passed to `prepare`
@@ -57,7 +63,7 @@ def zero3_config(config: AZRConfig, ranks: int) -> dict[str, Any]:
     }
 
 
-def zero3_plugin(config: AZRConfig, ranks: int) -> Any:
+def zero3_plugin(config: AZRConfig, ranks: int) -> DeepSpeedPlugin:
     """Accelerate's DeepSpeed plugin for `config` on `ranks` ranks.
 
     `zero3_init_flag` makes transformers build the model under `deepspeed.zero.Init`, so each
@@ -71,7 +77,7 @@ def zero3_plugin(config: AZRConfig, ranks: int) -> Any:
     return DeepSpeedPlugin(hf_ds_config=zero3_config(config, ranks), zero3_init_flag=partitioned)
 
 
-def zero3_accelerator(config: AZRConfig, mixed_precision: str, *, cpu: bool) -> Any:
+def zero3_accelerator(config: AZRConfig, mixed_precision: str, *, cpu: bool) -> Accelerator:
     """An Accelerator whose `prepare` hands the model and AdamW to a ZeRO-3 DeepSpeed engine."""
     reason = zero3_unavailable_reason(cpu=cpu)
     if reason is not None:
@@ -84,7 +90,7 @@ def zero3_accelerator(config: AZRConfig, mixed_precision: str, *, cpu: bool) -> 
     return Accelerator(mixed_precision=mixed_precision, deepspeed_plugin=zero3_plugin(config, ranks))
 
 
-def is_deepspeed(accelerator: Any) -> bool:
+def is_deepspeed(accelerator: Accelerator) -> bool:
     from accelerate.utils import DistributedType
 
     return accelerator.distributed_type == DistributedType.DEEPSPEED

@@ -19,7 +19,7 @@ from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
@@ -29,6 +29,9 @@ from azr.engine.api import Completion, GenerationRequest, PromptCompletions, Req
 from azr.engine.rollout.transformers_backend import encode_prompts, model_eos_ids
 from azr.engine.rollout.vllm.common import iter_weights, make_completion, prompt_seed, sampling_fields, write_weight_files
 from azr.engine.rollout.vllm.server import SERVED_MODEL_NAME, VLLMClient, VLLMError, VLLMServer
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 RawOutput = tuple[Sequence[int], str | None, Sequence[float] | None]
 """(token ids, vLLM finish reason, the sampled tokens' log-probs or None)."""
@@ -49,7 +52,7 @@ class _VLLMBackend(RequestGenerator):
     separate_weights = True
     weights_discarded = False
 
-    def __init__(self, tokenizer: Any, eos_token_ids: Sequence[int]) -> None:
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, eos_token_ids: Sequence[int]) -> None:
         if not eos_token_ids:
             raise ValueError("the tokenizer and the model's generation config define no EOS token")
         self.tokenizer = tokenizer
@@ -111,7 +114,8 @@ class _VLLMBackend(RequestGenerator):
 class VLLMServerBackend(_VLLMBackend):
     """Generation through a vLLM server's completions endpoint; weights synced through files."""
 
-    def __init__(self, client: VLLMClient, tokenizer: Any, eos_token_ids: Sequence[int], *, weights_root: Path,
+    def __init__(self, client: VLLMClient, tokenizer: PreTrainedTokenizerBase, eos_token_ids: Sequence[int], *,
+                 weights_root: Path,
                  dtype: torch.dtype, request_timeout_s: float, sync_timeout_s: float,
                  max_concurrent_requests: int = 256, server: VLLMServer | None = None,
                  model_name: str = SERVED_MODEL_NAME) -> None:
@@ -128,7 +132,8 @@ class VLLMServerBackend(_VLLMBackend):
         self._current_weights: Path | None = None
 
     @classmethod
-    def start(cls, config: AZRConfig, model: Any, tokenizer: Any, work_dir: Path, dtype: torch.dtype) -> VLLMServerBackend:
+    def start(cls, config: AZRConfig, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase,
+              work_dir: Path, dtype: torch.dtype) -> VLLMServerBackend:
         """Export the policy, start (or reach) the server, and wait until it answers."""
         settings = config.rollout.vllm
         work_dir = Path(work_dir)
@@ -172,7 +177,7 @@ class VLLMServerBackend(_VLLMBackend):
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vllm-request") as pool:
             return list(pool.map(one, range(len(prompts))))
 
-    def sync_weights(self, model: Any) -> None:
+    def sync_weights(self, model: torch.nn.Module) -> None:
         """Write the weights, have every worker load them in place, drop cached prefixes."""
         self.syncs += 1
         target = write_weight_files(model, self.weights_root / f"sync-{self.syncs:06d}", self.dtype)
@@ -217,7 +222,8 @@ def output_logprobs(output: Any) -> list[float] | None:
     return [float(position[token].logprob) for token, position in zip(output.token_ids, found)]
 
 
-def export_model_dir(model: Any, tokenizer: Any, target: Path, dtype: torch.dtype) -> Path:
+def export_model_dir(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, target: Path,
+                     dtype: torch.dtype) -> Path:
     """The policy as a transformers directory (config, tokenizer, weights) that vLLM loads at
     start; written to a temporary name and renamed."""
     from azr.engine.training.checkpoints import export_pretrained
@@ -278,7 +284,8 @@ def resolve_mode(mode: str) -> str:
     return "colocate" if importlib.util.find_spec("vllm") is not None else "server"
 
 
-def create_vllm_backend(config: AZRConfig, model: Any, tokenizer: Any, work_dir: Path, dtype: torch.dtype) -> Any:
+def create_vllm_backend(config: AZRConfig, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, work_dir: Path,
+                        dtype: torch.dtype) -> _VLLMBackend:
     """The configured vLLM mode, started and holding `model`'s current weights."""
     if resolve_mode(config.rollout.vllm.mode) == "server":
         return VLLMServerBackend.start(config, model, tokenizer, work_dir, dtype)

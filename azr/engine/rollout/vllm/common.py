@@ -11,13 +11,16 @@ import os
 import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from azr.pipeline.atomic_io import publish_directory
 from azr.engine.api import Completion, SamplingSettings
 from azr.engine.rollout.transformers_backend import completion_record
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 WEIGHTS_GLOB = "*.safetensors"
 
@@ -62,7 +65,7 @@ def make_completion(
     *,
     eos_token_ids: Sequence[int],
     max_new_tokens: int,
-    tokenizer: Any,
+    tokenizer: PreTrainedTokenizerBase,
     logprobs: Sequence[float] | None = None,
 ) -> Completion:
     """The transformers backend's record of a vLLM output; vLLM's 'abort' (or any reason other
@@ -71,7 +74,7 @@ def make_completion(
                              finish_reason=finish_reason or "abort", logprobs=logprobs)
 
 
-def iter_weights(model: Any, dtype: torch.dtype | None) -> Any:
+def iter_weights(model: torch.nn.Module, dtype: torch.dtype | None) -> Any:
     """(name, tensor) of the model's state dict in checkpoint names, cast to `dtype`, each tensor
     once (tied weights share storage and are yielded under their first name)."""
     seen: set[tuple[int, int]] = set()
@@ -86,7 +89,7 @@ def iter_weights(model: Any, dtype: torch.dtype | None) -> Any:
         yield name, tensor
 
 
-def write_weight_files(model: Any, target: Path, dtype: torch.dtype | None, *, shard_bytes: int = 2 << 30,
+def write_weight_files(model: torch.nn.Module, target: Path, dtype: torch.dtype | None, *, shard_bytes: int = 2 << 30,
                        weights: Iterable[tuple[str, torch.Tensor]] | None = None) -> Path:
     """The model's weights (or the given `weights`, e.g. gathered from shards) as safetensors
     shards in a new directory `target`, written to a temporary name and renamed, so a reader

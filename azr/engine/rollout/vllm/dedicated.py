@@ -19,7 +19,7 @@ import shutil
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
@@ -41,6 +41,9 @@ from azr.engine.rollout.vllm.common import write_weight_files
 from azr.engine.rollout.vllm.server import SERVED_MODEL_NAME, VLLMClient, VLLMError, VLLMServer, check_server_version
 from azr.engine.rollout.vllm.weight_transfer import GLOO_BACKEND, NativeWeightTransfer, choose_transfer, make_channel
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
 _T = TypeVar("_T")
 _SERVER_BACKENDS = {"nccl": "nccl", "gloo": GLOO_BACKEND, "files": None}
 
@@ -54,7 +57,8 @@ def server_count(config: AZRConfig) -> int:
 class DedicatedServerBackend(_VLLMBackend):
     """Generation on vLLM servers of their own; built on every rank by `start`."""
 
-    def __init__(self, tokenizer: Any, eos_token_ids: Sequence[int], *, clients: Sequence[VLLMClient],
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, eos_token_ids: Sequence[int], *,
+                 clients: Sequence[VLLMClient],
                  servers: Sequence[VLLMServer], transfer: NativeWeightTransfer | None, transfer_kind: str,
                  weights_root: Path, dtype: torch.dtype, config: AZRConfig, model_name: str, is_sender: bool) -> None:
         super().__init__(tokenizer, eos_token_ids)
@@ -82,7 +86,8 @@ class DedicatedServerBackend(_VLLMBackend):
     # -------------------------------------------------------------------- start
 
     @classmethod
-    def start(cls, config: AZRConfig, model: Any, tokenizer: Any, work_dir: Path, dtype: torch.dtype) -> DedicatedServerBackend:
+    def start(cls, config: AZRConfig, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase,
+              work_dir: Path, dtype: torch.dtype) -> DedicatedServerBackend:
         """Collective: export the weights (gathered), start the servers and the transfer on rank
         0, and hand every rank the outcome."""
         rank, _ = world()
@@ -157,7 +162,7 @@ class DedicatedServerBackend(_VLLMBackend):
 
     # -------------------------------------------------------------------- weights
 
-    def sync_weights(self, model: Any) -> None:
+    def sync_weights(self, model: torch.nn.Module) -> None:
         """Every rank: the current weights into every server (gathered parameter by parameter)."""
         self.syncs += 1
         if self.transfer is not None:
@@ -232,7 +237,8 @@ def _start_servers(config: AZRConfig, model_dir: Path, work_dir: Path, transfer_
     return servers
 
 
-def _export(model: Any, tokenizer: Any, target: Path, dtype: torch.dtype, writer: bool) -> Path:
+def _export(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, target: Path, dtype: torch.dtype,
+            writer: bool) -> Path:
     """The policy as a transformers directory for the servers to load at start: the weights are
     gathered on every rank (collective), rank 0 writes them to a temporary name and renames."""
     from azr.engine.training.checkpoints import export_pretrained

@@ -31,7 +31,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -50,6 +50,9 @@ from azr.engine.rollout.vllm.backend import (
 )
 from azr.engine.rollout.vllm.server import VLLMError
 from azr.engine.rollout.vllm.version import require_supported
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 logger = logging.getLogger("azr.engine")
 GIB = 1 << 30
@@ -117,7 +120,7 @@ def sleep_support(config: AZRConfig) -> SleepSupport:
     return SleepSupport(True, level, f"vLLM sleeps at level {level} during the update: KV cache freed, {kept}")
 
 
-def write_engine_files(model: Any, tokenizer: Any, target: Path) -> Path:
+def write_engine_files(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, target: Path) -> Path:
     """config.json, the generation config and the tokenizer: what vLLM reads at start (the
     weights come from the trainer). Written to a temporary name and renamed."""
     target = Path(target)
@@ -139,7 +142,8 @@ def write_engine_files(model: Any, tokenizer: Any, target: Path) -> Path:
 class VLLMColocateBackend(_VLLMBackend):
     """A `vllm.LLM` in every engine rank; all methods are collective over the engine's ranks."""
 
-    def __init__(self, llm: Any, tokenizer: Any, eos_token_ids: Sequence[int], *, dtype: torch.dtype,
+    def __init__(self, llm: Any, tokenizer: PreTrainedTokenizerBase, eos_token_ids: Sequence[int], *,
+                 dtype: torch.dtype,
                  sync_timeout_s: float, layout: HybridLayout, sleep: SleepSupport) -> None:
         super().__init__(tokenizer, eos_token_ids)
         self.llm = llm
@@ -151,7 +155,8 @@ class VLLMColocateBackend(_VLLMBackend):
         self.weights_discarded = False  # level-2 sleep dropped them: a sync is due before generating
 
     @classmethod
-    def start(cls, config: AZRConfig, model: Any, tokenizer: Any, work_dir: Path, dtype: torch.dtype) -> VLLMColocateBackend:
+    def start(cls, config: AZRConfig, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase,
+              work_dir: Path, dtype: torch.dtype) -> VLLMColocateBackend:
         """Start this rank's vLLM with dummy weights, then stream the policy's weights into it."""
         rank, size = world()
         layout = hybrid_layout(config, rank, size)
@@ -227,7 +232,7 @@ class VLLMColocateBackend(_VLLMBackend):
             self.sleeping = True
             self.weights_discarded = self.sleep.level == 2
 
-    def sync_weights(self, model: Any) -> None:
+    def sync_weights(self, model: torch.nn.Module) -> None:
         """Stream the trainer's parameters into vLLM, one full tensor at a time (collective)."""
         from azr.engine.rollout.vllm.extension import reload_in_place
 

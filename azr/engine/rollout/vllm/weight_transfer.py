@@ -57,7 +57,7 @@ class TensorInfo:
 # ----------------------------------------------------------------------------- the weights
 
 
-def weight_manifest(model: Any, dtype: torch.dtype) -> list[TensorInfo]:
+def weight_manifest(model: torch.nn.Module, dtype: torch.dtype) -> list[TensorInfo]:
     """What `distributed.full_parameters(model, dtype)` will yield, in its order, read from the
     shapes alone (a DTensor's is global, a ZeRO-3 partition's is `ds_shape`): no gathering, the
     same list on every rank. The server sizes its receive buffers from it."""
@@ -268,7 +268,7 @@ class NativeWeightTransfer:
                 raise VLLMError(f"the {self.backend} weight-transfer group did not form: {exc}") from exc
             _raise_first(calls, self.timeout_s)
 
-    def send(self, model: Any, dtype: torch.dtype) -> None:
+    def send(self, model: torch.nn.Module, dtype: torch.dtype) -> None:
         """One sync of `model`'s weights to every server (every rank calls it)."""
         manifest = weight_manifest(model, dtype)
         weights = full_parameters(model, dtype)
