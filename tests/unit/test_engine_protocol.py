@@ -84,3 +84,36 @@ def test_update_metrics_survive_the_update_json_record() -> None:
     metrics = UpdateMetrics.from_dict(record)
     assert metrics.groups["deduction_solve"].tokens == 3
     assert metrics.as_dict() == {k: v for k, v in record.items() if k != "weight_sync_s"}
+
+
+def test_the_rank_loop_answers_a_bad_command_with_its_error_and_keeps_serving(tmp_path: Path) -> None:
+    import socket
+    import threading
+    import time
+
+    from azr.engine.rank.service import Engine, Ranks, _loop
+
+    class Resident:  # the two attributes `ping` reads; the loop and the table are what is tested
+        strategy = "ddp"
+        weights_version = 3
+
+    controller, rank0 = socket.socketpair()
+    engine = Engine(Resident(), Ranks(), tmp_path)  # type: ignore[arg-type]
+    exit_code: list[int] = []
+    loop = threading.Thread(target=lambda: exit_code.append(_loop(engine, engine.ranks, rank0, 30.0)), daemon=True)
+    loop.start()
+    with controller, rank0:
+        def ask(message: dict) -> dict:
+            protocol.send_message(controller, message)
+            return protocol.recv_message(controller, time.monotonic() + 30)
+
+        assert ask({"cmd": "train", "id": 1}) == {
+            "id": 1, "ok": False, "error": "unknown engine command 'train' (known: ping, generate, update, "
+            "sync_rollout_weights, save_checkpoint, load_checkpoint, resume, export_weights, shutdown, keepalive)"}
+        refused = ask({"cmd": "update", "id": 2})
+        assert refused["ok"] is False and refused["error"] == "malformed `update` command: scored: Field required"
+        pong = protocol.PingReply.model_validate(ask(protocol.command_message(protocol.Ping(id=3))))
+        assert (pong.id, pong.world_size, pong.strategy, pong.weights_version) == (3, 1, "ddp", 3)
+        assert ask(protocol.command_message(protocol.Shutdown(id=4))) == {"id": 4, "ok": True, "elapsed_s": 0.0}
+        loop.join(30)
+    assert exit_code == [0]
