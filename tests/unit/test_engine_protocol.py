@@ -109,7 +109,7 @@ def test_the_rank_loop_answers_a_bad_command_with_its_error_and_keeps_serving(tm
 
         assert ask({"cmd": "train", "id": 1}) == {
             "id": 1, "ok": False, "error": "unknown engine command 'train' (known: ping, generate, update, "
-            "sync_rollout_weights, save_checkpoint, load_checkpoint, resume, export_weights, shutdown, keepalive)"}
+            "sync_rollout_weights, save_checkpoint, load_checkpoint, resume, export_weights, shutdown, stop, keepalive)"}
         refused = ask({"cmd": "update", "id": 2})
         assert refused["ok"] is False and refused["error"] == "malformed `update` command: scored: Field required"
         pong = protocol.PingReply.model_validate(ask(protocol.command_message(protocol.Ping(id=3))))
