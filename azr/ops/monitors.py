@@ -181,7 +181,8 @@ def memory_metrics() -> Metrics:
             continue
     metrics = {"monitor/rss_mb": me.memory_info().rss / 2**20, "monitor/rss_children_mb": children / 2**20}
     metrics["monitor/rss_total_mb"] = metrics["monitor/rss_mb"] + metrics["monitor/rss_children_mb"]
-    metrics["monitor/memory_available_mb"] = psutil.virtual_memory().available / 2**20
+    # the room left for resident memory to grow into; read live, like the rss figures
+    metrics["monitor/rss_headroom_mb"] = psutil.virtual_memory().available / 2**20
     import sys
 
     torch = sys.modules.get("torch")  # only if the run already loaded it: never import torch for this
@@ -303,7 +304,7 @@ def _memory(history: Sequence[Metrics], step: int, config: AZRConfig) -> Finding
     monitor = config.monitor
     series = [m.get("monitor/rss_total_mb") for m in history[-monitor.memory_window:]]
     series = [v for v in series if v is not None]
-    available = history[-1].get("monitor/memory_available_mb")
+    available = history[-1].get("monitor/rss_headroom_mb")
     if len(series) < monitor.memory_window or available is None:
         return None
     slope = robust_slope(series)

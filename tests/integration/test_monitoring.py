@@ -39,7 +39,7 @@ def _healthy(n: int = 120, seed: int = 0) -> list[dict[str, float]]:
             "time/iteration_s": 100.0 + 1.0 * i + rng.normal(0, 5),
             "monitor/response_tokens": 300.0 + 3.0 * i + rng.normal(0, 15),
             "monitor/rss_total_mb": (3000.0 if i < 5 else 5000.0) + rng.normal(0, 80),
-            "monitor/memory_available_mb": 60000.0,
+            "monitor/rss_headroom_mb": 60000.0,
             "overall/solve_accuracy": 0.4 + rng.normal(0, 0.03),
             "monitor/deduction/distinct_proposals": 0.9, "monitor/deduction/window_proposals": 40.0,
             "monitor/induction/distinct_proposals": 0.8, "monitor/induction/window_proposals": 40.0,
