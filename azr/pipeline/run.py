@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import pandas as pd
 
 from azr.pipeline.atomic_io import atomic_write_json, json_problem
 from azr.selfplay.buffer import Buffers
@@ -33,7 +32,7 @@ from azr.pipeline.resume import (
     rebuild_buffers,
     write_committed_records,
 )
-from azr.pipeline.stages import checkpoint_due, engine_layout, has_trained_rows
+from azr.pipeline.stages import checkpoint_due, train_on_scored
 
 logger = logging.getLogger(__name__)
 
@@ -81,11 +80,7 @@ def restore_policy(policy: Any, run: RunDir, plan: ResumePlan) -> list[int]:
             # Killed between the checkpoint and update.json: the checkpoint holds the metrics.
             atomic_write_json(record, info.metadata["update"])
     for step in plan.replay:
-        scored = run.stage_path(step, StageFile.SCORED)
-        if has_trained_rows(pd.read_parquet(scored, columns=["trained"])):
-            metrics = policy.update_scored(scored)
-        else:
-            metrics = {"skipped": True, "sequences": 0, "tokens": 0, **engine_layout(policy)}
+        metrics = train_on_scored(policy, run.stage_path(step, StageFile.SCORED), step)
         if step in plan.write_update:
             atomic_write_json(run.stage_path(step, StageFile.UPDATE), metrics)
         if step in plan.resave:

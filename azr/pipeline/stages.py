@@ -415,6 +415,18 @@ def policy_lag(scored: pd.DataFrame, step: int) -> dict[str, float]:
     return {"policy_lag": float(lags.mean()), "policy_lag_max": float(lags.max())}
 
 
+def train_on_scored(policy: PolicyHandle, scored: Path, step: int) -> dict[str, Any]:
+    """The update of iteration `step` on its scored.parquet, and its update.json record (with the
+    policy lag); the update stage and resume's replay both train through here, so a replayed
+    update writes the same record."""
+    table = pd.read_parquet(scored)
+    if not has_trained_rows(table):
+        return {"skipped": True, "sequences": 0, "tokens": 0, **engine_layout(policy)}
+    metrics = policy.update_scored(scored)
+    metrics["off_policy"] = {**metrics.get("off_policy", {}), **policy_lag(table, step)}
+    return metrics
+
+
 def checkpoint_due(config: Any, step: int, last_step: int) -> bool:
     return step % config.trainer.checkpoint_every == 0 or step == last_step
 
@@ -426,13 +438,7 @@ def update(res: RunContext, step: int) -> None:
     after a checkpoint of this step but before update.json, resuming restores update.json
     from the checkpoint (the update is never applied twice).
     """
-    scored = res.run.stage_path(step, StageFile.SCORED)
-    table = pd.read_parquet(scored)
-    if has_trained_rows(table):
-        metrics = res.policy.update_scored(scored)
-        metrics["off_policy"] = {**metrics.get("off_policy", {}), **policy_lag(table, step)}
-    else:
-        metrics = {"skipped": True, "sequences": 0, "tokens": 0, **engine_layout(res.policy)}
+    metrics = train_on_scored(res.policy, res.run.stage_path(step, StageFile.SCORED), step)
     last_step = res.last_step
     if step < last_step:  # after the last update, only an evaluation would need it
         seconds = res.policy.sync_rollout_weights()
