@@ -180,7 +180,7 @@ def runs_verify(run_dir: Annotated[Path, typer.Argument(help="The run directory.
 def _verified_counts(run: Any) -> str:
     """What the check read, in a line: iterations, stage files, buffer steps, checkpoints."""
     from azr.engine.training.checkpoints import marker_checksums
-    from azr.selfplay.buffer import committed_steps
+    from azr.pipeline.buffer_log import committed_steps
 
     files = sum(1 for step in run.steps() for path in run.iteration_dir(step).iterdir() if path.is_file())
     checkpoints = sorted(run.checkpoint_dir.glob("step-*")) if run.checkpoint_dir.is_dir() else []
