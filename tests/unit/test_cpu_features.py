@@ -74,7 +74,7 @@ def amx_machine(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_cpu_preset_is_fp32_on_avx2_and_bf16_with_amx(avx2_machine: None, monkeypatch: pytest.MonkeyPatch) -> None:
     config = build_config("cpu")
     assert config.model.dtype == "auto"  # never pinned: bf16 is ~50x slower where it is emulated
-    assert build_config("tiny").model.dtype == "auto"
+    assert build_config("tiny").model.dtype == "float32"  # exact on every CPU: the tests compare stage files bit for bit
     assert resolved_dtype("auto", on_gpu=False) == "float32"
     assert compute_bytes(config, "cpu") == 4 and _bytes_per_parameter(config) == (4, 4)
     line, warning = dtype_report("auto", on_gpu=False)
