@@ -76,9 +76,10 @@ def main(out: Path, strategy: str, actions: list[str]) -> None:
             record["greedy"] = [[list(c.token_ids) for c in group] for group in greedy]
             record["sampled"] = [[list(c.token_ids) for c in group] for group in sampled]
         elif kind == "export":  # the engine's export_weights command
+            from azr.engine import protocol
             from azr.engine.rank.service import Engine, Ranks
 
-            Engine(policy, Ranks(), out).cmd_export_weights({"out_dir": str(out / "export")})
+            Engine(policy, Ranks(), out).export_weights(protocol.ExportWeights(out_dir=out / "export"))
         elif kind == "save":
             record["path"] = str(policy.save_checkpoint(Path(arg), step=len(results) + 1))
         elif kind == "load":
