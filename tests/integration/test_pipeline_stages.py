@@ -26,6 +26,7 @@ from azr.pipeline.stages import STAGE_FUNCTIONS, advantages_by_group, run_iterat
 from azr.pipeline.run import close_resources, finish_iteration, open_resources
 from azr.sandbox import SandboxExecutor
 from azr.pipeline.schemas import MC_ROLLOUTS_SCHEMA, PROPOSALS_SCHEMA, SCORED_SCHEMA, SOLUTIONS_SCHEMA, VALIDATED_SCHEMA
+from tests.support.fakes import WRONG_ANSWER, scripted_answer
 
 CONFIG = build_config("tiny", overrides=["trainer.iterations=2", "sandbox.timeout_s=3"])
 
@@ -43,18 +44,7 @@ class ScriptedBackend(SharedWeightsBackend):
     def __init__(self, tokenizer) -> None:  # noqa: ANN001
         self.tokenizer = tokenizer
 
-    def _answer(self, prompt: str) -> str:
-        if "Write a New Python Code Snippet" in prompt and "predict your input" in prompt:  # deduction propose
-            body = "```python\ndef f(xs):\n    return sorted(xs)[:2]\n```\n```input\n[5, 1, 4]\n```"
-        elif "Write a New Python Code Snippet" in prompt:  # abduction propose
-            body = "no code here"
-        elif "```input\n'Hello world'\n```" in prompt and "Output of a Python" in prompt:  # deduction solve
-            body = "```output\n'Hello world'\n```"
-        elif "[5, 1, 4]" in prompt:  # Monte-Carlo solve of the new deduction task
-            body = "```output\n[1, 4]\n```"
-        else:
-            body = "I am not sure."
-        return f" let me think </think>\n<answer>{body}</answer>"
+    _answer = staticmethod(scripted_answer)
 
     def generate(self, prompts: Sequence[str], settings: SamplingSettings) -> list[list[Completion]]:
         results = []
@@ -62,7 +52,7 @@ class ScriptedBackend(SharedWeightsBackend):
             prompt_ids = tuple(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
             samples = []
             for k in range(settings.n):
-                text = self._answer(prompt) if k % 2 == 0 else " hmm </think><answer>```output\n0\n```</answer>"
+                text = self._answer(prompt) if k % 2 == 0 else WRONG_ANSWER
                 ids = tuple(self.tokenizer(text, add_special_tokens=False)["input_ids"])
                 samples.append(Completion(text, ids, prompt_ids, "stop"))
             results.append(samples)

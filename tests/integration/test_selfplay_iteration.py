@@ -15,6 +15,7 @@ from azr.sandbox import SandboxExecutor
 from azr.selfplay.buffer import Buffers
 from azr.selfplay.iteration import Sample, run_iteration, stage_seed
 from azr.selfplay.prompts.chat_format import R1Wrapper
+from tests.support.fakes import WRONG_ANSWER, scripted_answer
 
 CONFIG = build_config("tiny", overrides=["trainer.iterations=1", "rollout.mc_samples=4", "sandbox.timeout_s=3"])
 
@@ -32,23 +33,11 @@ class ScriptedPolicy:
     def __init__(self) -> None:
         self.calls: list[tuple[int, int, float, int]] = []
 
-    @staticmethod
-    def _answer(prompt: str) -> str:
-        if "Write a New Python Code Snippet" in prompt and "predict your input" in prompt:  # deduction propose
-            body = "```python\ndef f(xs):\n    return sorted(xs)[:2]\n```\n```input\n[5, 1, 4]\n```"
-        elif "Write a New Python Code Snippet" in prompt:  # abduction propose
-            body = "no code here"
-        elif "```input\n'Hello world'\n```" in prompt and "Output of a Python" in prompt:  # deduction solve
-            body = "```output\n'Hello world'\n```"
-        elif "[5, 1, 4]" in prompt:  # Monte-Carlo solve of the new deduction task
-            body = "```output\n[1, 4]\n```"
-        else:
-            body = "I am not sure."
-        return f" let me think </think>\n<answer>{body}</answer>"
+    _answer = staticmethod(scripted_answer)
 
     def sample(self, prompts: Sequence[str], n: int, temperature: float, seed: int) -> list[list[Sample]]:
         self.calls.append((len(prompts), n, temperature, seed))
-        texts = [[self._answer(p) if k % 2 == 0 else " hmm </think><answer>```output\n0\n```</answer>"
+        texts = [[self._answer(p) if k % 2 == 0 else WRONG_ANSWER
                   for k in range(n)] for p in prompts]
         return [[Sample(text, len(text.split())) for text in per_prompt] for per_prompt in texts]
 

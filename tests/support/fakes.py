@@ -40,3 +40,23 @@ class ScriptedExecutor:
 
 def ok(output: str) -> CallResult:
     return CallResult(ExecStatus.OK, output)
+
+
+WRONG_ANSWER = " hmm </think><answer>```output\n0\n```</answer>"
+"""What the scripted policies answer on every second Monte-Carlo sample."""
+
+
+def scripted_answer(prompt: str) -> str:
+    """The scripted policies' answer, by what the prompt asks for: a valid deduction proposal, a
+    broken abduction one, and right answers for the identity seed task and the new deduction task."""
+    if "Write a New Python Code Snippet" in prompt and "predict your input" in prompt:  # deduction propose
+        body = "```python\ndef f(xs):\n    return sorted(xs)[:2]\n```\n```input\n[5, 1, 4]\n```"
+    elif "Write a New Python Code Snippet" in prompt:  # abduction propose
+        body = "no code here"
+    elif "```input\n'Hello world'\n```" in prompt and "Output of a Python" in prompt:  # deduction solve
+        body = "```output\n'Hello world'\n```"
+    elif "[5, 1, 4]" in prompt:  # Monte-Carlo solve of the new deduction task
+        body = "```output\n[1, 4]\n```"
+    else:
+        body = "I am not sure."
+    return f" let me think </think>\n<answer>{body}</answer>"
