@@ -340,13 +340,39 @@ def main(argv: list[str] | None = None) -> int:
     rank = os.environ.get("RANK", "0")
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s rank {rank} %(levelname)s %(message)s", stream=sys.stderr)
     try:
-        return serve(args.run_dir)
-    finally:
-        import torch.distributed as dist
+        code = serve(args.run_dir)
+    except BaseException:
+        _leave_group(together=False)  # the other ranks may be inside a collective: no barrier
+        raise
+    _leave_group(together=code == 0)
+    return code
 
-        if dist.is_initialized():
-            dist.destroy_process_group()
+
+def _leave_group(*, together: bool) -> None:
+    """Tear the process group down with every rank present, then skip the C++ static teardown.
+
+    A rank whose peer (the one hosting the rendezvous store) has already exited can abort in the
+    destructors of gloo's and the store's threads ("terminate called without an active
+    exception", SIGABRT): a clean shutdown would then end with exit code -6. So the ranks meet
+    at a barrier, destroy the group together, and leave with os._exit once the logs are out."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        return
+    try:
+        if together and dist.get_world_size() > 1:
+            dist.barrier()
+        dist.destroy_process_group()
+    except Exception as exc:  # noqa: BLE001 - a peer already gone: nothing left to tear down together
+        logger.warning("leaving the process group: %s", exc)
+
+
+def _exit_now(code: int) -> None:
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    _exit_now(main())
