@@ -22,7 +22,8 @@ import threading
 from collections.abc import Iterator
 
 STOP_COMMAND = "stop"
-STOP_GRACE_S = 10.0  # the engine's time to answer a stop before it is killed (a long prompt's prefill comes first)
+STOP_GRACE_S = 5.0  # the engine's time to answer a stop before it is killed: a layer's work (stop_hooks), or a
+# checkpoint's state write or vLLM, which cannot stop inside; killing it is safe (every file is atomic)
 
 _requested = threading.Event()
 
@@ -83,3 +84,4 @@ def watch(sock: socket.socket | None) -> Iterator[None]:
         reader.join()
         os.close(wake_read)
         os.close(wake_write)
+        _requested.clear()  # a stop concerns the command it came during, never a later one

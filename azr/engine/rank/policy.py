@@ -49,6 +49,7 @@ from azr.engine.api import (
     UpdateMetrics,
 )
 from azr.engine.rollout.transformers_backend import GenerationBackend, TransformersBackend
+from azr.engine.rank.stop_hooks import install_stop_hooks
 from azr.engine.models.loading import compute_dtype, load_model, parameter_dtype
 from azr.engine.rollout.sharded import ShardedTransformersBackend
 from azr.engine.training.trrpp_update import TRRPPUpdate, UpdateSettings, make_optimizer
@@ -167,6 +168,9 @@ class Policy(RequestGenerator):
             kind = ShardedTransformersBackend if accelerator.num_processes > 1 else TransformersBackend
             backend = kind.from_rollout(accelerator.unwrap_model(model), tokenizer, config.rollout, compute_dtype=compute)
             backend.synced_gpus = strategy == "zero3" and accelerator.num_processes > 1
+        install_stop_hooks(accelerator.unwrap_model(model))  # a stop is seen between layers, not only between steps
+        if reference is not None:
+            install_stop_hooks(reference)
         return cls(config, model, tokenizer, accelerator, optimizer, updater, backend, compute, reference)
 
     @property

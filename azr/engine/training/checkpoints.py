@@ -37,6 +37,7 @@ from pydantic import JsonValue
 from azr.pipeline.atomic_io import (
     PathLike, atomic_write_json, checksum_problems, fsync_directory, publish_directory, tree_checksums,
 )
+from azr.engine import interrupt
 from azr.engine.api import EXPORT_DIR, CheckpointInfo
 from azr.engine.training.distributed import barrier, world
 from azr.engine.training.zero3 import is_deepspeed
@@ -228,23 +229,31 @@ def save_checkpoint(
         shutil.rmtree(temp, ignore_errors=True)  # the leftover of a killed save
         temp.mkdir()
     barrier()
-    if is_deepspeed(accelerator):  # DeepSpeed's own partitioned checkpoint
-        accelerator.save_state(str(temp / STATE_DIR))
-    else:
-        save_training_state(model, _optimizer(accelerator, optimizer), temp / STATE_DIR)
-    state_dict = export_state_dict(accelerator, model)
-    if main:
-        export_pretrained(accelerator.unwrap_model(model), tokenizer, state_dict, temp / EXPORT_DIR, export_dtype)
-        layout = {"world_size": world()[1], "strategy": strategy}
-        atomic_write_json(
-            temp / META, {"step": step, "saved_at": time.time(), **layout, "metadata": dict(metadata or {})}
-        )
-        _fsync_files(temp)
-        # the content checksums go into the marker, written last: a checkpoint is complete and
-        # verifiable together (checkpoint_problems compares them)
-        atomic_write_json(temp / MARKER, {"step": step, "sha256": tree_checksums(temp, skip=(MARKER,))})
-        publish_directory(temp, final)
-        _prune(root, keep_last)
+    try:
+        if is_deepspeed(accelerator):  # DeepSpeed's own partitioned checkpoint
+            accelerator.save_state(str(temp / STATE_DIR))
+        else:
+            save_training_state(model, _optimizer(accelerator, optimizer), temp / STATE_DIR)
+        state_dict = export_state_dict(accelerator, model)
+        if main:
+            interrupt.stop_point("checkpoint save, after the training state")
+            export_pretrained(accelerator.unwrap_model(model), tokenizer, state_dict, temp / EXPORT_DIR, export_dtype)
+            layout = {"world_size": world()[1], "strategy": strategy}
+            atomic_write_json(
+                temp / META, {"step": step, "saved_at": time.time(), **layout, "metadata": dict(metadata or {})}
+            )
+            interrupt.stop_point("checkpoint save, after the export")
+            _fsync_files(temp)
+            interrupt.stop_point("checkpoint save, before the checksums")
+            # the content checksums go into the marker, written last: a checkpoint is complete and
+            # verifiable together (checkpoint_problems compares them)
+            atomic_write_json(temp / MARKER, {"step": step, "sha256": tree_checksums(temp, skip=(MARKER,))})
+            publish_directory(temp, final)
+            _prune(root, keep_last)
+    except interrupt.CommandStopped:
+        if main:  # a stopped save is no checkpoint: nothing of it stays
+            shutil.rmtree(temp, ignore_errors=True)
+        raise
     barrier()
     return final
 

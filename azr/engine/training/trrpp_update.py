@@ -227,14 +227,18 @@ class TRRPPUpdate:
             batches += [self._collate([filler or sequences[0]], [0])] * (max_over_ranks(real) - real)
         sums, gap = _LossSums(), GapRecorder()
         self.model.train()
-        for index, batch in enumerate(batches):
-            interrupt.stop_point(f"update, micro-batch {index + 1} of {len(batches)}")  # before any optimizer step
-            with self._gradient_sync(index == len(batches) - 1):
-                terms = self._batch_loss(batch, weight_of if index < real else {})
-                self.accelerator.backward(terms.loss.loss * scale)
-            if index < real:
-                sums.add(terms.loss, batch.sequences)
-                gap.add(terms.logprobs, terms.behaviour, terms.loss.is_weights, self.settings.rollout_is_cap)
+        try:
+            for index, batch in enumerate(batches):
+                interrupt.stop_point(f"update, micro-batch {index + 1} of {len(batches)}")  # before any optimizer step
+                with self._gradient_sync(index == len(batches) - 1):
+                    terms = self._batch_loss(batch, weight_of if index < real else {})
+                    self.accelerator.backward(terms.loss.loss * scale)
+                if index < real:
+                    sums.add(terms.loss, batch.sequences)
+                    gap.add(terms.logprobs, terms.behaviour, terms.loss.is_weights, self.settings.rollout_is_cap)
+        except interrupt.CommandStopped:  # also raised inside a layer (azr.engine.rank.stop_hooks)
+            self.optimizer.zero_grad(set_to_none=True)  # a stopped update leaves no partial gradient behind
+            raise
         return self._metrics(sums, gap, group_tokens, sequences, started)
 
     def _batch_loss(self, batch: _Batch, weight_of: dict[str, float]) -> _BatchTerms:
