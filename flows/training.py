@@ -25,7 +25,7 @@ from azr.config.schema import AZRConfig
 from azr.config.loading import ConfigError, build_config
 from azr.pipeline.context import RunContext, get_event_hook
 from azr.pipeline.run_dir import RunDir, config_differences, open_run_dir
-from azr.pipeline.stages import checkpoint_due
+from azr.pipeline.stages import checkpoint_due, finish_updates, update_done
 from azr.pipeline.run import (
     check_iterations,
     close_resources,
@@ -202,17 +202,28 @@ def _train(root: Path, wanted: AZRConfig | None, resume: bool, force: bool, iter
             progress = create_progress_artifact(100.0 * (first - 1) / last, key=artifact_key(run, "progress"),
                                                 description=f"iterations of {run.root.name}")
             for step in post_commit_pending(run, run_config, first):  # a kill came after a commit
+                if not update_done(run, step):  # one-step-off: its update runs beside the next generation
+                    continue
                 logger.info("iteration %d of %s was committed before the run stopped: finishing its logging",
                             step, run.root.name)
                 _after_commit(res, tracker, step, last, None, started=time.perf_counter(), evaluate=step == first - 1)
+            one_step_off = run_config.rollout.async_level == 1
+            iteration_runs: dict[int, Any] = {}
             for step in range(first, last + 1):
                 res.emit("iteration_started", step=step, last=last)
                 started = time.perf_counter()
                 state = iteration_flow.with_options(flow_run_name=f"iteration-{step} of {run.root.name}")(
                     res, step, return_state=True)
                 state.result()  # a failed iteration fails the run
-                _after_commit(res, tracker, step, last, state.state_details.flow_run_id, started=started)
+                iteration_runs[step] = state.state_details.flow_run_id
+                if not one_step_off:
+                    _after_commit(res, tracker, step, last, iteration_runs[step], started=started)
+                else:  # iteration step-1 is complete now (its update ran beside this generation)
+                    _publish_updated(res, tracker, step, last, iteration_runs)
                 update_progress_artifact(progress, 100.0 * step / last)
+            if one_step_off:
+                finish_update_task(res, last)  # the last iteration's update: no generation beside it
+                _publish_updated(res, tracker, last + 1, last, iteration_runs)
         status = "FINISHED"
     except (KeyboardInterrupt, TerminationSignal):  # Ctrl-C, SIGTERM, a cancellation: not a failure
         status = "KILLED"
@@ -225,6 +236,22 @@ def _train(root: Path, wanted: AZRConfig | None, resume: bool, force: bool, iter
     logger.info(verdict)
     return {"run_dir": str(run.root.resolve()), "iterations": run_config.trainer.iterations, "verdict": verdict,
             "trained": max(0, run_config.trainer.iterations - done), **tracker.describe()}
+
+
+@task(name="finish-update", cache_policy=NO_CACHE, persist_result=False, log_prints=False)
+def finish_update_task(res: RunContext, last: int) -> None:
+    """One-step-off: the last iteration's update, after its commit (no generation follows)."""
+    finish_updates(res, last)
+
+
+def _publish_updated(res: RunContext, tracker: Tracker, step: int, last: int, iteration_runs: dict[int, Any]) -> None:
+    """One-step-off: the post-commit work of every iteration before `step` that is complete
+    (committed, its update done) and not yet logged; the policy is then that after update
+    step-1, so only iteration step-1 can still be evaluated."""
+    for done in post_commit_pending(res.run, res.config, step):
+        if update_done(res.run, done):
+            _after_commit(res, tracker, done, last, iteration_runs.get(done), started=time.perf_counter(),
+                          evaluate=done == step - 1)
 
 
 def _after_commit(res: RunContext, tracker: Tracker, step: int, last: int, iteration_run: Any, *, started: float,

@@ -23,7 +23,7 @@ from prefect.cache_policies import NO_CACHE
 from azr.pipeline.context import RunContext
 from azr.pipeline.registry import STAGES, Stage, stages_for
 from azr.pipeline.stage_summary import stage_summary
-from azr.pipeline.stages import run_stage
+from azr.pipeline.stages import run_stage, sync_rollout
 
 StageInputs = dict[str, list[Path]]
 """The paths a stage reads, by the stage that wrote them (that stage's task's return value)."""
@@ -51,6 +51,16 @@ def _stage_task(stage: Stage) -> Task[..., list[Path]]:
 
 STAGE_TASKS: dict[str, Task[..., list[Path]]] = {stage.name: _stage_task(stage) for stage in STAGES}
 """The task of each stage, by stage name."""
+
+
+@task(name="sync-weights", cache_policy=NO_CACHE, persist_result=False, log_prints=False)
+def sync_weights_task(res: RunContext, step: int) -> None:
+    """One-step-off: update `step`'s weights into the rollout servers, after the generation
+    that ran beside it (docs/algorithm.md §14.4)."""
+    sync_rollout(res, step)
+
+
+SYNC_TASK = sync_weights_task
 
 
 def stage_tasks(merge_calls: bool) -> tuple[Task[..., Any], ...]:

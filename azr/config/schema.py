@@ -292,6 +292,13 @@ class RolloutConfig(Section):
         "prompts are known first) and one for the Monte-Carlo solves of all task types: the same "
         "samples in fuller batches. false: one call per batch, as the original.",
     )
+    async_level: Literal[0, 1] = Field(
+        0, title="Async level",
+        description="0: every iteration in turn (the original). 1: one-step-off: the propose and solve "
+        "batches of iteration t+1 are generated on the dedicated vLLM server with the weights before "
+        "update t while update t runs (docs/algorithm.md §14.4). Needs rollout.backend=vllm and "
+        "rollout.vllm.mode=server (a vllm serve process beside the trainer, or rollout.gpus).",
+    )
     vllm: VLLMConfig = Field(
         default_factory=VLLMConfig, title="vLLM engine",
         description="Settings of the vLLM engine, used when backend is `vllm`.",
@@ -975,6 +982,25 @@ def _check_rollout_gpus(config: AZRConfig) -> None:
         raise ValueError("rollout.vllm.url names one outside server: leave rollout.vllm.servers unset with it")
 
 
+def _check_async_level(config: AZRConfig) -> None:
+    """One-step-off generation runs beside the update only on a rollout device of its own: a
+    colocated engine (transformers, vLLM inside the ranks) is busy with the update."""
+    rollout = config.rollout
+    if rollout.async_level == 0:
+        return
+    dedicated = rollout.backend == "vllm" and (
+        rollout.vllm.mode == "server" or (rollout.vllm.mode == "auto" and (rollout.gpus > 0 or rollout.vllm.url)))
+    if not dedicated:
+        where = (f"rollout.backend={rollout.backend}" if rollout.backend != "vllm"
+                 else f"rollout.vllm.mode={rollout.vllm.mode}")
+        raise ValueError(
+            f"rollout.async_level=1 overlaps generation with the update, which needs a rollout engine of its own, "
+            f"but {where} generates on the trainer's own devices (a colocated layout). Set "
+            "rollout.backend=vllm and rollout.vllm.mode=server (a `vllm serve` process beside the trainer; with "
+            "GPUs also rollout.gpus=N), or rollout.async_level=0"
+        )
+
+
 def vllm_memory_share(config: AZRConfig) -> float:
     """The share of each of its GPUs vLLM may take: most of a GPU set aside for it
     (`rollout.gpus > 0`), else the share it leaves the trainer on a GPU they share."""
@@ -1053,6 +1079,7 @@ class AZRConfig(BaseModel):
                 "add deduction or abduction to tasks.types"
             )
         _check_rollout_gpus(self)
+        _check_async_level(self)
         _check_collective_timeout(self)
         world, machines = self.trainer.world_size(), self.engine.num_machines
         if world % machines != 0:

@@ -43,6 +43,25 @@ class RunContext:
     owns_executor: bool = False
     """The run started the sandbox workers, so closing the run stops them."""
 
+    _direct: Any = field(default=None, init=False, repr=False)
+
+    @property
+    def generator(self) -> Any:
+        """What samples the propose and solve batches: with `rollout.async_level: 1` a direct
+        line to the dedicated vLLM servers, so that it can run beside the engine's update
+        (docs/algorithm.md §14.4); else, or where the policy has no such servers, the policy
+        itself (then `overlaps` is False and the two run one after the other)."""
+        if self.config.rollout.async_level == 0:
+            return self.policy
+        if self._direct is None:
+            self._direct = _direct_rollout(self.policy, self.config) or self.policy
+        return self._direct
+
+    @property
+    def overlaps(self) -> bool:
+        """Whether generation can run beside the update (one-step-off with a direct line)."""
+        return self.generator is not self.policy
+
     @property
     def last_step(self) -> int:
         """The run's last iteration (`trainer.iterations`)."""
@@ -52,6 +71,23 @@ class RunContext:
         """Tell whoever watches (the CLI's progress bar) that something happened."""
         if self.on_event is not None:
             self.on_event(event, data)
+
+
+def _direct_rollout(policy: PolicyHandle, config: AZRConfig) -> Any:
+    """The controller's line to the policy's dedicated servers: the EngineClient's, or one built
+    from an in-process Policy's server backend (tests, benchmarks); None without servers."""
+    from azr.engine.controller.direct_rollout import DirectRollout, RolloutEndpoint
+
+    direct = getattr(policy, "direct_rollout", None)
+    if callable(direct):
+        return direct()
+    endpoint = getattr(getattr(policy, "backend", None), "endpoint", None)
+    found = endpoint() if callable(endpoint) else None
+    if not found:
+        return None
+    return DirectRollout(RolloutEndpoint(tuple(found["urls"]), found["model_name"], tuple(found["eos_token_ids"])),
+                         policy.tokenizer, request_timeout_s=config.rollout.vllm.request_timeout_s,  # type: ignore[attr-defined]
+                         concurrency=config.rollout.vllm.max_concurrent_requests)
 
 
 _event_hook: ProgressHook | None = None

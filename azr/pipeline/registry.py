@@ -162,6 +162,18 @@ def stages_for(merge_calls: bool) -> tuple[Stage, ...]:
     return tuple(stage for stage in STAGES if layout in stage.layouts)
 
 
+def overlap_phases(merge_calls: bool) -> tuple[tuple[Stage, ...], tuple[Stage, ...], tuple[Stage, ...]]:
+    """One-step-off order (`rollout.async_level: 1`, docs/algorithm.md §14.4): (before, generation,
+    after). `generation` (the propose and solve batches) runs beside the previous iteration's
+    update; `after` ends with the commit, and this iteration's own update is left for the next
+    one's window (or the end of the run)."""
+    stages = [stage for stage in stages_for(merge_calls) if stage is not UPDATE]
+    generation = tuple(stage for stage in stages if stage in (PROPOSE, SOLVE, GENERATE_PROPOSE_SOLVE))
+    before = tuple(stage for stage in stages[:stages.index(generation[0])])
+    after = tuple(stage for stage in stages if stage not in generation and stage not in before)
+    return before, generation, after
+
+
 def writer_of(file: StageFile) -> Stage:
     """The file-owning stage that writes `file`."""
     return next(stage for stage in FILE_STAGES if file in stage.writes)

@@ -88,6 +88,12 @@ class ResumePlan:
     undo_update: bool = False
     """The iteration in progress had done its update, but a file before it was damaged: its
     update is done again after the earlier stages (the policy is restored to before it)."""
+    pending_update: int | None = None
+    """One-step-off (`rollout.async_level: 1`): the committed iteration whose update runs (again)
+    beside the generation of `start`, which needs the weights before it; the policy is restored
+    to before that update and, if it was done, its record and checkpoint are removed."""
+    pending_done: bool = False
+    """The pending update had run (its record or checkpoint exists): it is undone and done again."""
     set_aside: list[tuple[Path, str]] = field(default_factory=list)
     """Damaged files moved aside (NAME.damaged) before the run continues, with why."""
     warnings: list[str] = field(default_factory=list)
@@ -96,7 +102,11 @@ class ResumePlan:
     def repairs(self) -> bool:
         return bool(self.write_update or self.resave or self.rebuild_buffer_from is not None
                     or self.discard_buffer_after is not None or self.rewrite_committed or self.undo_update
-                    or self.set_aside)
+                    or self.set_aside or self.redo_pending_update)
+
+    @property
+    def redo_pending_update(self) -> bool:
+        return self.pending_update is not None and self.pending_done
 
 
 def committed_iterations(run: RunDir) -> list[int]:
@@ -231,6 +241,14 @@ def _plan_policy(run: RunDir, config: AZRConfig, plan: ResumePlan) -> list[str]:
                              "the policy goes back to before that update, which is done again")
         update_done = False
     limit = step if update_done else step - 1
+    pending = _pending_update(run, config, step)
+    if pending is not None:
+        plan.pending_update, limit = pending, pending - 1
+        plan.pending_done = run.stage_path(pending, StageFile.UPDATE).exists() or pending in intact
+        if plan.pending_done:
+            plan.warnings.append(f"iteration {pending}'s update was done, but iteration {step}'s generation, which "
+                                 "needs the weights before it (rollout.async_level=1), was not: the policy goes "
+                                 "back to before that update, which runs again beside that generation")
     usable = [s for s in intact if s <= limit]
     plan.checkpoint = intact[max(usable)] if usable else None
     done = plan.checkpoint.step if plan.checkpoint else 0
@@ -271,6 +289,20 @@ def _plan_policy(run: RunDir, config: AZRConfig, plan: ResumePlan) -> list[str]:
     return fatal
 
 
+def _pending_update(run: RunDir, config: AZRConfig, step: int) -> int | None:
+    """One-step-off: iteration step-1's update, if it must run beside iteration `step`'s
+    generation: it is not done, or it is but that generation is not (a kill in the window)."""
+    if config.rollout.async_level == 0 or step <= 1:
+        return None
+    if not run.stage_path(step - 1, StageFile.UPDATE).exists():
+        return step - 1
+    if step > config.trainer.iterations:
+        return None
+    generated = all(stage_file_problem(run.stage_path(step, name)) is None
+                    for name in (StageFile.PROPOSALS, StageFile.SOLUTIONS))
+    return None if generated else step - 1
+
+
 def _checkpoint_dirs(run: RunDir) -> list[Path]:
     root = run.checkpoint_dir
     if not root.is_dir():
@@ -289,6 +321,10 @@ def prepare_resume(run: RunDir, plan: ResumePlan) -> None:
     if plan.undo_update:
         run.stage_path(plan.start, StageFile.UPDATE).unlink(missing_ok=True)
         _drop_checkpoint(run, plan.start)
+    if plan.redo_pending_update:
+        assert plan.pending_update is not None
+        run.stage_path(plan.pending_update, StageFile.UPDATE).unlink(missing_ok=True)
+        _drop_checkpoint(run, plan.pending_update)
     if plan.discard_buffer_after is not None:  # removes the later steps' state files, then their rows
         discard_steps_after(run.buffer_dir, plan.discard_buffer_after)
     for path, problem in plan.set_aside:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -33,8 +34,10 @@ from azr.pipeline.registry import (
     MC_ROLLOUTS,
     PROPOSE,
     SOLVE,
+    UPDATE,
     Stage,
     StageFile,
+    overlap_phases,
     parts_of,
     stages_for,
 )
@@ -115,28 +118,32 @@ def _answer_request(res: RunContext, step: int, stage: Stage) -> tuple[pd.DataFr
     return frame, GenerationRequest(tuple(frame["prompt"].tolist()), _sampling(res, step, stage.name))
 
 
-def rollout_version(step: int) -> int:
+def rollout_version(step: int, async_level: int = 0) -> int:
     """The policy version that samples iteration `step`'s propose and solve batches: the
-    weights after update step-1 (0: the initial weights)."""
-    return step - 1
+    weights after update step-1 (0: the initial weights); one-step-off (`async_level` 1), the
+    weights before update step-1, those after update step-2 (docs/algorithm.md §14.4)."""
+    return max(0, step - 1 - async_level)
 
 
-def _answer_rows(step: int, frame: pd.DataFrame, completions: list) -> list[dict]:
+def _answer_rows(res: RunContext, step: int, frame: pd.DataFrame, completions: list) -> list[dict]:
     """The generation rows of a prompts file from its one completion per prompt."""
     keys = [{"step": step, "group": g, "task_type": t, "index": int(i)}
             for g, t, i in zip(frame["group"], frame["task_type"], frame["index"])]
-    return _generation_rows(keys, frame["prompt"].tolist(), [c[0] for c in completions], rollout_version(step))
+    version = rollout_version(step, res.config.rollout.async_level)
+    return _generation_rows(keys, frame["prompt"].tolist(), [c[0] for c in completions], version)
 
 
-def _generate(res: RunContext, requests: list) -> list:
+def _generate(res: RunContext, requests: list, generator: Any = None) -> list:
     """The completions of each request: one engine call for all (`rollout.merge_calls`), else
     one call per request. Either way a request gets the same samples (its seeds are keyed by
-    its own prompts' indices, `azr.engine.api.GenerationRequest`)."""
+    its own prompts' indices, `azr.engine.api.GenerationRequest`). `generator`: who samples
+    (the policy unless given)."""
+    generator = res.policy if generator is None else generator
     if not requests:
         return []
     if res.config.rollout.merge_calls:
-        return res.policy.generate_many(requests)
-    return [res.policy.generate_many([request])[0] for request in requests]
+        return generator.generate_many(requests)
+    return [generator.generate_many([request])[0] for request in requests]
 
 
 # ------------------------------------------------------------------------------ the stages
@@ -158,7 +165,7 @@ def build_prompts(res: RunContext, step: int) -> None:
 def propose(res: RunContext, step: int) -> None:
     """One sampled proposer response per propose prompt, with the pre-update policy."""
     frame, request = _answer_request(res, step, PROPOSE)
-    [completions] = _generate(res, [request])
+    [completions] = _generate(res, [request], res.generator)
     _write(res, step, *_answers(res, step, PROPOSE, frame, completions))
 
 
@@ -256,7 +263,7 @@ def mc_rollouts(res: RunContext, step: int) -> None:
 def solve(res: RunContext, step: int) -> None:
     """One sampled solver response per solve prompt, scored by the executor."""
     frame, request = _answer_request(res, step, SOLVE)
-    [completions] = _generate(res, [request])
+    [completions] = _generate(res, [request], res.generator)
     _write(res, step, *_answers(res, step, SOLVE, frame, completions))
 
 
@@ -264,7 +271,7 @@ def _answers(res: RunContext, step: int, stage: Stage, frame: pd.DataFrame,
              completions: list) -> tuple[StageFile, list[dict], pa.Schema]:
     """The file of a generation stage (propose or solve), its rows and its schema; the solver's
     answers are scored by the executor."""
-    rows = _answer_rows(step, frame, completions)
+    rows = _answer_rows(res, step, frame, completions)
     if stage is SOLVE:
         rows = _scored_solutions(res, frame, rows)
     [(file, schema)] = stage.writes.items()
@@ -295,7 +302,7 @@ def generate_propose_solve(res: RunContext, step: int) -> None:
     """
     parts = [part for part in parts_of(GENERATE_PROPOSE_SOLVE) if not stage_complete(res.run, step, part)]
     answers = [_answer_request(res, step, part) for part in parts]
-    results = _generate(res, [request for _, request in answers])
+    results = _generate(res, [request for _, request in answers], res.generator)
     outputs = [_answers(res, step, part, frame, completions) for part, (frame, _), completions in zip(parts, answers, results)]
     _write_together(res, step, outputs)
 
@@ -440,7 +447,8 @@ def update(res: RunContext, step: int) -> None:
     """
     metrics = train_on_scored(res.policy, res.run.stage_path(step, StageFile.SCORED), step)
     last_step = res.last_step
-    if step < last_step:  # after the last update, only an evaluation would need it
+    # one-step-off, the servers are still generating the next iteration: sync_rollout does it after
+    if step < last_step and res.config.rollout.async_level == 0:  # after the last update, only an evaluation would need it
         seconds = res.policy.sync_rollout_weights()
         if seconds is not None:
             metrics["weight_sync_s"] = seconds
@@ -515,9 +523,60 @@ STAGE_FUNCTIONS: tuple[StageRun, ...] = tuple(
 
 
 def run_iteration(res: RunContext, step: int) -> None:
-    """All stages of one iteration, called directly (no Prefect): for tests and benchmarks."""
-    for stage in stages_for(res.config.rollout.merge_calls):
+    """All stages of one iteration, called directly (no Prefect): for tests and benchmarks.
+
+    One-step-off (`rollout.async_level: 1`): prompts, then this iteration's generation beside
+    the previous iteration's update (two threads), the weight sync once both are done, then
+    the rest up to the commit; this iteration's update waits for the next one
+    (`finish_updates` after the last)."""
+    if res.config.rollout.async_level == 0:
+        for stage in stages_for(res.config.rollout.merge_calls):
+            run_stage(res, step, stage)
+        return
+    before, generation, after = overlap_phases(res.config.rollout.merge_calls)
+    for stage in before:
         run_stage(res, step, stage)
+    pending = pending_update(res, step)
+    if pending is None:
+        res.policy.sync_rollout_weights()  # a resumed run's servers start from the exported weights
+    with ThreadPoolExecutor(max_workers=2 if res.overlaps else 1, thread_name_prefix="azr-overlap") as pool:
+        jobs = [pool.submit(lambda: [run_stage(res, step, stage) for stage in generation])]
+        if pending is not None:
+            jobs.append(pool.submit(run_stage, res, pending, UPDATE))
+        for job in jobs:
+            job.result()
+    if pending is not None:
+        sync_rollout(res, pending)
+    for stage in after:
+        run_stage(res, step, stage)
+
+
+def pending_update(res: RunContext, step: int) -> int | None:
+    """One-step-off: the update that runs beside iteration `step`'s generation (that of step-1,
+    unless it is done); None in the sync order."""
+    if res.config.rollout.async_level == 0 or step <= 1 or update_done(res.run, step - 1):
+        return None
+    return step - 1
+
+
+def update_done(run: RunDir, step: int) -> bool:
+    """Whether iteration `step`'s update has run (its record exists)."""
+    return stage_complete(run, step, UPDATE)
+
+
+def sync_rollout(res: RunContext, step: int) -> None:
+    """The weights of update `step` into the rollout servers, once the generation that used the
+    old ones is done (one-step-off); its seconds go to iteration `step`'s timings.json."""
+    started = time.perf_counter()
+    seconds = res.policy.sync_rollout_weights()
+    if seconds is not None:
+        res.run.record_timing(step, "weight_sync", time.perf_counter() - started)
+
+
+def finish_updates(res: RunContext, last: int) -> None:
+    """One-step-off: the last iteration's update, left by its iteration (no generation follows)."""
+    if res.config.rollout.async_level and last >= 1 and not update_done(res.run, last):
+        run_stage(res, last, UPDATE)
 
 
 def advantages_by_group(scored: pd.DataFrame) -> dict[str, float]:

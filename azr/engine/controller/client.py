@@ -35,6 +35,7 @@ from pydantic import JsonValue, ValidationError
 from azr.pipeline.atomic_io import PathLike, atomic_write_json, atomic_write_text
 from azr.config.schema import AZRConfig
 from azr.engine import interrupt, protocol
+from azr.engine.controller.direct_rollout import DirectRollout, RolloutEndpoint
 from azr.engine.controller.launch import (
     SERVICE_MODULE,
     engine_dir,
@@ -79,6 +80,7 @@ class EngineClient(RequestGenerator):
         self.world_size = int(ready["world_size"])
         self.strategy = str(ready["strategy"])
         self.device = str(ready.get("device", ""))
+        self.rollout_endpoint = RolloutEndpoint.from_ready(ready)
         self._sock = sock
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
@@ -161,6 +163,15 @@ class EngineClient(RequestGenerator):
             results.append(completions[start:start + len(request.prompts)])
             start += len(request.prompts)
         return results
+
+    def direct_rollout(self) -> DirectRollout | None:
+        """Generation on the engine's dedicated vLLM servers straight from here, concurrent with
+        any engine command (one-step-off generation); None when the engine has no such servers."""
+        if self.rollout_endpoint is None:
+            return None
+        settings = self.config.rollout.vllm
+        return DirectRollout(self.rollout_endpoint, self.tokenizer, request_timeout_s=settings.request_timeout_s,
+                             concurrency=settings.max_concurrent_requests)
 
     def update_scored(self, scored: PathLike) -> dict[str, JsonValue]:
         """One TRR++ step on the trained rows of a scored.parquet; update.json's metrics."""

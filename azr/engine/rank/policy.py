@@ -149,7 +149,7 @@ class Policy(RequestGenerator):
             model,
             optimizer,
             accelerator,
-            UpdateSettings.from_trainer(config.trainer),
+            UpdateSettings.from_trainer(config.trainer, config.rollout.async_level),
             pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
             reference_model=reference,
         )

@@ -263,8 +263,9 @@ def serve(run_root: Path) -> int:
             protocol.send_message(sock, {"event": "failed", "error": where + message})
         return 1
     if sock is not None:
+        endpoint = policy.backend.endpoint() if hasattr(policy.backend, "endpoint") else None  # dedicated vLLM servers
         protocol.send_message(sock, {"event": "ready", "world_size": ranks.size, "strategy": policy.strategy,
-                                     "device": str(policy.accelerator.device)})
+                                     "device": str(policy.accelerator.device), "rollout_servers": endpoint})
     engine = Engine(policy, ranks, run_root)
     try:
         return _loop(engine, ranks, sock, min(KEEPALIVE_S, config.engine.collective_timeout_s / 3))

@@ -17,7 +17,6 @@ import tempfile
 import threading
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -25,21 +24,15 @@ import torch
 
 from azr.pipeline.atomic_io import publish_directory
 from azr.config.schema import AZRConfig
-from azr.engine.api import Completion, GenerationRequest, PromptCompletions, RequestGenerator, SamplingSettings
-from azr.engine.rollout.transformers_backend import encode_prompts, model_eos_ids
-from azr.engine.rollout.vllm.common import iter_weights, make_completion, prompt_seed, sampling_fields, write_weight_files
+from azr.engine.api import GenerationRequest, PromptCompletions, RequestGenerator
+from azr.engine.rollout.transformers_backend import model_eos_ids
+from azr.engine.rollout.vllm.common import iter_weights, write_weight_files
+from azr.engine.rollout.vllm.requests import RawOutput, complete_requests, post_completions
 from azr.engine.rollout.vllm.server import SERVED_MODEL_NAME, VLLMClient, VLLMError, VLLMServer
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-RawOutput = tuple[Sequence[int], str | None, Sequence[float] | None]
-"""(token ids, vLLM finish reason, the sampled tokens' log-probs or None)."""
-
-BEHAVIOUR_LOGPROBS = 0
-"""vLLM's `logprobs` sampling field: 0 top alternatives, so each position returns the sampled
-token's log-prob alone (vLLM's default logprobs mode: the raw model distribution, before
-temperature and filtering, the quantity the trainer computes)."""
 _T = TypeVar("_T")
 
 _DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
@@ -72,43 +65,12 @@ class _VLLMBackend(RequestGenerator):
     def generate_many(self, requests: Sequence[GenerationRequest]) -> list[PromptCompletions]:
         """The prompts of all requests in one engine call, each with its request's sampling; a
         prompt's seed is keyed by its index in its own request, so merging moves no sample."""
-        encoded: list[list[int]] = []
-        fields: list[dict[str, Any]] = []
-        owners: list[SamplingSettings] = []
-        for request in requests:
-            ids = encode_prompts(self.tokenizer, request.prompts)
-            per_prompt = 1 if request.settings.greedy else request.settings.n
-            encoded += ids
-            fields += [self._request(request.settings, per_prompt, index) for index in range(len(ids))]
-            owners += [request.settings] * len(ids)
-        raw = self._generate_ids(encoded, fields) if encoded else []
-        flat: list[list[Completion]] = []
-        for ids, outputs, settings, asked in zip(encoded, raw, owners, fields):
-            if len(outputs) != asked["n"]:
-                raise VLLMError(f"vLLM returned {len(outputs)} completions for a prompt, expected {asked['n']}")
-            completions = [
-                make_completion(tokens, reason, ids, eos_token_ids=self.eos_token_ids,
-                                max_new_tokens=settings.max_new_tokens, tokenizer=self.tokenizer, logprobs=logprobs)
-                for tokens, reason, logprobs in outputs
-            ]
-            flat.append(completions * (settings.n // asked["n"]))
-        results, start = [], 0
-        for request in requests:
-            results.append(flat[start:start + len(request.prompts)])
-            start += len(request.prompts)
-        return results
+        return complete_requests(self.tokenizer, self.eos_token_ids, requests, self._generate_ids)
 
     @abstractmethod
     def _generate_ids(self, prompts: list[list[int]], requests: list[dict[str, Any]]) -> list[list[RawOutput]]:
         """(token ids, finish reason, log-probs) x `requests[i]["n"]` for prompt i, in prompt
         order, from the engine; `requests[i]` are prompt i's sampling fields (`_request`)."""
-
-    def _request(self, settings: SamplingSettings, n: int, index: int) -> dict[str, Any]:
-        fields = {**sampling_fields(settings, self.eos_token_ids, n=n), "logprobs": BEHAVIOUR_LOGPROBS}
-        seed = None if settings.greedy else prompt_seed(settings.seed, index)
-        if seed is not None:
-            fields["seed"] = seed
-        return fields
 
 
 class VLLMServerBackend(_VLLMBackend):
@@ -166,16 +128,8 @@ class VLLMServerBackend(_VLLMBackend):
         if self.server is not None:
             self.server.check_alive()
 
-        def one(index: int) -> list[RawOutput]:
-            body = {"model": self.model_name, "prompt": prompts[index], "return_token_ids": True,
-                    **requests[index]}
-            answer = self.client.post("/v1/completions", body, timeout=self.request_timeout_s)
-            choices = sorted(answer["choices"], key=lambda c: c["index"])
-            return [(c["token_ids"], c.get("finish_reason"), choice_logprobs(c)) for c in choices]
-
-        workers = max(1, min(self.max_concurrent_requests, len(prompts)))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vllm-request") as pool:
-            return list(pool.map(one, range(len(prompts))))
+        return post_completions([self.client], self.model_name, prompts, requests,
+                                timeout_s=self.request_timeout_s, concurrency=self.max_concurrent_requests)
 
     def sync_weights(self, model: torch.nn.Module) -> None:
         """Write the weights, have every worker load them in place, drop cached prefixes."""
@@ -206,12 +160,6 @@ class VLLMServerBackend(_VLLMBackend):
         if self._current_weights is not None:
             shutil.rmtree(self._current_weights, ignore_errors=True)
             self._current_weights = None
-
-
-def choice_logprobs(choice: dict[str, Any]) -> list[float] | None:
-    """The sampled tokens' log-probs of one choice of the completions endpoint (None if absent)."""
-    found = (choice.get("logprobs") or {}).get("token_logprobs")
-    return None if found is None else [float(x) for x in found]
 
 
 def output_logprobs(output: Any) -> list[float] | None:

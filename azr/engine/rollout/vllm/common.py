@@ -6,72 +6,18 @@ project's own environment need not have it.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from azr.pipeline.atomic_io import publish_directory
-from azr.engine.api import Completion, SamplingSettings
-from azr.engine.rollout.transformers_backend import completion_record
-
-if TYPE_CHECKING:
-    from transformers import PreTrainedTokenizerBase
+from azr.engine.rollout.vllm.requests import make_completion, prompt_seed, sampling_fields  # noqa: F401 (their home before)
 
 WEIGHTS_GLOB = "*.safetensors"
-
-
-def sampling_fields(settings: SamplingSettings, eos_token_ids: Sequence[int], *, n: int) -> dict[str, Any]:
-    """vLLM sampling parameters equal to the transformers backend's decoding of `settings`.
-
-    Every field is explicit, so neither the checkpoint's generation_config.json nor vLLM's
-    defaults (e.g. repetition penalty) change the rollouts. Detokenization is left to the
-    caller, which decodes with the run's tokenizer.
-    """
-    greedy = settings.greedy
-    return {
-        "n": n,
-        "max_tokens": settings.max_new_tokens,
-        "temperature": 0.0 if greedy else settings.temperature,
-        "top_p": 1.0 if greedy else settings.top_p,
-        "top_k": -1 if greedy else settings.top_k,
-        "min_p": 0.0,
-        "repetition_penalty": 1.0,
-        "presence_penalty": 0.0,
-        "frequency_penalty": 0.0,
-        "stop_token_ids": list(eos_token_ids),
-        "ignore_eos": False,
-        "skip_special_tokens": True,
-    }
-
-
-def prompt_seed(seed: int | None, index: int) -> int | None:
-    """A seed per prompt, so a call is reproducible whatever the engine's batching and two equal
-    prompts in one call still get independent samples. None stays None (not reproducible)."""
-    if seed is None:
-        return None
-    digest = hashlib.sha256(f"{seed}:{index}".encode()).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
-
-
-def make_completion(
-    token_ids: Sequence[int],
-    finish_reason: str | None,
-    prompt_token_ids: Sequence[int],
-    *,
-    eos_token_ids: Sequence[int],
-    max_new_tokens: int,
-    tokenizer: PreTrainedTokenizerBase,
-    logprobs: Sequence[float] | None = None,
-) -> Completion:
-    """The transformers backend's record of a vLLM output; vLLM's 'abort' (or any reason other
-    than a stop token or the length limit) is an error, not an answer."""
-    return completion_record(token_ids, prompt_token_ids, eos_token_ids, max_new_tokens, tokenizer,
-                             finish_reason=finish_reason or "abort", logprobs=logprobs)
 
 
 def iter_weights(model: torch.nn.Module, dtype: torch.dtype | None) -> Any:

@@ -29,14 +29,8 @@ from azr.engine.training.distributed import broadcast_object, full_parameters, w
 from azr.engine.api import GenerationRequest, PromptCompletions
 from azr.engine.rollout.transformers_backend import model_eos_ids
 from azr.engine.controller.launch import server_gpu_shares
-from azr.engine.rollout.vllm.backend import (
-    _DTYPE_NAMES,
-    RawOutput,
-    _VLLMBackend,
-    choice_logprobs,
-    engine_seed,
-    max_model_len,
-)
+from azr.engine.rollout.vllm.backend import _DTYPE_NAMES, _VLLMBackend, engine_seed, max_model_len
+from azr.engine.rollout.vllm.requests import RawOutput, post_completions
 from azr.engine.rollout.vllm.common import write_weight_files
 from azr.engine.rollout.vllm.server import SERVED_MODEL_NAME, VLLMClient, VLLMError, VLLMServer, check_server_version
 from azr.engine.rollout.vllm.weight_transfer import GLOO_BACKEND, NativeWeightTransfer, choose_transfer, make_channel
@@ -149,16 +143,17 @@ class DedicatedServerBackend(_VLLMBackend):
         for server in self.servers:
             server.check_alive()
 
-        def one(index: int) -> list[RawOutput]:
-            client = self.clients[index % len(self.clients)]
-            body = {"model": self.model_name, "prompt": prompts[index], "return_token_ids": True, **requests[index]}
-            answer = client.post("/v1/completions", body, timeout=self.settings.request_timeout_s)
-            choices = sorted(answer["choices"], key=lambda c: c["index"])
-            return [(c["token_ids"], c.get("finish_reason"), choice_logprobs(c)) for c in choices]
+        return post_completions(self.clients, self.model_name, prompts, requests,
+                                timeout_s=self.settings.request_timeout_s,
+                                concurrency=self.settings.max_concurrent_requests)
 
-        workers = max(1, min(self.settings.max_concurrent_requests * len(self.clients), len(prompts)))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vllm-request") as pool:
-            return list(pool.map(one, range(len(prompts))))
+    def endpoint(self) -> dict[str, Any] | None:
+        """Where the controller reaches these servers directly (one-step-off generation,
+        azr.engine.controller.direct_rollout); None on the ranks that hold no client."""
+        if not self.clients:
+            return None
+        return {"urls": [client.base_url for client in self.clients], "model_name": self.model_name,
+                "eos_token_ids": [int(t) for t in self.eos_token_ids]}
 
     # -------------------------------------------------------------------- weights
 
