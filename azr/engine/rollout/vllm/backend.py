@@ -24,10 +24,10 @@ import torch
 
 from azr.pipeline.atomic_io import publish_directory
 from azr.config.schema import AZRConfig
-from azr.engine.api import GenerationRequest, PromptCompletions, RequestGenerator
+from azr.engine.api import GenerationRequest, PromptCompletions, RequestGenerator, SamplingSettings
 from azr.engine.rollout.transformers_backend import model_eos_ids
 from azr.engine.rollout.vllm.common import iter_weights, write_weight_files
-from azr.engine.rollout.vllm.requests import RawOutput, complete_requests, post_completions
+from azr.engine.rollout.vllm.requests import RawOutput, complete_requests, post_completions, request_fields
 from azr.engine.rollout.vllm.server import SERVED_MODEL_NAME, VLLMClient, VLLMError, VLLMServer
 
 if TYPE_CHECKING:
@@ -66,6 +66,10 @@ class _VLLMBackend(RequestGenerator):
         """The prompts of all requests in one engine call, each with its request's sampling; a
         prompt's seed is keyed by its index in its own request, so merging moves no sample."""
         return complete_requests(self.tokenizer, self.eos_token_ids, requests, self._generate_ids)
+
+    def _request(self, settings: SamplingSettings, n: int, index: int) -> dict[str, Any]:
+        """Prompt `index`'s sampling fields (`requests.request_fields`)."""
+        return request_fields(settings, self.eos_token_ids, n, index)
 
     @abstractmethod
     def _generate_ids(self, prompts: list[list[int]], requests: list[dict[str, Any]]) -> list[list[RawOutput]]:
