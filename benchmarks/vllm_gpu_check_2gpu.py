@@ -1,4 +1,4 @@
-"""One-shot check of the multi-rank GPU paths on two NVIDIA GPUs, in about 10 minutes.
+"""One-shot check of the multi-rank GPU paths on two NVIDIA GPUs, in about 15 minutes.
 
 NOT RUN YET on GPUs: written without them (issue 22: items 4, 5 and the NCCL weight transfer).
 Same format as benchmarks/vllm_gpu_check.py: every step in a process of its own under its own
@@ -15,6 +15,10 @@ limit, one `AZR-GPU-CHECK {json}` line per step, a summary line last. Steps (lim
 - nccl_transfer (180 s): one trainer rank on GPU 0, a `vllm serve` process on GPU 1
   (rollout.gpus=1), weights through vLLM's weight-transfer API over NCCL: generate, update,
   sync, generate, checked against transformers.
+- async_overlap (300 s): sync against one-step-off self-play (`rollout.async_level` 0 and 1),
+  trainer on GPU 0 and a `vllm serve` process on GPU 1: iteration seconds, each side's idle
+  seconds, lag and mismatch (benchmarks/async_overlap.py). Checks the lags (0 and 1); the
+  speed-up is reported against the issue's goal of 1.3x, not asserted.
 
     PYTHONPATH=. python benchmarks/vllm_gpu_check_2gpu.py [--model DIR] [--work DIR]
 
@@ -33,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.vllm_gpu_check_steps import (  # noqa: E402 - after the path
     GPUMemory,
+    async_overlap,
     Step,
     check_config,
     gpu_processes,
@@ -132,6 +137,7 @@ STEPS = [
     Step("two_ranks", 240, two_ranks, needs=("probe", "model")),
     Step("long_wait", 150, long_wait, needs=("probe", "model")),
     Step("nccl_transfer", 180, nccl_transfer, needs=("probe", "model")),
+    Step("async_overlap", 300, async_overlap, needs=("probe", "model")),
 ]
 
 
