@@ -50,8 +50,9 @@ def iteration_flow(res: RunContext, step: int) -> dict[str, list[Path]]:
     for stage in before:
         record(stage, STAGE_TASKS[stage.name](res, step, inputs_of(stage)))
     pending = pending_update(res, step)
-    if pending is None:
-        res.policy.sync_rollout_weights()  # a resumed run's servers start from the exported weights
+    # the servers must hold the weights the trainer holds now, before its update: a no-op but
+    # after a resume (the servers start from the weights exported before the checkpoint loaded)
+    res.policy.sync_rollout_weights()
     update_task = STAGE_TASKS[UPDATE.name].with_options(task_run_name=f"update-{pending}")
     scored = {REWARDS.name: stage_outputs(res.run, pending, REWARDS)} if pending is not None else {}
     # iteration step-1's update beside this iteration's generation; without a line to the

@@ -201,13 +201,13 @@ def _train(root: Path, wanted: AZRConfig | None, resume: bool, force: bool, iter
             probe_task(res, 0, current=first == 1)  # the probe before any update (kept from the first start)
             progress = create_progress_artifact(100.0 * (first - 1) / last, key=artifact_key(run, "progress"),
                                                 description=f"iterations of {run.root.name}")
+            one_step_off = run_config.rollout.async_level == 1
             for step in post_commit_pending(run, run_config, first):  # a kill came after a commit
-                if not update_done(run, step):  # one-step-off: its update runs beside the next generation
+                if one_step_off and not update_done(run, step):  # its update runs beside the next generation
                     continue
                 logger.info("iteration %d of %s was committed before the run stopped: finishing its logging",
                             step, run.root.name)
                 _after_commit(res, tracker, step, last, None, started=time.perf_counter(), evaluate=step == first - 1)
-            one_step_off = run_config.rollout.async_level == 1
             iteration_runs: dict[int, Any] = {}
             for step in range(first, last + 1):
                 res.emit("iteration_started", step=step, last=last)

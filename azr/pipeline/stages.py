@@ -537,8 +537,9 @@ def run_iteration(res: RunContext, step: int) -> None:
     for stage in before:
         run_stage(res, step, stage)
     pending = pending_update(res, step)
-    if pending is None:
-        res.policy.sync_rollout_weights()  # a resumed run's servers start from the exported weights
+    # the servers must hold the weights the trainer holds now, before its update: a no-op but
+    # after a resume (the servers start from the weights exported before the checkpoint loaded)
+    res.policy.sync_rollout_weights()
     with ThreadPoolExecutor(max_workers=2 if res.overlaps else 1, thread_name_prefix="azr-overlap") as pool:
         jobs = [pool.submit(lambda: [run_stage(res, step, stage) for stage in generation])]
         if pending is not None:
