@@ -56,7 +56,7 @@ def _config(model: Path | str, async_level: int, lr: float = TINY_LR) -> Any:
         f"rollout.async_level={async_level}", "rollout.vllm.enforce_eager=true", f"rollout.vllm.python={VLLM_PYTHON}",
         "rollout.vllm.cpu_kv_cache_gib=1", "rollout.max_prompt_tokens=1024", "rollout.content_max_tokens=1000",
         "rollout.max_new_tokens=16", "rollout.mc_samples=2", f"trainer.learning_rate={lr}", "trainer.iterations=2",
-        "trainer.checkpoint_every=1", "sandbox.timeout_s=5",
+        "trainer.checkpoint_every=1", "trainer.keep_checkpoints=3", "sandbox.timeout_s=5",
     ])
 
 
