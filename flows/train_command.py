@@ -231,7 +231,21 @@ def _interrupted(name: str | None, where: str, target: Path) -> None:
         err_console.print(f"continue with: azr train --resume {escape(str(target))}", highlight=False, soft_wrap=True)
     else:
         err_console.print(f"no run was started in {escape(str(target))}: start it again", highlight=False, soft_wrap=True)
-    raise typer.Exit(130 if name == "SIGINT" else 143)
+    _leave(130 if name == "SIGINT" else 143)
+
+
+def _leave(code: int) -> None:
+    """End the interrupted process now. Every record is written by then (the stage files, MLflow's
+    KILLED, the flow run's state); the exit handlers still run (Prefect's event and log queues,
+    its temporary server, logging), but not the interpreter's finalization, which took 5-6 s
+    after them and writes nothing (benchmarks/interrupt_latency.py: last line to exit)."""
+    import atexit
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    atexit._run_exitfuncs()
+    os._exit(code)
 
 
 def _check_memory(wanted: Any, resume: Path | None, ignore: bool) -> None:
