@@ -82,11 +82,10 @@ def _direct_rollout(policy: PolicyHandle, config: AZRConfig) -> Any:
     if callable(direct):
         return direct()
     endpoint = getattr(getattr(policy, "backend", None), "endpoint", None)
-    found = endpoint() if callable(endpoint) else None
-    if not found:
+    found = RolloutEndpoint.from_ready({"rollout_servers": endpoint()}) if callable(endpoint) else None
+    if found is None:
         return None
-    return DirectRollout(RolloutEndpoint(tuple(found["urls"]), found["model_name"], tuple(found["eos_token_ids"])),
-                         policy.tokenizer, request_timeout_s=config.rollout.vllm.request_timeout_s,  # type: ignore[attr-defined]
+    return DirectRollout(found, policy.tokenizer, request_timeout_s=config.rollout.vllm.request_timeout_s,  # type: ignore[attr-defined]
                          concurrency=config.rollout.vllm.max_concurrent_requests)
 
 
