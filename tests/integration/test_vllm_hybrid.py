@@ -95,17 +95,36 @@ def test_colocated_vllm_after_an_update_equals_the_transformers_backend(
 
     config = _config(model_dir, f"trainer.processes={ranks}", f"trainer.strategy={strategy}",
                      f"rollout.tensor_parallel_size={tp}")
-    client = EngineClient.start(config, tmp_path / "run")
+    # A segment under the name every external_launcher engine on a host used to share, as a
+    # killed engine leaves it (the CI failure "create shm in SHMManager failed. errno: 17").
+    planted = [SHM / f"-tp:0-[0-1]-cpushm_{rank}" for rank in range(tp)] if tp > 1 else []
+    planted = [path for path in planted if not path.exists()]
+    for path in planted:
+        path.write_bytes(b"\0" * 4096)
+    ours_before = _azr_segments()
     try:
-        before, after = _greedy_then_update_then_greedy(client)
+        client = EngineClient.start(config, tmp_path / "run")
+        try:
+            before, after = _greedy_then_update_then_greedy(client)
+        finally:
+            client.close()
     finally:
-        client.close()
+        for path in planted:
+            path.unlink(missing_ok=True)
+    assert _azr_segments() == ours_before, "the engine left its vLLM shared-memory segments in /dev/shm"
     reference_before, reference_after = transformers_reference
     assert reference_after != reference_before, "the update must change greedy decoding for this check to mean anything"
     assert after == reference_after
     log = client.log_path.read_text(errors="replace")
     assert f"of 1 (TP {tp})" in log and NO_SLEEP in log  # one engine over the ranks; sleep said to be absent
     assert log.count("colocated vLLM on rank") == ranks
+
+
+SHM = Path("/dev/shm")
+
+
+def _azr_segments() -> set[str]:
+    return {path.name for path in SHM.glob("azr*cpushm*")}
 
 
 def test_azr_train_with_two_ranks_and_colocated_vllm(model_dir: Path, tmp_path: Path) -> None:

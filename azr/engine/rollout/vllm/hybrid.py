@@ -37,7 +37,8 @@ import torch
 
 from azr.pipeline.atomic_io import publish_directory
 from azr.config.schema import AZRConfig
-from azr.engine.training.distributed import all_gather_objects, balanced_shares, full_parameters, world
+from azr.engine.rollout.vllm.cpu_shm import draw_token, engine_scoped_cpu_shm
+from azr.engine.training.distributed import all_gather_objects, balanced_shares, broadcast_object, full_parameters, world
 from azr.engine.rollout.transformers_backend import model_eos_ids
 from azr.engine.rollout.vllm.backend import (
     _DTYPE_NAMES,
@@ -189,9 +190,14 @@ class VLLMColocateBackend(_VLLMBackend):
             arguments["sleep_mode_offload_cudagraph"] = True
         if size > 1:
             arguments["distributed_executor_backend"] = "external_launcher"
-        if not torch.cuda.is_available() and not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
-            arguments["kv_cache_memory_bytes"] = int(settings.cpu_kv_cache_gib * GIB)
-        llm = LLM(**arguments)
+        if torch.cuda.is_available():
+            llm = LLM(**arguments)
+        else:
+            if not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
+                arguments["kv_cache_memory_bytes"] = int(settings.cpu_kv_cache_gib * GIB)
+            # vllm-cpu's tensor-parallel groups share memory under names every engine would reuse
+            with engine_scoped_cpu_shm(broadcast_object(draw_token())):
+                llm = LLM(**arguments)
         backend = cls(llm, tokenizer, model_eos_ids(model, tokenizer), dtype=dtype,
                       sync_timeout_s=settings.sync_timeout_s, layout=layout, sleep=sleep)
         backend.sync_weights(model)
