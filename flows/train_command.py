@@ -146,9 +146,12 @@ def train(
                 summary = train_flow(preset=None, config=wanted, iterations=iterations, run_dir=str(target),
                                      resume=resume is not None, force=force)
         except (KeyboardInterrupt, TerminationSignal):
+            from flows.cancellation import record_cancelled
+
             view.hide_unstarted()
             progress.stop()
-            _interrupted(interrupts.name, view.where, target)
+            cancelled = record_cancelled()  # a Cancel from the Prefect UI: the flow run ends Cancelled
+            _interrupted("a Prefect cancellation" if cancelled else interrupts.name, view.where, target)
         except (ConfigError, RunDirError) as exc:
             view.hide_unstarted()
             _fail(str(exc))
@@ -231,7 +234,7 @@ def _interrupted(name: str | None, where: str, target: Path) -> None:
         err_console.print(f"continue with: azr train --resume {escape(str(target))}", highlight=False, soft_wrap=True)
     else:
         err_console.print(f"no run was started in {escape(str(target))}: start it again", highlight=False, soft_wrap=True)
-    _leave(130 if name == "SIGINT" else 143)
+    _leave(130 if name == "SIGINT" else 143)  # a cancellation came as SIGTERM: 143
 
 
 def _leave(code: int) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
@@ -41,6 +42,7 @@ from azr.pipeline.run import (
 )
 from azr.config.run_form import ConfigChanges, Preset, changed_values, preset_help
 from azr.pipeline.mlflow_run import Tracker
+from flows.cancellation import watch_for_cancellation
 from flows.gpu import gpus_to_hold, hold_gpus
 from flows.iteration import iteration_flow
 from flows.monitoring import emit_findings, event_id
@@ -159,7 +161,7 @@ def train_flow(
         raise ConfigError("choose a `preset` (or clear it and give a full `config`)")
     root = Path(run_dir) if run_dir else default_run_dir(wanted)
     name_flow_run(root.name)
-    with hold_run_slot(root):
+    with hold_run_slot(root), watch_for_cancellation(UUID(flow_run.id) if flow_run.id else None):
         if extend_by is not None:
             if not resume:
                 raise ConfigError("`extend_by` continues an existing run: set `resume` and `run_dir` too")

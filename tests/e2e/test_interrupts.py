@@ -173,3 +173,36 @@ def _final_state(client, run_id: str, prefect: LocalPrefect):  # noqa: F811 - pr
             f"flow run still {flow_run.state_name}:\n{prefect.log_tail(f'worker-{TRAIN_POOL}', 80)}")
         time.sleep(1)
 
+
+
+@pytest.mark.timeout(1200)
+def test_a_ui_cancel_of_an_azr_train_run_stops_it_and_records_cancelled(prefect: LocalPrefect, tmp_path: Path) -> None:  # noqa: F811
+    """`azr train` against a real Prefect server (no worker supervises its flow run), cancelled
+    through the API, as the UI's Cancel button does, while the engine updates: the run stops on
+    the interrupt path (exit 143, the resume command last, MLflow KILLED, nothing left) and the
+    flow run ends Cancelled, not Crashed or stuck in Cancelling."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.states import Cancelling
+
+    root = tmp_path / "runs" / "tiny-ui-cancel"
+    process = azr(["train", "--preset", "tiny", "--iterations", "2", "--run-dir", str(root),
+                   "--set", "trainer.micro_batch_size=1", "--set", "rollout.max_new_tokens=128"],
+                  prefect.env({"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}))
+    log = root / "engine" / "engine.log"
+    deadline = time.monotonic() + 600
+    while not (log.exists() and "command update started" in log.read_text(errors="replace")):
+        assert process.poll() is None, process.communicate()[0][-3000:]
+        assert time.monotonic() < deadline, "the run never got to its update"
+        time.sleep(0.1)
+    info = RunDir(root).read_info()
+    run_id = mlflow.MlflowClient(info["tracking_uri"]).get_run(info["mlflow_run_id"]).data.tags["azr.prefect.flow_run_id"]
+    with temporary_settings(updates={PREFECT_API_URL: prefect.api_url}), get_client(sync_client=True) as client:
+        client.set_flow_run_state(run_id, Cancelling(message="cancelled from the test, as the UI does"))
+        output, _ = process.communicate(timeout=120)
+        assert_interrupted(process, output, root, 143)
+        assert "a Prefect cancellation" in " ".join(output.strip().splitlines()[-3:]), output[-2000:]
+        flow_run = client.read_flow_run(run_id)
+        assert flow_run.state.is_cancelled(), f"{flow_run.state_name}: {flow_run.state.message}"
+    assert "rank 0 stopped update" in log.read_text(errors="replace")  # the engine's own stop, as for Ctrl-C
+    assert not RunDir(root).stage_path(1, "update.json").exists()
