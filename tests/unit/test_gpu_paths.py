@@ -25,7 +25,8 @@ from azr.config.schema import vllm_memory_share
 from azr.engine.controller import launch
 from azr.engine.rollout.vllm import version as vllm_version
 from azr.engine.rollout.vllm.backend import run_with_timeout
-from azr.engine.rollout.vllm.server import VLLMClient, VLLMError, find_vllm_python, with_parent_death_signal
+from azr.engine.rollout.vllm.server import VLLMClient, VLLMError, find_vllm_python
+from azr.ops.parent_death import with_parent_death_signal
 
 
 # ----------------------------------------------------------------------------- item 1: ZeRO-3
@@ -230,7 +231,7 @@ def test_a_server_started_without_preexec_fn_dies_with_its_parent(tmp_path: Path
     pid_file = tmp_path / "child.pid"
     parent_code = (
         "import subprocess, sys, time\n"
-        "from azr.engine.rollout.vllm.server import with_parent_death_signal\n"
+        "from azr.ops.parent_death import with_parent_death_signal\n"
         "import signal\n"
         "argv = with_parent_death_signal([sys.executable, '-c', 'import time; time.sleep(120)'], signal.SIGTERM)\n"
         f"child = subprocess.Popen(argv)\n"

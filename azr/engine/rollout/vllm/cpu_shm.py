@@ -57,7 +57,9 @@ def engine_scoped_cpu_shm(token: str) -> Iterator[list[str]]:
     Yields the list of group names made so far (filled in as vLLM builds its groups)."""
     made: list[str] = []
     try:
-        from vllm.distributed.device_communicators.cpu_communicator import _CPUSHMDistributed
+        from vllm.distributed.device_communicators.cpu_communicator import (
+            _CPUSHMDistributed,
+        )
     except ImportError:
         logger.warning("vLLM has no CPU shared-memory communicator here: its segment names are left as they are")
         yield made

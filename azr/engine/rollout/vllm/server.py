@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from azr.config.schema import VLLMConfig
+from azr.ops.parent_death import with_parent_death_signal
 
 SERVED_MODEL_NAME = "azr-policy"
 EXTENSION_MODULE = "azr_vllm_extension"
@@ -309,27 +310,6 @@ def check_server_version(client: VLLMClient, where: str) -> str | None:
         return None
     version = answer.get("version") if isinstance(answer, dict) else None
     return check_version(str(version), f"the vLLM server at {client.base_url} ({where})") if version else None
-
-
-# Run by this Python in the child, before it execs the real command: the parent-death signal is set
-# in the child, after fork, without a `preexec_fn` (which can deadlock in a threaded parent:
-# only async-signal-safe calls are allowed between fork and exec). The signal survives execve.
-_DEATH_SIGNAL_SHIM = (
-    "import ctypes, os, sys\n"
-    "parent = int(sys.argv[1])\n"
-    "ctypes.CDLL(None, use_errno=True).prctl(1, int(sys.argv[2]), 0, 0, 0)\n"  # PR_SET_PDEATHSIG
-    "if os.getppid() != parent: os._exit(1)\n"  # the parent died before the request took effect
-    "os.execvp(sys.argv[3], sys.argv[3:])\n"
-)
-
-
-def with_parent_death_signal(argv: Sequence[str], signum: int) -> list[str]:
-    """`argv` started through a shim that asks the kernel for `signum` when this process (the
-    thread that starts it) goes away, even by SIGKILL, so no engine is left holding memory
-    (Linux; elsewhere `argv` as it is, and `stop()` and the exit hook are all)."""
-    if not sys.platform.startswith("linux"):
-        return list(argv)
-    return [sys.executable, "-c", _DEATH_SIGNAL_SHIM, str(os.getpid()), str(int(signum)), *argv]
 
 
 def _kill_group(pgid: int) -> None:
