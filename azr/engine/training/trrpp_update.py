@@ -50,6 +50,7 @@ from azr.engine.training.distributed import (
 )
 from azr.engine.training.logprobs import head_calls, token_logprobs, token_logprobs_and_entropy
 from azr.engine.training.off_policy import GapRecorder, behaviour_tensor, gap_metrics, truncated_is_weights
+from azr.engine.training.shared_prefix import common_prefix_length, hidden_after_prefix, sharing_supported, worth_sharing
 from azr.engine.training.trrpp_loss import LossSettings, TokenLoss, trrpp_token_loss
 from azr.engine.training.zero3 import is_deepspeed
 from azr.selfplay.task_types import GROUP_NAMES
@@ -70,6 +71,7 @@ class UpdateSettings:
     ratio_base: str = "trainer"  # trainer: the detached current log-probs (on-policy); behaviour: the engine's
     rollout_is: str = "none"  # none | token | sequence: truncated importance weights (docs/algorithm.md §14)
     rollout_is_cap: float = 2.0
+    share_prompt_prefix: bool = True  # where supported (azr.engine.training.shared_prefix)
 
     @property
     def loss(self) -> LossSettings:
@@ -87,6 +89,7 @@ class UpdateSettings:
             ratio_base=trainer.resolved_ratio_base(async_level),
             rollout_is=trainer.rollout_is,
             rollout_is_cap=trainer.rollout_is_cap,
+            share_prompt_prefix=trainer.share_prompt_prefix,
         )
 
 
@@ -102,7 +105,9 @@ def make_optimizer(model: torch.nn.Module, trainer: TrainerConfig) -> torch.opti
 
 @dataclass
 class _Batch:
-    """A right-padded micro-batch and where its response tokens sit."""
+    """A right-padded micro-batch and where its response tokens sit. With `prefix_ids` the rows'
+    common prompt prefix runs once and `input_ids` holds each row's remainder (positions count
+    from the end of the prefix)."""
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
@@ -111,6 +116,7 @@ class _Batch:
     targets: torch.Tensor  # [tokens] the response token
     sequences: list[TrainSequence]
     indices: list[int]  # positions of `sequences` in the caller's list
+    prefix_ids: torch.Tensor | None = None
 
 
 @dataclass
@@ -191,6 +197,8 @@ class TRRPPUpdate:
         self.scheduler = scheduler
         self.reference_model = reference_model if settings.kl_coef > 0 else None
         self.steps = 0
+        wrapped = accelerator.unwrap_model(model) is not model or is_fsdp2(model) or is_deepspeed(accelerator)
+        self.share_prefixes = settings.share_prompt_prefix and sharing_supported(model, accelerator.num_processes, wrapped)
         self._check_head(model)
         if self.reference_model is not None:
             self._check_head(self.reference_model)
@@ -359,19 +367,26 @@ class TRRPPUpdate:
 
     def _logprobs_and_entropy(self, batch: _Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-probs (with gradient) and entropies of the batch's response tokens."""
-        hidden = _last_hidden_state(self.model, batch.input_ids, batch.attention_mask)
         return token_logprobs_and_entropy(
-            self._head(self.model), hidden[batch.rows, batch.positions], batch.targets, self.settings.logits_chunk_tokens,
-            self._head_calls(self.model, batch),
+            self._head(self.model), self._response_hidden(self.model, batch), batch.targets,
+            self.settings.logits_chunk_tokens, self._head_calls(self.model, batch),
         )
 
     def _logprobs_only(self, model: torch.nn.Module, batch: _Batch) -> torch.Tensor:
         with torch.no_grad():
-            hidden = _last_hidden_state(model, batch.input_ids, batch.attention_mask)
             return token_logprobs(
-                self._head(model), hidden[batch.rows, batch.positions], batch.targets, self.settings.logits_chunk_tokens,
+                self._head(model), self._response_hidden(model, batch), batch.targets, self.settings.logits_chunk_tokens,
                 self._head_calls(model, batch),
             )
+
+    @staticmethod
+    def _response_hidden(model: torch.nn.Module, batch: _Batch) -> torch.Tensor:
+        """[response tokens, dim]: the final hidden state that predicts each response token."""
+        if batch.prefix_ids is not None:
+            hidden = hidden_after_prefix(model, batch.prefix_ids, batch.input_ids, batch.attention_mask)
+        else:
+            hidden = _last_hidden_state(model, batch.input_ids, batch.attention_mask)
+        return hidden[batch.rows, batch.positions]
 
     def _head_calls(self, model: torch.nn.Module, batch: _Batch) -> int | None:
         """Under ZeRO-3 with several ranks, the most head chunks any rank has in this micro-batch
@@ -381,23 +396,31 @@ class TRRPPUpdate:
         return max_over_ranks(head_calls(len(batch.targets), self.settings.logits_chunk_tokens))
 
     def _micro_batches(self, sequences: list[TrainSequence]) -> list[_Batch]:
-        """Similar lengths together (less padding); the order does not change the sum."""
-        order = sorted(range(len(sequences)), key=lambda i: -(len(sequences[i].prompt_ids) + len(sequences[i].response_ids)))
+        """Similar lengths together (less padding), or, when prefixes are shared, prompts in
+        token order (long common prefixes together); the order does not change the sum."""
+        if self.share_prefixes:
+            order = sorted(range(len(sequences)), key=lambda i: (sequences[i].prompt_ids, -len(sequences[i].response_ids)))
+        else:
+            order = sorted(range(len(sequences)),
+                           key=lambda i: -(len(sequences[i].prompt_ids) + len(sequences[i].response_ids)))
         size = self.settings.micro_batch_size
         return [self._collate(sequences, order[k:k + size]) for k in range(0, len(order), size)]
 
     def _collate(self, all_sequences: list[TrainSequence], indices: list[int]) -> _Batch:
         sequences = [all_sequences[i] for i in indices]
         device = self.accelerator.device
-        width = max(len(s.prompt_ids) + len(s.response_ids) for s in sequences)
+        shared = common_prefix_length([s.prompt_ids for s in sequences]) if self.share_prefixes else 0
+        if not worth_sharing(shared, len(sequences)):
+            shared = 0
+        width = max(len(s.prompt_ids) + len(s.response_ids) for s in sequences) - shared
         input_ids = torch.full((len(sequences), width), self.pad_token_id, dtype=torch.long)
         attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
         rows, positions, targets = [], [], []
         for row, seq in enumerate(sequences):
-            ids = seq.prompt_ids + seq.response_ids
+            ids = (seq.prompt_ids + seq.response_ids)[shared:]
             input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
             attention_mask[row, : len(ids)] = 1
-            start = len(seq.prompt_ids) - 1
+            start = len(seq.prompt_ids) - 1 - shared
             rows.extend([row] * len(seq.response_ids))
             positions.extend(range(start, start + len(seq.response_ids)))
             targets.extend(seq.response_ids)
@@ -409,6 +432,7 @@ class TRRPPUpdate:
             targets=torch.tensor(targets, dtype=torch.long, device=device),
             sequences=sequences,
             indices=indices,
+            prefix_ids=torch.tensor(sequences[0].prompt_ids[:shared], dtype=torch.long, device=device) if shared else None,
         )
 
     def _global_group_tokens(self, sequences: list[TrainSequence]) -> dict[str, int]:
