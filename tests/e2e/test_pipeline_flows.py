@@ -189,6 +189,7 @@ def test_resume_with_other_settings_is_refused(tmp_path: Path, prefect_env: dict
     assert (root / "config.yaml").read_bytes() == config  # the run never started with it: later resumes still work
 
 
+@pytest.mark.timeout(1800)  # the bundled model: the probe twice and an iteration; the default 300 s ran out on shared cores
 def test_one_iteration_on_the_bundled_model(tmp_path: Path, prefect_env: dict[str, str]) -> None:
     root = tmp_path / "runs" / "cpu-one"
     overrides = ["rollout.batch_size=2", "rollout.max_new_tokens=48", "rollout.mc_samples=2", "tasks.references=1"]
