@@ -20,10 +20,10 @@ import itertools
 import os
 import secrets
 import select
-import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -56,7 +56,6 @@ from azr.engine.protocol import EngineError
 from azr.engine.rank.service import CONFIG_FILE
 from azr.engine.rollout.vllm.server import free_port
 from azr.ops.failure_advice import log_reason_or_tail
-from azr.ops.parent_death import with_parent_death_signal
 
 LOG_FILE = "engine.log"
 RANKS_FILE = "ranks.json"
@@ -112,17 +111,12 @@ class EngineClient(RequestGenerator):
             protocol.TOKEN_ENV: token, protocol.CONTROLLER_ENV: f"127.0.0.1:{listener.getsockname()[1]}", **gpus,
         })
         log_path = directory / LOG_FILE
-        if shutil.which(argv[0]) is None:  # the shim below would only fail inside the child
-            listener.close()
-            raise EngineError(f"cannot start the engine with {argv[0]}: no such executable file (engine.python)")
         with open(log_path, "ab") as log:
             log.write(f"\n$ {' '.join(argv)}\n".encode())
             log.flush()
             try:
-                # SIGTERM to the launcher when the controller dies, even by SIGKILL
-                process = subprocess.Popen(with_parent_death_signal(argv, signal.SIGTERM), stdout=log,
-                                           stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                           start_new_session=True)
+                process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                           env=env, start_new_session=True, preexec_fn=_die_with_parent)
             except OSError as exc:
                 listener.close()
                 raise EngineError(f"cannot start the engine with {argv[0]}: {exc} (engine.python)") from exc
@@ -399,6 +393,14 @@ class _Starting:
 
     def kill(self) -> None:
         _kill(self.process, self.ranks)
+
+
+def _die_with_parent() -> None:
+    """In the launcher before exec: SIGTERM when the controller dies, even by SIGKILL (Linux)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
 
 
 def _kill(process: subprocess.Popen[bytes], ranks: Sequence[Mapping[str, JsonValue]], grace: float = 5.0) -> None:
