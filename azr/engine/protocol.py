@@ -26,6 +26,9 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, NonNegativeInt, Ty
 from azr.engine.api import CheckpointInfo, Completion, GenerationRequest, PromptCompletions, SamplingSettings
 from azr.pipeline.atomic_io import write_parquet_atomic
 
+RANK_LEAVES = "(the engine stops: a rank failed)"
+"""Ends a rank's failure reply when the rank leaves the engine after it (its peers may be inside a
+collective it will never join): the controller then reports the engine as stopped, with that reason."""
 TOKEN_ENV = "AZR_ENGINE_TOKEN"  # the per-run secret rank 0 must present; never on a command line
 CONTROLLER_ENV = "AZR_ENGINE_CONTROLLER"  # host:port where the controller listens
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024

@@ -279,8 +279,10 @@ class EngineClient(RequestGenerator):
             self._stop_command(name, _number(command))
             raise
         if not reply.get("ok"):
-            raise EngineError(f"the engine failed in `{name}`: {reply.get('error')} "
-                              f"(tracebacks in {self.log_path})")
+            error = str(reply.get("error"))
+            if error.endswith(protocol.RANK_LEAVES):  # the rank leaves, the launcher stops the rest
+                self._fail(f"the engine stopped during `{name}`: {error.removesuffix(protocol.RANK_LEAVES).strip()}")
+            raise EngineError(f"the engine failed in `{name}`: {error} (tracebacks in {self.log_path})")
         return reply
 
     def _stop_command(self, name: str, command_id: int) -> None:

@@ -323,7 +323,7 @@ def _exit_group(ranks: Ranks, sock: socket.socket | None, command: protocol.Engi
     errors would hang until the collective timeout. The launcher sees the exit and stops the
     other ranks; rank 0 first tells the controller why."""
     if sock is not None and command.id is not None:
-        failure = protocol.Failure(id=command.id, error=f"rank {ranks.rank}: {error} (the engine stops: a rank failed)")
+        failure = protocol.Failure(id=command.id, error=f"rank {ranks.rank}: {error} {protocol.RANK_LEAVES}")
         try:
             protocol.send_message(sock, failure.model_dump(mode="json"))
         except OSError:
