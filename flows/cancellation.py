@@ -81,12 +81,6 @@ def watch_for_cancellation(flow_run_id: UUID | None) -> Iterator[None]:
         watch.stop()
 
 
-def was_cancelled() -> bool:
-    """Whether a flow run of this process was cancelled from Prefect (the interrupt's cause)."""
-    with _lock:
-        return bool(_cancelled)
-
-
 def record_cancelled() -> list[UUID]:
     """After the flow unwound: every flow run cancelled from Prefect is set Cancelled (forced over
     the Crashed that the in-process engine records for the interrupt). Returns those ids."""
